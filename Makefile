@@ -1,0 +1,37 @@
+# Two entry points: `make reproduce` (the main job) and `make test`. Both build .venv when missing.
+PY      ?= python3
+VENV    := .venv
+BIN     := $(VENV)/bin
+TORCH   := torch==2.13.0
+FMNIST  := /usr/share/datasets/fashion-mnist
+
+.PHONY: test reproduce lint bench data clean
+
+$(BIN)/ssmlab: pyproject.toml
+	test -x $(BIN)/python || $(PY) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q $(TORCH)
+	$(BIN)/pip install -q -e '.[dev]'
+	touch $@
+
+.venv: $(BIN)/ssmlab
+
+# Fashion-MNIST ships as a Debian package; the scan-order experiment skips it cleanly if absent.
+data:
+	@test -d $(FMNIST) || (command -v apt-get >/dev/null && (apt-get install -y -q dataset-fashion-mnist >/dev/null 2>&1 || (apt-get update -q >/dev/null 2>&1 && apt-get install -y -q dataset-fashion-mnist >/dev/null 2>&1)) || echo "note: Fashion-MNIST not installed; its experiment will be skipped")
+
+test: .venv
+	OMP_NUM_THREADS=2 $(BIN)/python -m pytest -q
+
+reproduce: .venv data
+	$(BIN)/ssmlab reproduce --profile quick
+
+lint: .venv
+	$(BIN)/ruff check src tests benchmarks
+
+bench: .venv
+	$(BIN)/python benchmarks/scan.py
+	$(BIN)/python benchmarks/ensemble.py
+
+clean:
+	rm -rf $(VENV) results .pytest_cache

@@ -1,0 +1,3 @@
+"""ssmlab: a laboratory for the theory of selective state-space models (Mamba)."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,102 @@
+"""Strict, hashable configs.
+
+Every config is a pydantic model with `extra="forbid"`: an unknown key is an error that names the
+key and the allowed ones (DESIGN: configs that silently drop keys are a known failure of other
+codebases). `config_hash` is a stable content hash of the canonical JSON, which keys results.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any, TypeVar
+
+import yaml
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+from ssmlab.errors import UserError
+
+
+class StrictModel(BaseModel):
+    """Base for every config: unknown keys rejected, values validated on assignment, frozen."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, frozen=True)
+
+
+def canonical_json(obj: Any) -> str:
+    if isinstance(obj, BaseModel):
+        obj = obj.model_dump(mode="json")
+    return json.dumps(obj, sort_keys=True, separators=(",", ":"), default=str)
+
+
+def config_hash(obj: Any, length: int = 12) -> str:
+    """Stable content hash (sha256 of canonical JSON, first `length` hex digits)."""
+    return hashlib.sha256(canonical_json(obj).encode()).hexdigest()[:length]
+
+
+def _parse_value(text: str) -> Any:
+    """`--set a.b=VALUE`: VALUE is parsed as YAML (numbers, bools, lists), else kept a string."""
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError:
+        return text
+
+
+def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    """Apply `key.sub=value` strings to a nested dict (a copy); keys are checked later by pydantic."""
+    out = json.loads(json.dumps(data))
+    for item in overrides:
+        if "=" not in item:
+            raise UserError(f"override {item!r} is not of the form key=value")
+        key, value = item.split("=", 1)
+        parts = key.strip().split(".")
+        node = out
+        for p in parts[:-1]:
+            nxt = node.get(p)
+            if nxt is None:
+                nxt = node[p] = {}
+            if not isinstance(nxt, dict):
+                raise UserError(f"override {key!r}: {p!r} is not a section")
+            node = nxt
+        node[parts[-1]] = _parse_value(value)
+    return out
+
+
+def load_config_file(path: str | Path) -> dict[str, Any]:
+    p = Path(path)
+    if not p.is_file():
+        raise UserError(f"config file not found: {p}")
+    try:
+        data = yaml.safe_load(p.read_text())  # YAML is a superset of JSON
+    except yaml.YAMLError as e:
+        raise UserError(f"config file {p} is not valid YAML/JSON: {str(e).splitlines()[0]}") from None
+    if not isinstance(data, dict):
+        raise UserError(f"config file {p} must hold a mapping at the top level")
+    return data
+
+
+def format_validation_error(err: ValidationError, model: type[BaseModel]) -> str:
+    """One line naming the first problem; for unknown keys, list the allowed ones."""
+    e = err.errors()[0]
+    loc = ".".join(str(x) for x in e["loc"])
+    if e["type"] == "extra_forbidden":
+        node: Any = model
+        for part in e["loc"][:-1]:
+            field = getattr(node, "model_fields", {}).get(part)
+            ann = getattr(field, "annotation", None)
+            node = ann if isinstance(ann, type) and issubclass(ann, BaseModel) else None
+        allowed = sorted(getattr(node, "model_fields", {}) or [])
+        return f"unknown config key {loc!r}; allowed keys: {', '.join(allowed)}"
+    return f"invalid config value for {loc!r}: {e['msg']}"
+
+
+M = TypeVar("M", bound=BaseModel)
+
+
+def build_config(model: type[M], data: dict[str, Any]) -> M:
+    """Validate `data` into `model`, turning validation errors into one-line UserErrors."""
+    try:
+        return model.model_validate(data)
+    except ValidationError as err:
+        raise UserError(format_validation_error(err, model)) from None

@@ -1,0 +1,1 @@
+"""Experiments of paper `filtering` (see ../../../../../shared/papers/filtering.md). Importing registers them."""

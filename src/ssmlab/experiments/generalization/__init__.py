@@ -1,0 +1,1 @@
+"""Experiments of paper `generalization` (see ../../../../../shared/papers/generalization.md). Importing registers them."""

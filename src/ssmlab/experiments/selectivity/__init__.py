@@ -1,0 +1,1 @@
+"""Experiments of paper `selectivity` (see ../../../../../shared/papers/selectivity.md). Importing registers them."""

@@ -1,0 +1,1 @@
+"""The papers' models and generic sequence models built from layers/."""

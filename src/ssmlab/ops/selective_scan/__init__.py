@@ -1,0 +1,1 @@
+"""Selective scan (Mamba S6): reference loop and fast CPU paths with one signature."""

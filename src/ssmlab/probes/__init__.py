@@ -1,0 +1,1 @@
+"""Measurements taken during training (alignments, gate statistics, spectral abscissa, ...)."""

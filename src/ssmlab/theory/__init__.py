@@ -1,0 +1,1 @@
+"""Closed forms: bounds, predicted scalings, analytical constructions."""

@@ -1,0 +1,1 @@
+"""One trainer for every experiment (GD / SGD / Adam; hinge / BCE / CE / MSE), seed ensembles."""

@@ -1,0 +1,240 @@
+"""The trainer: one loop for full-batch GD (the theory papers), SGD and Adam (the empirical ones).
+
+A *step* is one optimizer update. With `batch_size=None` an epoch is one full-batch step (the
+filtering paper's GD); otherwise an epoch is one shuffled pass over the training set. Online
+tasks (fresh prompts every step, the ICL paper's Algorithm 1) pass a sampler instead of tensors.
+
+Recorded every `eval_every` steps into `history`: step, train_loss, train_error (computed on the
+batch *before* the update, i.e. at iterate t, which is exact for full-batch GD), lr, and test
+loss/error when test data are given; probes run every `probe_every` steps and may return scalars
+or small lists. Divergence (non-finite loss or loss > `diverge_loss`) stops the run with status
+"diverged" and the step: a result, not a crash.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import torch
+from pydantic import Field, model_validator
+from torch import Tensor, nn
+
+from ssmlab.config import StrictModel
+from ssmlab.train.losses import LossName, error_rate, loss_fn
+
+Batch = tuple[Tensor, Tensor]
+Sampler = Callable[[int], Batch]  # step -> (inputs, labels), for online data
+Probe = Callable[[nn.Module, int], dict[str, Any]]
+
+
+class TrainConfig(StrictModel):
+    """Optimisation settings. Defaults are the filtering paper's: hinge loss, full-batch GD."""
+
+    optimizer: Literal["gd", "sgd", "adam", "adamw"] = "gd"
+    lr: float = Field(0.1, gt=0)
+    momentum: float = Field(0.0, ge=0, lt=1)
+    weight_decay: float = Field(0.0, ge=0)
+    loss: LossName = "hinge"
+    batch_size: int | None = Field(None, ge=1, description="None = full batch")
+    epochs: int = Field(100, ge=0, description="passes over the data (= steps for full batch)")
+    max_steps: int | None = Field(None, ge=0, description="stop after this many updates")
+    grad_clip: float | None = Field(None, gt=0, description="clip the global gradient norm")
+    schedule: Literal["constant", "plateau", "cosine"] = "constant"
+    plateau_factor: float = Field(0.9, gt=0, lt=1)
+    plateau_patience: int = Field(5, ge=0)
+    plateau_threshold: float = Field(0.01, ge=0)
+    eval_every: int = Field(1, ge=1, description="record metrics every k steps")
+    probe_every: int = Field(1, ge=1)
+    converge_error: float | None = Field(
+        0.0, ge=0, description="steps_to_converge = first step with train error <= this"
+    )
+    stop_on_converge: bool = False
+    diverge_loss: float = Field(1e6, gt=0)
+    frozen: tuple[str, ...] = Field((), description="parameter-name prefixes not trained")
+
+    @model_validator(mode="after")
+    def _check(self) -> TrainConfig:
+        if self.optimizer == "gd" and self.batch_size is not None:
+            raise ValueError("optimizer 'gd' is full-batch: leave batch_size unset or use 'sgd'")
+        return self
+
+
+@dataclass
+class TrainResult:
+    status: Literal["ok", "diverged"] = "ok"
+    steps: int = 0
+    diverged_at: int | None = None
+    steps_to_converge: int | None = None
+    seconds: float = 0.0
+    history: dict[str, list] = field(default_factory=dict)
+    final: dict[str, float] = field(default_factory=dict)
+
+
+def trainable_parameters(model: nn.Module, frozen: Iterable[str]) -> list[nn.Parameter]:
+    frozen = tuple(frozen)
+    unknown = [p for p in frozen if not any(n.startswith(p) for n, _ in model.named_parameters())]
+    if unknown:
+        names = sorted({n.split(".")[0] for n, _ in model.named_parameters()})
+        raise ValueError(f"frozen prefixes {unknown} match no parameter; parameters: {names}")
+    params = []
+    for name, p in model.named_parameters():
+        if name.startswith(frozen) if frozen else False:
+            p.requires_grad_(False)
+        elif p.requires_grad:
+            params.append(p)
+    return params
+
+
+def make_optimizer(cfg: TrainConfig, params: list[nn.Parameter]) -> torch.optim.Optimizer:
+    if cfg.optimizer in ("gd", "sgd"):
+        return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+    if cfg.optimizer == "adam":
+        return torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    return torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+
+
+def _batches(data: Batch, batch_size: int | None, gen: torch.Generator) -> Iterable[Batch]:
+    X, y = data
+    n = X.shape[0]
+    if batch_size is None or batch_size >= n:
+        yield X, y
+        return
+    perm = torch.randperm(n, generator=gen)
+    for i in range(0, n, batch_size):
+        idx = perm[i : i + batch_size]
+        yield X[idx], y[idx]
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, data: Batch, loss: LossName, batch_size: int = 4096) -> dict[str, float]:
+    """Mean loss and error over a dataset, in chunks (eval mode restored afterwards)."""
+    was = model.training
+    model.eval()
+    X, y = data
+    tot_l = tot_e = 0.0
+    for i in range(0, X.shape[0], batch_size):
+        out = model(X[i : i + batch_size])
+        k = min(batch_size, X.shape[0] - i)
+        tot_l += float(loss_fn(loss, out, y[i : i + batch_size])) * k
+        tot_e += float(error_rate(loss, out, y[i : i + batch_size])) * k
+    model.train(was)
+    n = max(X.shape[0], 1)
+    return {"loss": tot_l / n, "error": tot_e / n}
+
+
+def train(
+    model: nn.Module,
+    cfg: TrainConfig,
+    train_data: Batch | Sampler,
+    test_data: Batch | None = None,
+    probes: Iterable[Probe] = (),
+    regularizer: Callable[[nn.Module, Tensor, Tensor], Tensor] | None = None,
+    seed: int = 0,
+    progress: Callable[[int, int], None] | None = None,
+) -> TrainResult:
+    """Train `model` in place and return its history.
+
+    regularizer(model, out, y) -> scalar added to the loss (e.g. the generalization paper's
+    collapse-avoiding term). `seed` drives minibatch shuffling only; data and init are the
+    caller's (pure functions of their own seeds).
+    """
+    params = trainable_parameters(model, cfg.frozen)
+    opt = make_optimizer(cfg, params)
+    sched: Any = None
+    if cfg.schedule == "plateau":
+        sched = torch.optim.lr_scheduler.ReduceLROnPlateau(
+            opt, factor=cfg.plateau_factor, patience=cfg.plateau_patience,
+            threshold=cfg.plateau_threshold,
+        )
+    gen = torch.Generator().manual_seed(seed)
+    online = callable(train_data)
+    if online:
+        steps_per_epoch = 1
+    elif cfg.batch_size is None:
+        steps_per_epoch = 1
+    else:
+        steps_per_epoch = math.ceil(train_data[0].shape[0] / cfg.batch_size)
+    total = cfg.epochs * steps_per_epoch
+    if cfg.max_steps is not None:
+        total = min(total, cfg.max_steps)
+    if cfg.schedule == "cosine":
+        sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(total, 1))
+
+    res = TrainResult()
+    hist: dict[str, list] = {}
+
+    def record(values: dict[str, Any]) -> None:
+        for k, v in values.items():
+            hist.setdefault(k, []).append(v)
+
+    t0 = time.perf_counter()
+    step = 0
+    probes = list(probes)
+    model.train()
+    while step < total and res.status == "ok":
+        epoch_loss, epoch_n = 0.0, 0
+        batches = [train_data(step)] if online else _batches(train_data, cfg.batch_size, gen)
+        for X, y in batches:
+            if step >= total:
+                break
+            if probes and step % cfg.probe_every == 0:
+                model.eval()
+                with torch.no_grad():
+                    row: dict[str, Any] = {"probe_step": step}
+                    for probe in probes:
+                        row.update(probe(model, step))
+                record(row)
+                model.train()
+            out = model(X)
+            loss = loss_fn(cfg.loss, out, y)
+            total_loss = loss + regularizer(model, out, y) if regularizer else loss
+            lval = float(loss.detach())
+            if not math.isfinite(float(total_loss.detach())) or lval > cfg.diverge_loss:
+                res.status, res.diverged_at = "diverged", step
+                record({"step": step, "train_loss": lval})
+                break
+            err = float(error_rate(cfg.loss, out.detach(), y))
+            if res.steps_to_converge is None and cfg.converge_error is not None and err <= cfg.converge_error:
+                res.steps_to_converge = step
+            if step % cfg.eval_every == 0:
+                row = {"step": step, "train_loss": lval, "train_error": err,
+                       "lr": opt.param_groups[0]["lr"]}
+                if test_data is not None:
+                    ev = evaluate(model, test_data, cfg.loss)
+                    row |= {"test_loss": ev["loss"], "test_error": ev["error"]}
+                record(row)
+            if cfg.stop_on_converge and res.steps_to_converge is not None:
+                break
+            opt.zero_grad(set_to_none=True)
+            total_loss.backward()
+            if cfg.grad_clip is not None:
+                torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
+            opt.step()
+            if cfg.schedule == "cosine":
+                sched.step()
+            step += 1
+            epoch_loss += lval * X.shape[0]
+            epoch_n += X.shape[0]
+            if progress is not None:
+                progress(step, total)
+        if cfg.stop_on_converge and res.steps_to_converge is not None:
+            break
+        if cfg.schedule == "plateau" and epoch_n:
+            sched.step(epoch_loss / epoch_n)
+    res.steps = step
+    res.seconds = time.perf_counter() - t0
+    res.history = hist
+    if res.status == "ok":
+        final: dict[str, float] = {}
+        if not online:
+            ev = evaluate(model, train_data, cfg.loss)
+            final |= {"train_loss": ev["loss"], "train_error": ev["error"]}
+        if test_data is not None:
+            ev = evaluate(model, test_data, cfg.loss)
+            final |= {"test_loss": ev["loss"], "test_error": ev["error"]}
+        res.final = final
+    return res
