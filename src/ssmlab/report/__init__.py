@@ -1,0 +1,1 @@
+"""Figures and the HTML / Markdown report with the claims table."""
