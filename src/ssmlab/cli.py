@@ -1,0 +1,373 @@
+"""The `ssmlab` command line: list, run, reproduce, report, show, export.
+
+Bad input (unknown experiment / paper / profile / config key, a value out of range, a missing or
+corrupt results file) prints one line `error: ...` on stderr and exits with code 2; nothing
+stored is touched. A crash of the machinery itself exits 1 with its traceback. Experiments are
+imported lazily, so `ssmlab --help` stays fast.
+
+Results live in --results DIR (default: $SSMLAB_RESULTS, else ./results):
+results/ssmlab.db, results/figures/, results/report/{index.html, report.md}.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from ssmlab.errors import UserError
+
+app = typer.Typer(
+    add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+    help="ssmlab: reproduce the theory of selective state-space models, as executable claims.",
+)
+
+ResultsOpt = Annotated[Path | None, typer.Option(
+    "--results", envvar="SSMLAB_RESULTS",
+    help="results folder (ssmlab.db, figures/, report/); default ./results")]
+ProfileOpt = Annotated[str, typer.Option("--profile", "-p", help="quick | paper")]
+ExecutorOpt = Annotated[str, typer.Option(
+    "--executor", "-e", help="local (process pool, default) | serial | dask")]
+WorkersOpt = Annotated[int | None, typer.Option(
+    "--workers", "-w", help="worker processes (default: number of cores)")]
+SchedulerOpt = Annotated[str | None, typer.Option(
+    "--scheduler", help="Dask scheduler tcp://HOST:PORT, or 'local' for a LocalCluster")]
+QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="no progress bars")]
+SeedsOpt = Annotated[int | None, typer.Option("--seeds", "-s", help="seeds per grid cell")]
+
+
+def _console(stderr: bool = False) -> Any:
+    from rich.console import Console
+
+    stream = sys.stderr if stderr else sys.stdout
+    width = None if stream.isatty() else 140  # logs and pipes: do not wrap at 80 columns
+    return Console(stderr=stderr, highlight=False, width=width)
+
+
+def _results(results: Path | None) -> Path:
+    from ssmlab.runner.sweep import results_dir
+
+    return results_dir(results)
+
+
+class _Progress:
+    """A rich progress bar for sweep runs (and nothing when quiet or not a terminal)."""
+
+    def __init__(self, quiet: bool):
+        self.enabled = not quiet and sys.stderr.isatty()
+        self.bar: Any = None
+        self.task: Any = None
+
+    def __enter__(self) -> _Progress:
+        if self.enabled:
+            from rich.progress import (
+                BarColumn,
+                MofNCompleteColumn,
+                Progress,
+                TextColumn,
+                TimeElapsedColumn,
+                TimeRemainingColumn,
+            )
+
+            self.bar = Progress(TextColumn("{task.description}"), BarColumn(),
+                                MofNCompleteColumn(), TimeElapsedColumn(), TimeRemainingColumn(),
+                                console=_console(stderr=True), transient=False)
+            self.bar.__enter__()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.bar is not None:
+            self.bar.__exit__(*exc)
+
+    def callback(self, label: str) -> Any:
+        if self.bar is None:
+            return None
+        task = self.bar.add_task(label, total=None)
+
+        def update(done: int, total: int, run: Any) -> None:
+            self.bar.update(task, completed=done, total=total)
+
+        return update
+
+
+def _run_one(exp_id: str, *, profile: str, config_file: Path | None, overrides: list[str],
+             seeds: int | None, results: Path, executor: str, workers: int | None,
+             scheduler: str | None, progress: _Progress, store: Any) -> Any:
+    from ssmlab.runner.sweep import run_sweep
+
+    return run_sweep(exp_id, profile=profile, config_file=config_file, overrides=overrides,
+                     seeds=seeds, results=results, store=store, executor=executor,
+                     workers=workers, scheduler=scheduler, progress=progress.callback(exp_id))
+
+
+def _claims_table(results: list[Any], title: str) -> Any:
+    from rich.table import Table
+
+    t = Table(title=title, show_lines=False)
+    for col in ("paper", "experiment", "ref", "measured", "expected", "verdict"):
+        t.add_column(col, overflow="fold")
+    style = {"PASS": "bold green", "FAIL": "bold red", "SKIP": "dim"}
+    for r in results:
+        for c in r.claims:
+            t.add_row(c.paper, c.experiment, c.ref, c.measured, c.expected,
+                      f"[{style[c.verdict]}]{c.verdict}[/]")
+    return t
+
+
+def _sweep_line(r: Any) -> str:
+    st = ", ".join(f"{k} {v}" for k, v in sorted(r.statuses.items()))
+    return (f"{r.experiment} [{r.profile}] config {r.cfg_hash}: {r.total} runs "
+            f"({r.cached} reused, {r.ran} ran; {st}) in {r.seconds:.1f} s")
+
+
+@app.command("list")
+def list_cmd(
+    paper: Annotated[list[str] | None, typer.Argument(help="papers to list (default: all)")] = None,
+) -> None:
+    """List registered experiments: id, paper, reference, profiles, number of runs."""
+    from rich.table import Table
+
+    from ssmlab.experiments.base import PAPERS
+    from ssmlab.runner.registry import experiments_of, load_errors, resolve_config
+    from ssmlab.runner.sweep import plan
+
+    groups = experiments_of(paper)
+    t = Table(title="ssmlab experiments")
+    for col in ("id", "paper", "reproduces", "profiles (runs)"):
+        t.add_column(col, overflow="fold")
+    for p in PAPERS:
+        for cls in groups.get(p, []):
+            doc = (cls.__doc__ or "").strip().splitlines()
+            sizes = []
+            for prof in cls.profiles:
+                try:
+                    sizes.append(f"{prof} ({len(plan(cls(), resolve_config(cls, prof)))})")
+                except Exception as e:  # a broken profile must still be listed
+                    sizes.append(f"{prof} (invalid: {str(e).splitlines()[0][:60]})")
+            t.add_row(cls.id, cls.paper, doc[0] if doc else "", ", ".join(sizes))
+    con = _console()
+    con.print(t)
+    for p, exps in groups.items():
+        if not exps:
+            con.print(f"no experiments yet for {p}")
+    for mod, err in load_errors().items():
+        _console(stderr=True).print(f"warning: {mod} failed to import: {err}", markup=False)
+
+
+@app.command("run")
+def run_cmd(
+    experiment: Annotated[str, typer.Argument(help="experiment id, e.g. builtin/mixers")],
+    profile: ProfileOpt = "quick",
+    config: Annotated[Path | None, typer.Option(
+        "--config", "-c", help="YAML/JSON file merged over the profile")] = None,
+    set_: Annotated[list[str] | None, typer.Option(
+        "--set", help="override a config key: --set train.lr=0.01 (repeatable)")] = None,
+    seeds: SeedsOpt = None,
+    executor: ExecutorOpt = "local",
+    workers: WorkersOpt = None,
+    scheduler: SchedulerOpt = None,
+    results: ResultsOpt = None,
+    quiet: QuietOpt = False,
+) -> None:
+    """Run (or resume) one experiment's sweep, analyse it, print its claims."""
+    from ssmlab.runner.store import Store
+
+    res = _results(results)
+    from ssmlab.runner.registry import get_experiment, resolve_config
+
+    cls = get_experiment(experiment)
+    resolve_config(cls, profile, config, list(set_ or []), seeds)  # bad input before the store
+    with Store.open(res) as store, _Progress(quiet) as prog:
+        r = _run_one(experiment, profile=profile, config_file=config, overrides=list(set_ or []),
+                     seeds=seeds, results=res, executor=executor, workers=workers,
+                     scheduler=scheduler, progress=prog, store=store)
+    con = _console()
+    con.print(_sweep_line(r), markup=False)
+    con.print(_claims_table([r], f"claims of {r.experiment}"))
+    con.print(f"figures: {r.figdir}   store: {res / 'ssmlab.db'}   report: ssmlab report",
+              markup=False)
+
+
+@app.command("reproduce")
+def reproduce_cmd(
+    papers: Annotated[list[str] | None, typer.Argument(
+        help="papers: filtering icl_outliers generalization selectivity builtin (default: all)")]
+    = None,
+    profile: ProfileOpt = "quick",
+    seeds: SeedsOpt = None,
+    executor: ExecutorOpt = "local",
+    workers: WorkersOpt = None,
+    scheduler: SchedulerOpt = None,
+    results: ResultsOpt = None,
+    quiet: QuietOpt = False,
+) -> None:
+    """Run every experiment of the given papers, print the claims, write the report.
+
+    Exits 0 even when claims FAIL (a FAIL is a finding); non-zero only when the machinery
+    crashes or an experiment package cannot be imported."""
+    from ssmlab.report.render import write_report
+    from ssmlab.runner.executors import check_executor
+    from ssmlab.runner.registry import experiments_of, load_errors, resolve_config
+    from ssmlab.runner.store import Store
+
+    res = _results(results)
+    groups = experiments_of(papers)
+    check_executor(executor, workers, scheduler)
+    for exps in groups.values():
+        for cls in exps:
+            if profile not in cls.profiles:
+                raise UserError(f"unknown profile {profile!r} for {cls.id}; profiles: "
+                                f"{', '.join(cls.profiles)}")
+            resolve_config(cls, profile, None, [], seeds)
+    con = _console()
+    notes: list[str] = []
+    errors = {m: e for m, e in load_errors().items()
+              if m.rsplit(".", 1)[-1] in groups or not m.startswith("ssmlab.experiments.")}
+    for mod, err in errors.items():
+        notes.append(f"{mod} failed to import: {err}")
+        _console(stderr=True).print(f"error: {mod} failed to import: {err}", markup=False)
+    done = []
+    with Store.open(res) as store:
+        with _Progress(quiet) as prog:
+            for paper, exps in groups.items():
+                if not exps:
+                    con.print(f"no experiments yet for {paper}", markup=False)
+                    notes.append(f"no experiments yet for {paper}")
+                for cls in exps:
+                    r = _run_one(cls.id, profile=profile, config_file=None, overrides=[],
+                                 seeds=seeds, results=res, executor=executor, workers=workers,
+                                 scheduler=scheduler, progress=prog, store=store)
+                    con.print(_sweep_line(r), markup=False)
+                    done.append(r)
+        out = write_report(store, res, notes=notes)
+    con.print(_claims_table(done, f"claims ({profile} profile)"))
+    con.print(f"report: {out / 'index.html'}  and  {out / 'report.md'}", markup=False)
+    if errors:
+        raise typer.Exit(1)
+
+
+@app.command("report")
+def report_cmd(
+    results: ResultsOpt = None,
+    all_configs: Annotated[bool, typer.Option(
+        "--all", help="every analysed config, not only the latest per experiment")] = False,
+) -> None:
+    """Rewrite results/report/index.html and report.md from the store."""
+    from ssmlab.report.render import write_report
+    from ssmlab.runner.store import Store
+
+    res = _results(results)
+    with Store.open(res, create=False) as store:
+        out = write_report(store, res, all_configs=all_configs)
+    _console().print(f"report: {out / 'index.html'}  and  {out / 'report.md'}", markup=False)
+
+
+@app.command("show")
+def show_cmd(
+    run: Annotated[str, typer.Argument(help="run id or a unique prefix of it")],
+    results: ResultsOpt = None,
+    as_json: Annotated[bool, typer.Option("--json", help="the full record as JSON")] = False,
+) -> None:
+    """Show one stored run: key, status, config, params, metrics, history, provenance."""
+    from dataclasses import asdict
+
+    from rich.table import Table
+
+    from ssmlab.runner.store import Store
+
+    with Store.open(_results(results), create=False) as store:
+        r = store.find_run(run)
+    if as_json:
+        typer.echo(json.dumps(asdict(r), indent=2, sort_keys=True, default=str))
+        return
+    con = _console()
+    t = Table(title=f"run {r.run_id}", show_header=False)
+    t.add_column("field")
+    t.add_column("value", overflow="fold")
+    rows: list[tuple[str, str]] = [
+        ("experiment", r.experiment), ("status", r.status), ("seed", str(r.seed)),
+        ("params", json.dumps(r.params, sort_keys=True)), ("cell hash", r.cell_hash),
+        ("config key", r.cfg_key), ("seconds", f"{r.seconds:.3f}"),
+        ("started", str(r.started)), ("finished", str(r.finished)),
+        ("attempts", str(r.attempts)),
+    ]
+    if r.reason:
+        rows.append(("reason", r.reason))
+    for k, v in sorted(r.metrics.items()):
+        rows.append((f"metric {k}", f"{v:.6g}" if isinstance(v, float) else json.dumps(v)))
+    for k, v in sorted(r.history.items()):
+        last = v[-1] if v else None
+        rows.append((f"history {k}", f"{len(v)} points, last {last!r}"))
+    for k, v in sorted(r.info.items()):
+        rows.append((f"info {k}", json.dumps(v)[:200]))
+    for k, v in sorted(r.provenance.items()):
+        rows.append((f"provenance {k}", str(v)))
+    rows.append(("config", json.dumps(r.config, sort_keys=True)))
+    for k, v in rows:
+        t.add_row(k, v)
+    con.print(t, markup=False)
+    if r.error and r.status == "failed":
+        con.print(r.error, markup=False)
+
+
+@app.command("export")
+def export_cmd(
+    fmt: Annotated[str, typer.Option("--format", "-f", help="csv | parquet")] = "csv",
+    out: Annotated[Path | None, typer.Option(
+        "--out", "-o", help="output file (default: results/runs.<format>)")] = None,
+    experiment: Annotated[str | None, typer.Option(
+        "--experiment", help="only this experiment id (or paper prefix ending in '/')")] = None,
+    histories: Annotated[bool, typer.Option(
+        "--histories", help="add each run's history as a JSON column")] = False,
+    results: ResultsOpt = None,
+) -> None:
+    """Export the runs table (one row per run, params / metrics flattened) for pandas & co."""
+    from ssmlab.runner.export import export_runs
+    from ssmlab.runner.store import Store
+
+    res = _results(results)
+    if fmt not in ("csv", "parquet"):
+        raise UserError(f"unknown export format {fmt!r}; formats: csv, parquet")
+    path = out or res / f"runs.{fmt}"
+    with Store.open(res, create=False) as store:
+        n = export_runs(store, path, fmt, experiment=experiment, histories=histories)
+    _console().print(f"exported {n} runs to {path}", markup=False)
+
+
+def _click_exceptions() -> Any:
+    """typer >= 0.2x vendors click as typer._click; older ones use click itself."""
+    try:
+        from typer._click import exceptions as ce
+    except ImportError:  # pragma: no cover - depends on the installed typer
+        from click import exceptions as ce
+    return ce
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Console entry point: one-line errors with exit code 2 for bad input."""
+    ce = _click_exceptions()
+    no_args = getattr(ce, "NoArgsIsHelpError", ())
+    try:
+        rc = app(args=argv, standalone_mode=False, prog_name="ssmlab")
+    except UserError as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(2)
+    except no_args as e:  # `ssmlab` alone: the help, exit 0
+        print(e.ctx.get_help() if e.ctx else "")
+        sys.exit(0)
+    except ce.ClickException as e:  # usage errors: unknown option, missing argument, bad type
+        print(f"error: {e.format_message()}", file=sys.stderr)
+        sys.exit(2)
+    except (typer.Exit, getattr(ce, "Exit", typer.Exit)) as e:
+        sys.exit(getattr(e, "exit_code", 0))
+    except (typer.Abort, getattr(ce, "Abort", typer.Abort), KeyboardInterrupt):
+        print("interrupted: finished runs are stored; rerun to resume", file=sys.stderr)
+        sys.exit(130)
+    sys.exit(rc if isinstance(rc, int) else 0)
+
+
+if __name__ == "__main__":
+    main()

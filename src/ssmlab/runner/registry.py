@@ -1,0 +1,105 @@
+"""Finding experiments and resolving their configs.
+
+`load_registry()` imports the five paper packages (and the modules named in the environment
+variable SSMLAB_PLUGINS, comma-separated, so users and tests can add experiments without editing
+ssmlab) and returns the registry. A paper package that fails to import does not take the others
+down: its error is kept in `LOAD_ERRORS` and reported by the CLI.
+
+Config resolution (`resolve_config`) for `ssmlab run ID --profile P [--config FILE] [--set k=v]
+[--seeds N]`: start from `Experiment.profiles[P]`, merge the file's mapping (recursively), apply
+the --set overrides, put N into `seeds`, and validate strictly with `build_config`.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import traceback
+from pathlib import Path
+from typing import Any
+
+from ssmlab.config import apply_overrides, build_config, load_config_file
+from ssmlab.errors import UserError
+from ssmlab.experiments import PAPER_PACKAGES
+from ssmlab.experiments.base import PAPERS, REGISTRY, Experiment, ExperimentConfig
+
+PLUGINS_ENV = "SSMLAB_PLUGINS"
+LOAD_ERRORS: dict[str, str] = {}
+
+
+def load_registry() -> dict[str, type[Experiment]]:
+    """Import every paper package and plugin module (once); return REGISTRY."""
+    modules = [f"ssmlab.experiments.{p}" for p in PAPER_PACKAGES]
+    modules += [m.strip() for m in os.environ.get(PLUGINS_ENV, "").split(",") if m.strip()]
+    for name in modules:
+        if name in LOAD_ERRORS:
+            continue
+        try:
+            importlib.import_module(name)
+        except Exception as e:  # a broken package must not hide the others
+            LOAD_ERRORS[name] = f"{type(e).__name__}: {e}"
+            LOAD_ERRORS[name + ":traceback"] = traceback.format_exc()
+    return REGISTRY
+
+
+def load_errors() -> dict[str, str]:
+    """Import errors by module name (without tracebacks)."""
+    return {k: v for k, v in LOAD_ERRORS.items() if not k.endswith(":traceback")}
+
+
+def get_experiment(exp_id: str) -> type[Experiment]:
+    reg = load_registry()
+    if exp_id in reg:
+        return reg[exp_id]
+    paper = exp_id.split("/")[0]
+    broken = [m for m in load_errors() if m.endswith("." + paper)]
+    if broken:
+        raise UserError(
+            f"experiment {exp_id!r} unavailable: package {broken[0]} failed to import "
+            f"({load_errors()[broken[0]]})"
+        )
+    known = ", ".join(sorted(reg)) or "none"
+    raise UserError(f"unknown experiment {exp_id!r}; known experiments: {known}")
+
+
+def experiments_of(papers: list[str] | None = None) -> dict[str, list[type[Experiment]]]:
+    """Registered experiments grouped by paper (every paper present as a key, maybe empty)."""
+    reg = load_registry()
+    papers = list(papers) if papers else list(PAPERS)
+    for p in papers:
+        if p not in PAPERS:
+            raise UserError(f"unknown paper {p!r}; papers: {', '.join(PAPERS)}")
+    return {p: [reg[k] for k in sorted(reg) if reg[k].paper == p] for p in papers}
+
+
+def _merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for k, v in extra.items():
+        if isinstance(v, dict) and isinstance(out.get(k), dict):
+            out[k] = _merge(out[k], v)
+        else:
+            out[k] = v
+    return out
+
+
+def resolve_config(
+    cls: type[Experiment],
+    profile: str = "quick",
+    config_file: str | Path | None = None,
+    overrides: list[str] | tuple[str, ...] = (),
+    seeds: int | None = None,
+) -> ExperimentConfig:
+    """profile dict <- config file <- --set overrides <- seeds, validated strictly."""
+    if profile not in cls.profiles:
+        raise UserError(
+            f"unknown profile {profile!r} for {cls.id}; profiles: {', '.join(cls.profiles)}"
+        )
+    data: dict[str, Any] = _merge({}, dict(cls.profiles[profile]))
+    if config_file is not None:
+        data = _merge(data, load_config_file(config_file))
+    data = apply_overrides(data, list(overrides))
+    if seeds is not None:
+        if seeds < 1:
+            raise UserError(f"--seeds must be >= 1, got {seeds}")
+        data["seeds"] = seeds
+    return build_config(cls.Config, data)

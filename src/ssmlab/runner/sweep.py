@@ -1,0 +1,251 @@
+"""A sweep: every (cell, seed) of one experiment config, resumable, then the analysis.
+
+    from ssmlab.runner.sweep import run_sweep
+    res = run_sweep("builtin/mixers", profile="quick", overrides=["seeds=1"],
+                    results="results", executor="serial")
+    res.claims          # list[Claim], also stored and shown by the report
+
+Steps: resolve the config; list the cells; skip every run key already final in the store
+(ok / diverged / skipped; failed runs are retried); run the rest on the chosen executor,
+committing each outcome in its own transaction as it arrives; then call `Experiment.analyze` on
+all finished runs of this config (figures into results/figures/<id with / -> __>/<cfg_hash>/)
+and store its claims. An exception in `analyze` becomes a FAIL claim carrying the error, the
+runs stay stored.
+"""
+
+from __future__ import annotations
+
+import inspect
+import time
+import traceback
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ssmlab.config import canonical_json, config_hash
+from ssmlab.errors import UserError
+from ssmlab.experiments.base import Claim, Experiment, ExperimentConfig
+from ssmlab.runner import executors
+from ssmlab.runner.provenance import sweep_provenance
+from ssmlab.runner.registry import get_experiment, resolve_config
+from ssmlab.runner.store import (
+    FINAL_STATUSES,
+    ConfigRow,
+    Store,
+    StoredRun,
+    now_iso,
+    run_id_of,
+)
+
+SEED_FIELDS = ("seeds", "seed_offset")
+ProgressFn = Callable[[int, int, StoredRun | None], None]
+
+
+def results_dir(results: str | Path | None = None) -> Path:
+    """--results DIR, else $SSMLAB_RESULTS, else ./results."""
+    import os
+
+    return Path(results or os.environ.get("SSMLAB_RESULTS") or "results")
+
+
+def figdir_for(results: Path, experiment: str, cfg_hash: str) -> Path:
+    return results / "figures" / experiment.replace("/", "__") / cfg_hash
+
+
+def config_dict(cfg: ExperimentConfig) -> dict[str, Any]:
+    return cfg.model_dump(mode="json")
+
+
+def cfg_key_of(cfg: ExperimentConfig) -> str:
+    """Hash of the config without seed fields: runs are shared across seed counts."""
+    d = {k: v for k, v in config_dict(cfg).items() if k not in SEED_FIELDS}
+    return config_hash(d)
+
+
+def cell_hash_of(cfg: ExperimentConfig, params: dict[str, Any]) -> str:
+    d = {k: v for k, v in config_dict(cfg).items() if k not in SEED_FIELDS}
+    return config_hash({"config": d, "params": params})
+
+
+def seeds_of(cfg: ExperimentConfig) -> list[int]:
+    return list(range(cfg.seed_offset, cfg.seed_offset + cfg.seeds))
+
+
+@dataclass
+class PlannedRun:
+    run_id: str
+    cell_hash: str
+    params: dict[str, Any]
+    seed: int
+
+
+def plan(exp: Experiment, cfg: ExperimentConfig) -> list[PlannedRun]:
+    """All runs of a config, in grid order then seed order."""
+    import json
+
+    cells = exp.cells(cfg)
+    if not isinstance(cells, list) or not all(isinstance(c, dict) for c in cells):
+        raise TypeError(f"{type(exp).__name__}.cells must return a list of dicts")
+    out, seen = [], set()
+    for params in cells:
+        params = json.loads(canonical_json(params))  # JSON-able and canonical
+        h = cell_hash_of(cfg, params)
+        if h in seen:
+            raise ValueError(f"{type(exp).__name__}.cells returned a duplicate cell {params}")
+        seen.add(h)
+        for s in seeds_of(cfg):
+            out.append(PlannedRun(run_id_of(exp.id, h, s), h, params, s))
+    return out
+
+
+@dataclass
+class SweepResult:
+    experiment: str
+    paper: str
+    profile: str
+    cfg_hash: str
+    cfg_key: str
+    total: int = 0
+    cached: int = 0
+    ran: int = 0
+    statuses: Counter = field(default_factory=Counter)
+    claims: list[Claim] = field(default_factory=list)
+    seconds: float = 0.0
+    figdir: Path | None = None
+    run_ids: list[str] = field(default_factory=list)
+
+    @property
+    def failed(self) -> int:
+        return self.statuses.get("failed", 0)
+
+
+def _analysis_failure(exp: type[Experiment], ref: str, measured: str, note: str) -> Claim:
+    return Claim(paper=exp.paper, experiment=exp.id, ref=ref,
+                 claim="the analysis of the stored runs completes", measured=measured,
+                 expected="no error", passed=False, note=note[-2000:])
+
+
+def analyze_config(exp_cls: type[Experiment], cfg: ExperimentConfig, store: Store,
+                   run_ids: list[str], figdir: Path) -> list[Claim]:
+    """Run `analyze` on the finished runs among `run_ids`; never raises for analysis errors."""
+    runs = store.runs(exp_cls.id, run_ids=run_ids)
+    done = [r for r in runs if r.status in FINAL_STATUSES]
+    failed = [r for r in runs if r.status == "failed"]
+    if not done:
+        first = failed[0].reason if failed else "no runs stored"
+        return [_analysis_failure(exp_cls, "runs", f"0 of {len(run_ids)} runs finished",
+                                  f"every run failed; first error: {first}")]
+    figdir.mkdir(parents=True, exist_ok=True)
+    try:
+        claims = exp_cls().analyze(cfg, [r.to_record() for r in done], figdir)
+        claims = list(claims or [])
+        bad = [c for c in claims if not isinstance(c, Claim)]
+        if bad:
+            raise TypeError(f"analyze returned {type(bad[0]).__name__}, not Claim")
+    except Exception as e:
+        return [_analysis_failure(exp_cls, "analysis", f"error: {type(e).__name__}: {e}",
+                                  traceback.format_exc())]
+    if failed:
+        note = f"{len(failed)} of {len(run_ids)} runs failed (retried on the next run); " \
+               f"first error: {failed[0].reason}"
+        claims = [c.model_copy(update={"note": (c.note + " " if c.note else "") + note})
+                  for c in claims]
+    return claims
+
+
+def run_sweep(
+    experiment: str | type[Experiment],
+    cfg: ExperimentConfig | None = None,
+    *,
+    profile: str = "quick",
+    config_file: str | Path | None = None,
+    overrides: list[str] | tuple[str, ...] = (),
+    seeds: int | None = None,
+    results: str | Path | None = None,
+    store: Store | None = None,
+    executor: str = "serial",
+    workers: int | None = None,
+    scheduler: str | None = None,
+    analyze: bool = True,
+    progress: ProgressFn | None = None,
+) -> SweepResult:
+    """Run (or resume) one experiment config and analyse it. See the module docstring.
+
+    `cfg`, when given, is used as is (profile is then only a label); otherwise it is resolved
+    from profile / config_file / overrides / seeds. `store` overrides `results`' store (the
+    caller keeps ownership); otherwise the store in `results` is opened and closed here.
+    """
+    exp_cls = get_experiment(experiment) if isinstance(experiment, str) else experiment
+    if cfg is None:
+        cfg = resolve_config(exp_cls, profile, config_file, overrides, seeds)
+        label = profile + (" (custom)" if config_file or overrides else "")
+    else:
+        if not isinstance(cfg, exp_cls.Config):
+            raise UserError(f"config for {exp_cls.id} must be a {exp_cls.Config.__name__}")
+        label = profile
+    nworkers = executors.check_executor(executor, workers, scheduler)
+    res_dir = results_dir(results) if store is None else store.path.parent
+    own = store is None
+    st = Store.open(res_dir) if own else store
+    assert st is not None
+    try:
+        return _sweep(exp_cls, cfg, label, st, res_dir, executor, nworkers, scheduler,
+                      analyze, progress)
+    finally:
+        if own:
+            st.close()
+
+
+def _sweep(exp_cls: type[Experiment], cfg: ExperimentConfig, label: str, st: Store,
+           res_dir: Path, executor: str, nworkers: int, scheduler: str | None,
+           analyze: bool, progress: ProgressFn | None) -> SweepResult:
+    t0 = time.perf_counter()
+    exp = exp_cls()
+    runs = plan(exp, cfg)
+    cfg_json = config_dict(cfg)
+    out = SweepResult(exp_cls.id, exp_cls.paper, label, config_hash(cfg_json), cfg_key_of(cfg),
+                      total=len(runs), run_ids=[r.run_id for r in runs])
+    out.figdir = figdir_for(res_dir, exp_cls.id, out.cfg_hash)
+    st.put_config(ConfigRow(
+        experiment=exp_cls.id, cfg_hash=out.cfg_hash, cfg_key=out.cfg_key, paper=exp_cls.paper,
+        profile=label, config=cfg_json, doc=inspect.getdoc(exp_cls) or "",
+        run_ids=out.run_ids, figdir=str(out.figdir.relative_to(res_dir)), created=now_iso(),
+        analyzed=None,
+    ))
+    stored = st.run_statuses(exp_cls.id, out.cfg_key)
+    pending = [r for r in runs if stored.get((r.cell_hash, r.seed)) not in FINAL_STATUSES]
+    out.cached = len(runs) - len(pending)
+    pending_ids = {r.run_id for r in pending}
+    for r in runs:
+        if r.run_id not in pending_ids:
+            out.statuses[stored[(r.cell_hash, r.seed)]] += 1
+    prov = sweep_provenance(executor, nworkers, scheduler)
+    sweep_id = st.start_sweep(exp_cls.id, out.cfg_hash, executor, nworkers, len(runs), out.cached)
+    done = out.cached
+    if progress:
+        progress(done, len(runs), None)
+    tasks = [{"run_id": r.run_id, "experiment": exp_cls.id, "module": exp_cls.__module__,
+              "config": cfg_json, "params": r.params, "seed": r.seed, "threads": 1,
+              "cell_hash": r.cell_hash} for r in pending]
+    for task, o in executors.iterate(tasks, executor, nworkers, scheduler):
+        row = StoredRun(
+            run_id=task["run_id"], experiment=exp_cls.id, cell_hash=task["cell_hash"],
+            seed=task["seed"], cfg_key=out.cfg_key, params=task["params"], config=cfg_json,
+            status=o["status"], metrics=o["metrics"], history=o["history"], info=o["info"],
+            reason=o["reason"], error=o["error"], seconds=o["seconds"], started=o["started"],
+            finished=o["finished"], provenance={**prov, **o["provenance"]},
+        )
+        st.put_run(row)
+        out.ran += 1
+        out.statuses[row.status] += 1
+        done += 1
+        if progress:
+            progress(done, len(runs), row)
+    if analyze:
+        out.claims = analyze_config(exp_cls, cfg, st, out.run_ids, out.figdir)
+        st.put_claims(exp_cls.id, out.cfg_hash, out.claims)
+    out.seconds = time.perf_counter() - t0
+    st.finish_sweep(sweep_id, out.ran, out.failed, out.seconds)
+    return out
