@@ -6,9 +6,18 @@ tasks (fresh prompts every step, the ICL paper's Algorithm 1) pass a sampler ins
 
 Recorded every `eval_every` steps into `history`: step, train_loss, train_error (computed on the
 batch *before* the update, i.e. at iterate t, which is exact for full-batch GD), lr, and test
-loss/error when test data are given; probes run every `probe_every` steps and may return scalars
-or small lists. Divergence (non-finite loss or loss > `diverge_loss`) stops the run with status
-"diverged" and the step: a result, not a crash.
+loss/error when test data are given; probes run every `probe_every` steps (and once more on the
+final iterate when its step is a multiple of `probe_every`) and may return scalars or small lists.
+Divergence (non-finite loss or loss > `diverge_loss`) stops the run with status "diverged" and
+the step: a result, not a crash. The divergence row is a full history row (train_loss,
+train_error, lr, test metrics), so every per-step list in `history` stays aligned with "step".
+An update that blows up on the very last step is caught by the final evaluation and reported as
+diverged at step `steps`.
+
+With minibatches (`batch_size` set) or online data, train_error and steps_to_converge refer to
+the current batch (the only error available without an extra pass), not the full training set.
+`trainable_parameters` sets requires_grad=False on frozen parameters, so a model reused with a
+smaller `frozen` list keeps the earlier ones frozen: build a fresh model per run.
 """
 
 from __future__ import annotations
@@ -24,6 +33,7 @@ from pydantic import Field, model_validator
 from torch import Tensor, nn
 
 from ssmlab.config import StrictModel
+from ssmlab.errors import UserError
 from ssmlab.train.losses import LossName, error_rate, loss_fn
 
 Batch = tuple[Tensor, Tensor]
@@ -74,17 +84,40 @@ class TrainResult:
     final: dict[str, float] = field(default_factory=dict)
 
 
-def trainable_parameters(model: nn.Module, frozen: Iterable[str]) -> list[nn.Parameter]:
+class TrainSetupError(UserError, ValueError):
+    """Bad training set-up (unknown frozen prefix, nothing to train). A UserError for the CLI and
+    a ValueError for callers written against the first version of the trainer."""
+
+
+def trainable_names(model: nn.Module, frozen: Iterable[str]) -> list[str]:
+    """Names of the parameters `train` updates: requires_grad and not under a frozen prefix.
+
+    Raises TrainSetupError for a prefix that matches no parameter (a typo would otherwise train
+    everything silently) and for a model with nothing left to train."""
     frozen = tuple(frozen)
-    unknown = [p for p in frozen if not any(n.startswith(p) for n, _ in model.named_parameters())]
+    named = list(model.named_parameters())
+    unknown = [p for p in frozen if not any(n.startswith(p) for n, _ in named)]
     if unknown:
-        names = sorted({n.split(".")[0] for n, _ in model.named_parameters()})
-        raise ValueError(f"frozen prefixes {unknown} match no parameter; parameters: {names}")
+        names = sorted({n.split(".")[0] for n, _ in named})
+        raise TrainSetupError(f"frozen prefixes {unknown} match no parameter; parameters: {names}")
+    out = [n for n, p in named if p.requires_grad and not (frozen and n.startswith(frozen))]
+    if not out:
+        raise TrainSetupError(
+            f"no trainable parameters left (frozen={list(frozen)}, "
+            f"parameters: {[n for n, _ in named]})"
+        )
+    return out
+
+
+def trainable_parameters(model: nn.Module, frozen: Iterable[str]) -> list[nn.Parameter]:
+    """The parameters to optimise; frozen ones get requires_grad=False (see trainable_names)."""
+    frozen = tuple(frozen)
+    keep = set(trainable_names(model, frozen))
     params = []
     for name, p in model.named_parameters():
-        if name.startswith(frozen) if frozen else False:
+        if frozen and name.startswith(frozen):
             p.requires_grad_(False)
-        elif p.requires_grad:
+        elif name in keep:
             params.append(p)
     return params
 
@@ -171,6 +204,22 @@ def train(
         for k, v in values.items():
             hist.setdefault(k, []).append(v)
 
+    def _row(step: int, lval: float, err: float, lr: float) -> dict[str, Any]:
+        row: dict[str, Any] = {"step": step, "train_loss": lval, "train_error": err, "lr": lr}
+        if test_data is not None:
+            ev = evaluate(model, test_data, cfg.loss)
+            row |= {"test_loss": ev["loss"], "test_error": ev["error"]}
+        return row
+
+    def run_probes(step: int) -> None:
+        model.eval()
+        with torch.no_grad():
+            row: dict[str, Any] = {"probe_step": step}
+            for probe in probes:
+                row.update(probe(model, step))
+        record(row)
+        model.train()
+
     t0 = time.perf_counter()
     step = 0
     probes = list(probes)
@@ -182,31 +231,20 @@ def train(
             if step >= total:
                 break
             if probes and step % cfg.probe_every == 0:
-                model.eval()
-                with torch.no_grad():
-                    row: dict[str, Any] = {"probe_step": step}
-                    for probe in probes:
-                        row.update(probe(model, step))
-                record(row)
-                model.train()
+                run_probes(step)
             out = model(X)
             loss = loss_fn(cfg.loss, out, y)
             total_loss = loss + regularizer(model, out, y) if regularizer else loss
             lval = float(loss.detach())
+            err = float(error_rate(cfg.loss, out.detach(), y))
             if not math.isfinite(float(total_loss.detach())) or lval > cfg.diverge_loss:
                 res.status, res.diverged_at = "diverged", step
-                record({"step": step, "train_loss": lval})
+                record(_row(step, lval, err, opt.param_groups[0]["lr"]))
                 break
-            err = float(error_rate(cfg.loss, out.detach(), y))
             if res.steps_to_converge is None and cfg.converge_error is not None and err <= cfg.converge_error:
                 res.steps_to_converge = step
             if step % cfg.eval_every == 0:
-                row = {"step": step, "train_loss": lval, "train_error": err,
-                       "lr": opt.param_groups[0]["lr"]}
-                if test_data is not None:
-                    ev = evaluate(model, test_data, cfg.loss)
-                    row |= {"test_loss": ev["loss"], "test_error": ev["error"]}
-                record(row)
+                record(_row(step, lval, err, opt.param_groups[0]["lr"]))
             if cfg.stop_on_converge and res.steps_to_converge is not None:
                 break
             opt.zero_grad(set_to_none=True)
@@ -236,5 +274,18 @@ def train(
         if test_data is not None:
             ev = evaluate(model, test_data, cfg.loss)
             final |= {"test_loss": ev["loss"], "test_error": ev["error"]}
-        res.final = final
+        blew_up = not all(bool(torch.isfinite(p).all()) for p in params) or (
+            "train_loss" in final
+            and (not math.isfinite(final["train_loss"]) or final["train_loss"] > cfg.diverge_loss)
+        )
+        if blew_up:  # the last update diverged: nothing in the loop saw it
+            res.status, res.diverged_at = "diverged", step
+            if "train_loss" in final:
+                record(_row(step, final["train_loss"], final["train_error"],
+                            opt.param_groups[0]["lr"]))
+        else:
+            res.final = final
+            last = hist.get("probe_step", [None])[-1]
+            if probes and step % cfg.probe_every == 0 and last != step:
+                run_probes(step)
     return res
