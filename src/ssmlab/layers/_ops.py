@@ -58,17 +58,19 @@ def selective_scan(
 
 
 def _linear_recurrence_ref(a: Tensor, b: Tensor) -> Tensor:
-    """h_t = a_t ⊙ h_{t-1} + b_t, h_0 = 0, time on dim 1: a, b (B, L, ...) -> h (B, L, ...)."""
-    h = torch.zeros_like(b[:, 0])  # (B, ...)
+    """h_t = a_t ⊙ h_{t-1} + b_t, h_{-1} = 0, time on the last axis; a broadcasts against b."""
+    shape = torch.broadcast_shapes(a.shape, b.shape)
+    h = b.new_zeros(shape[:-1])  # (...)
     hs = []
-    for a_t, b_t in zip(a.unbind(1), b.unbind(1), strict=True):
+    for a_t, b_t in zip(a.expand(shape).unbind(-1), b.expand(shape).unbind(-1), strict=True):
         h = a_t * h + b_t
         hs.append(h)
-    return torch.stack(hs, dim=1)
+    return torch.stack(hs, dim=-1)
 
 
 def linear_recurrence(a: Tensor, b: Tensor, backend: str = "auto") -> Tensor:
-    """Generic first-order linear recurrence, time on dim 1: (B, L, ...) -> (B, L, ...)."""
+    """Generic first-order linear recurrence (ops.linear_recurrence), time on the last axis:
+    a, b broadcastable (..., L) -> h (..., L)."""
     fast = _op("linear_recurrence", "linear_recurrence")
     if fast is not None:
         return fast(a, b, backend=backend)

@@ -154,8 +154,9 @@ class LinearAttention(_MultiHead):
         kv = fk[..., :, None] * v[..., None, :]  # (B, H, L, P, P): φ(k_t) v_tᵀ
         if self.normalize:  # carry Σ φ(k_s) as one more value column
             kv = torch.cat([kv, fk[..., None]], dim=-1)  # (B, H, L, P, P + 1)
-        a = torch.ones_like(kv).transpose(1, 2)  # (B, L, H, P, ·)
-        S = _ops.linear_recurrence(a, kv.transpose(1, 2), backend=self.backend).transpose(1, 2)
+        b = kv.movedim(2, -1)  # (B, H, P, ·, L): time last
+        S = _ops.linear_recurrence(b.new_ones(1), b, backend=self.backend)  # a_t = 1: running sum
+        S = S.movedim(-1, 2)  # (B, H, L, P, ·)
         y = torch.einsum("bhtp,bhtpq->bhtq", fq, S)  # (B, H, L, P [+1])
         if self.normalize:
             y = y[..., :P] / (y[..., P:] + self.eps)

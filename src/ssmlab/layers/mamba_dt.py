@@ -102,12 +102,13 @@ class MambaDeltaT(Mixer):
         return self._features(x)[2]
 
     def _ssm(self, u: Tensor, delta: Tensor, Bm: Tensor, Cm: Tensor) -> Tensor:
-        """The ΔT scan: u (B, L, d) -> core output (B, L, d)."""
-        a = torch.exp(self.Lambda * delta[:, :, None, :])  # (B, L, d, N)
-        B_in = Bm * delta if self.input_scaling == "delta" else Bm  # (B, L, N)
-        b = u[..., None] * B_in[:, :, None, :]  # (B, L, d, N): x_t ⊗ B_t
-        h = _ops.linear_recurrence(a, b, backend=self.backend)  # (B, L, d, N)
-        return torch.einsum("bldn,bln->bld", h, Cm)  # (B, L, d)
+        """The ΔT scan: u (B, L, d), Δ, B, C (B, L, N) -> core output (B, L, d)."""
+        dT = delta.transpose(1, 2)  # (B, N, L)
+        a = torch.exp(self.Lambda[None, :, :, None] * dT[:, None])  # (B, d, N, L)
+        B_in = (Bm * delta if self.input_scaling == "delta" else Bm).transpose(1, 2)  # (B, N, L)
+        b = u.transpose(1, 2)[:, :, None, :] * B_in[:, None]  # (B, d, N, L): x_t ⊗ B_t
+        h = _ops.linear_recurrence(a, b, backend=self.backend)  # (B, d, N, L)
+        return torch.einsum("bdnl,bnl->bld", h, Cm.transpose(1, 2))  # (B, L, d)
 
     def _readout(self, u: Tensor, z: Tensor, y: Tensor) -> Tensor:
         return self.out_proj((y + self.D * u) * F.silu(z))  # (B, L, D)
