@@ -188,7 +188,7 @@ def test_eval_every_thins_the_history():
 
 def _run_filtering(seed: int):
     model = TinyFiltering(seed)
-    cfg = TrainConfig(lr=0.5, epochs=15, frozen=("W_B", "W_C"))
+    cfg = TrainConfig(lr=0.5, epochs=8, frozen=("W_B", "W_C"))
     res = train(model, cfg, majority_data(seed, "train"), majority_data(seed, "test"), seed=seed)
     return res, {k: v.clone() for k, v in model.state_dict().items()}
 
@@ -200,5 +200,6 @@ def test_same_config_and_seed_is_bit_identical(threads):
     r2, s2 = _run_filtering(3)
     assert r1.history == r2.history and r1.final == r2.final  # exact float equality
     assert all(torch.equal(s1[k], s2[k]) for k in s1)
-    r3, _ = _run_filtering(4)
-    assert r3.history["train_loss"] != r1.history["train_loss"]
+    if threads == 1:
+        r3, _ = _run_filtering(4)
+        assert r3.history["train_loss"] != r1.history["train_loss"]
