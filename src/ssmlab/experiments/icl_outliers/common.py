@@ -42,6 +42,15 @@ class SGDSpec(StrictModel):
     batch_size: int = Field(64, ge=1, description="prompts per step B")
     steps: int = Field(2000, ge=1, description="SGD steps")
     optimizer: Literal["sgd", "adam"] = Field("sgd", description="'sgd' = Algorithm 1")
+    lr_by_model: dict[str, float] = Field(
+        default_factory=dict, description="per-model η overriding lr, e.g. {'linear': 0.1}"
+    )
+
+    def for_model(self, kind: str) -> SGDSpec:
+        """This spec with the model's own η (lr_by_model) as lr."""
+        if kind not in self.lr_by_model:
+            return self
+        return self.model_copy(update={"lr": self.lr_by_model[kind]})
 
 
 def build_model(kind: str, data: ICLDataConfig, spec: ModelSpec, l_tr: int, seed: int) -> nn.Module:
@@ -78,15 +87,17 @@ def eval_generator(seed: int, salt: int = 0) -> torch.Generator:
 
 def train_config(sgd: SGDSpec, steps: int | None = None, eval_every: int | None = None,
                  probe_every: int = 1) -> TrainConfig:
+    """Hinge loss, SGD on fresh prompts; metrics recorded ~20 times per run by default."""
     n = sgd.steps if steps is None else steps
     return TrainConfig(optimizer=sgd.optimizer, lr=sgd.lr, batch_size=sgd.batch_size, epochs=n,
-                       max_steps=n, loss="hinge", eval_every=eval_every or max(n, 1),
+                       max_steps=n, loss="hinge", eval_every=eval_every or max(n // 20, 1),
                        probe_every=probe_every, converge_error=None)
 
 
 def fit(model: nn.Module, pat: Patterns, data: ICLDataConfig, sgd: SGDSpec, l_tr: int,
         seed: int, probes=(), probe_every: int = 1) -> TrainResult:
-    """Train on fresh prompts for sgd.steps steps (hinge loss)."""
+    """Train on fresh prompts for sgd.steps steps (hinge loss). `sgd` should already be the
+    model's own (SGDSpec.for_model)."""
     torch.set_num_threads(1)
     return train(model, train_config(sgd, probe_every=probe_every),
                  train_sampler(pat, data, sgd.batch_size, l_tr, seed), probes=probes, seed=seed)
@@ -126,3 +137,17 @@ def error_rate(model: nn.Module, pr: Prompts) -> float:
 
 def patterns_for(data: ICLDataConfig) -> Patterns:
     return make_patterns(data, seed=0)
+
+
+def failed_runs_note(runs, key: str = "model", only: str | None = None) -> str:
+    """'mamba: 1 of 3 runs diverged (...)' for every cell value (or just `only`) with runs that
+    are not ok."""
+    parts = []
+    for v in sorted({str(r.params.get(key)) for r in runs}):
+        if only is not None and v != only:
+            continue
+        rs = [r for r in runs if str(r.params.get(key)) == v]
+        bad = [r for r in rs if r.status != "ok"]
+        if bad:
+            parts.append(f"{v}: {len(bad)} of {len(rs)} runs {bad[0].status} ({bad[0].reason})")
+    return "; ".join(parts)
