@@ -126,3 +126,16 @@ def test_bad_arguments_are_user_errors(kwargs, needle):
 def test_dt_rank_auto_is_ceil_d_model_over_16():
     for d in (1, 16, 17, 40):
         assert MambaBlock(d_model=d, d_state=2).dt_rank == math.ceil(d / 16)
+
+
+def test_delta_accessor_layout_and_range():
+    torch.manual_seed(5)
+    block = MambaBlock(d_model=4, d_state=2).double()
+    x = randn(2, 6, 4)
+    delta = block.delta(x)
+    assert delta.shape == (2, 6, 8)  # (B, L, E)
+    u, _ = block._branches(x)
+    dt, _, _ = block._ssm_inputs(u)
+    torch.testing.assert_close(delta, F.softplus(dt + block.dt_proj.bias[:, None]).transpose(1, 2))
+    assert (delta > 0).all()
+    assert S6(d_model=3, d_state=2).double().delta(randn(1, 5, 3)).shape == (1, 5, 3)

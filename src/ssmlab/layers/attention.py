@@ -31,9 +31,9 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ssmlab.errors import UserError
-from ssmlab.layers import _ops
 from ssmlab.layers.base import Mixer, MixerCore, causal_mask, check_backend
 from ssmlab.layers.s6 import check_dims
+from ssmlab.ops.linear_recurrence import linear_recurrence
 
 FEATURE_MAPS = ("identity", "elu+1", "relu")
 
@@ -75,11 +75,13 @@ class SoftmaxAttention(_MultiHead):
     | "sdpa" | "reference".
     """
 
+    BACKENDS: tuple[str, ...] = ("auto", "sdpa", "reference")
+
     def __init__(self, d_model: int, n_heads: int = 1, bias: bool = False,
                  scale: float | None = None, backend: str = "auto"):
         super().__init__(d_model, n_heads, bias)
-        if check_backend(backend) not in ("auto", "sdpa", "reference"):
-            raise UserError(f"softmax attention backend must be auto, sdpa or reference, "
+        if check_backend(backend) not in self.BACKENDS:
+            raise UserError(f"{type(self).__name__} backend must be one of {self.BACKENDS}, "
                             f"got {backend!r}")
         self.backend = backend
         self.scale = 1.0 / math.sqrt(self.head_dim) if scale is None else float(scale)
@@ -155,7 +157,7 @@ class LinearAttention(_MultiHead):
         if self.normalize:  # carry Σ φ(k_s) as one more value column
             kv = torch.cat([kv, fk[..., None]], dim=-1)  # (B, H, L, P, P + 1)
         b = kv.movedim(2, -1)  # (B, H, P, ·, L): time last
-        S = _ops.linear_recurrence(b.new_ones(1), b, backend=self.backend)  # a_t = 1: running sum
+        S = linear_recurrence(b.new_ones(1), b, backend=self.backend)  # a_t = 1: running sum
         S = S.movedim(-1, 2)  # (B, H, L, P, ·)
         y = torch.einsum("bhtp,bhtpq->bhtq", fq, S)  # (B, H, L, P [+1])
         if self.normalize:
@@ -179,14 +181,12 @@ class LocalAttention(SoftmaxAttention):
     (dense L×L masked softmax).
     """
 
+    BACKENDS = ("auto", "banded", "reference")
+
     def __init__(self, d_model: int, n_heads: int = 1, window: int = 16, bias: bool = False,
                  scale: float | None = None, backend: str = "auto"):
         check_dims(window=window)
-        if backend not in ("auto", "banded", "reference"):
-            raise UserError(f"local attention backend must be auto, banded or reference, "
-                            f"got {backend!r}")
-        super().__init__(d_model, n_heads, bias, scale, backend="reference")
-        self.backend = backend
+        super().__init__(d_model, n_heads, bias, scale, backend)
         self.window = window
 
     def _band_mask(self, L: int, device: torch.device) -> Tensor:

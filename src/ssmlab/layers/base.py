@@ -20,6 +20,11 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
+from ssmlab.errors import UserError
+from ssmlab.ops.segsum import causal_mask
+
+__all__ = ["Mixer", "MixerCore", "apply_matrix", "causal_mask", "check_backend", "toeplitz_causal"]
+
 
 @dataclass(frozen=True)
 class MixerCore:
@@ -36,44 +41,30 @@ class MixerCore:
 class Mixer(nn.Module):
     """Base class: a causal sequence mixer (B, L, d_model) -> (B, L, d_model).
 
-    Subclasses implement `forward`, `core` and `attention_matrix` (see module docstring).
+    Subclasses implement `forward`, `core`, `attention_matrix` and `readout`, with
+    `forward(x) == readout(x, core(x).output)` and
+    `core(x).output == apply_matrix(attention_matrix(x), core(x).values)` (both tested).
     """
 
     d_model: int
+    backend: str
 
     def core(self, x: Tensor) -> MixerCore:  # pragma: no cover - interface
+        """Values (B, H, L, P) and core output (B, H, L, P), by the forward path."""
         raise NotImplementedError
 
     def attention_matrix(self, x: Tensor) -> Tensor:  # pragma: no cover - interface
+        """The implied causal matrix (B, H, L, L), in closed form."""
+        raise NotImplementedError
+
+    def readout(self, x: Tensor, core_output: Tensor) -> Tensor:  # pragma: no cover - interface
+        """The mixer's output (B, L, d_model) from its core output: skips, gates, projections."""
         raise NotImplementedError
 
 
 def apply_matrix(M: Tensor, values: Tensor) -> Tensor:
     """y[b, h, t] = Σ_s M[b, h, t, s] v[b, h, s]: (B, H, L, L) × (B, H, L, P) -> (B, H, L, P)."""
     return torch.einsum("bhts,bhsp->bhtp", M, values)
-
-
-def causal_mask(L: int, device: torch.device | None = None) -> Tensor:
-    """(L, L) bool, True where s ≤ t (row t = query position, column s = key position)."""
-    return torch.ones(L, L, dtype=torch.bool, device=device).tril()
-
-
-def segment_sum(log_a: Tensor) -> Tensor:
-    """Segment sums of a log-decay sequence: (..., L) -> (..., L, L).
-
-        out[..., t, s] = Σ_{j = s+1..t} log_a[..., j]   for s ≤ t   (0 on the diagonal),
-        out[..., t, s] = -inf                           for s > t,
-
-    so `exp(out)` is the causal decay matrix Π_{j=s+1..t} a_j. Computed as a masked cumulative
-    sum over the rows instead of a difference of prefix sums: a difference S_t - S_s cancels
-    catastrophically when the prefix sums are large, the masked cumsum adds only the terms it
-    needs. Memory (..., L, L).
-    """
-    L = log_a.shape[-1]
-    rows = log_a.unsqueeze(-1).expand(*log_a.shape, L)  # (..., L, L): rows[..., j, s] = log_a_j
-    strictly_below = torch.ones(L, L, dtype=torch.bool, device=log_a.device).tril(-1)  # j > s
-    sums = rows.masked_fill(~strictly_below, 0.0).cumsum(dim=-2)  # (..., L, L)
-    return sums.masked_fill(~causal_mask(L, log_a.device), float("-inf"))
 
 
 def toeplitz_causal(kernel: Tensor, L: int) -> Tensor:
@@ -88,7 +79,5 @@ def toeplitz_causal(kernel: Tensor, L: int) -> Tensor:
 def check_backend(backend: str) -> str:
     """Backends are names; the op that receives one validates it (no silent fallback)."""
     if not isinstance(backend, str) or not backend:
-        from ssmlab.errors import UserError
-
         raise UserError(f"backend must be a non-empty string, got {backend!r}")
     return backend

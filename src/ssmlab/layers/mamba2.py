@@ -25,7 +25,8 @@ D = 1; projections and conv torch defaults. dt_bias / A_log / D are marked `_no_
 
 Attention lens: per head, y_t = Σ_{s≤t} M_{h,t,s} x_s with
     M_{h,t,s} = (C_t · B_s) · exp(A_h Σ_{j=s+1..t} Δ_j[h]) · Δ_s[h]
-(the SSD "masked attention" form), shape (B, H, L, L), values x (B, H, L, P). Core output = SSD
+(the SSD "masked attention" form, ssmlab.ops.attention_lens.ssd_implied_attention), shape
+(B, H, L, L), values x (B, H, L, P). Core output = SSD
 output before the D skip, the gated norm and out_proj.
 """
 
@@ -36,20 +37,11 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ssmlab.errors import UserError
-from ssmlab.layers import _ops
-from ssmlab.layers.base import Mixer, MixerCore, check_backend, segment_sum
+from ssmlab.layers.base import Mixer, MixerCore, check_backend
 from ssmlab.layers.norms import GatedRMSNorm
 from ssmlab.layers.s6 import check_dims, inverse_softplus, sample_dt
-
-
-def scalar_decay_matrix(dt: Tensor, A: Tensor, B: Tensor, C: Tensor) -> Tensor:
-    """SSD's implied matrix. dt (B, L, H) positive; A (H,); B, C (B, L, G, N) -> (B, H, L, L):
-    M[b, h, t, s] = (C_t · B_s)[group(h)] · exp(A_h Σ_{j=s+1..t} Δ_j[h]) · Δ_s[h]."""
-    H, G = dt.shape[-1], B.shape[2]
-    CB = torch.einsum("btgn,bsgn->bgts", C, B).repeat_interleave(H // G, dim=1)  # (B, H, L, L)
-    log_decay = (dt * A).transpose(1, 2)  # (B, H, L)
-    decay = torch.exp(segment_sum(log_decay))  # (B, H, L, L)
-    return CB * decay * dt.transpose(1, 2)[:, :, None, :]
+from ssmlab.ops.attention_lens import ssd_implied_attention
+from ssmlab.ops.ssd import ssd
 
 
 class Mamba2(Mixer):
@@ -59,7 +51,8 @@ class Mamba2(Mixer):
     d_model; d_state=64; d_conv=4; expand=2; headdim=64 (must divide expand·d_model);
     ngroups=1; A_init_range=(1, 16); dt_min=0.001; dt_max=0.1; dt_init_floor=1e-4;
     rmsnorm=True (gated RMSNorm before out_proj); conv_bias=True; bias=False;
-    chunk_size=64 (passed to ops.ssd); backend="auto" (passed to ops.ssd).
+    chunk_size=64 (passed to ssmlab.ops.ssd); backend="auto" (passed to ssmlab.ops.ssd: "auto" =
+    "chunked", "chunked", "reference").
     """
 
     def __init__(self, d_model: int, d_state: int = 64, d_conv: int = 4, expand: int = 2,
@@ -122,8 +115,8 @@ class Mamba2(Mixer):
         return xh, dt, Bm.reshape(Bsz, L, G, N), Cm.reshape(Bsz, L, G, N), z
 
     def _ssd(self, xh: Tensor, dt: Tensor, Bm: Tensor, Cm: Tensor) -> Tensor:
-        return _ops.ssd(xh, dt, self.A, Bm, Cm, chunk_size=self.chunk_size,
-                        backend=self.backend)  # (B, L, H, P)
+        return ssd(xh, dt, self.A, Bm, Cm, chunk_size=self.chunk_size,
+                   backend=self.backend)  # (B, L, H, P)
 
     def _readout(self, xh: Tensor, y: Tensor, z: Tensor) -> Tensor:
         """y (B, L, H, P) core output -> (B, L, D): D skip, gate (+ norm), out_proj."""
@@ -145,7 +138,7 @@ class Mamba2(Mixer):
     def attention_matrix(self, x: Tensor) -> Tensor:
         """(B, H, L, L): head h's causal matrix acting on its values x_h (B, L, P)."""
         _, dt, Bm, Cm, _ = self._features(x)
-        return scalar_decay_matrix(dt, self.A, Bm, Cm)
+        return ssd_implied_attention(dt, self.A, Bm, Cm)
 
     def readout(self, x: Tensor, core_output: Tensor) -> Tensor:
         """forward(x) == readout(x, core(x).output)."""

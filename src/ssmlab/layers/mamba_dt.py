@@ -34,8 +34,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ssmlab.errors import UserError
-from ssmlab.layers import _ops
-from ssmlab.layers.base import Mixer, MixerCore, check_backend, segment_sum
+from ssmlab.layers.base import Mixer, MixerCore, check_backend
 from ssmlab.layers.s6 import (
     check_dims,
     check_dt_init,
@@ -43,6 +42,8 @@ from ssmlab.layers.s6 import (
     resolve_dt_rank,
     s4d_real_A_log,
 )
+from ssmlab.ops.linear_recurrence import linear_recurrence
+from ssmlab.ops.segsum import causal_mask, segsum
 
 
 class MambaDeltaT(Mixer):
@@ -107,7 +108,7 @@ class MambaDeltaT(Mixer):
         a = torch.exp(self.Lambda[None, :, :, None] * dT[:, None])  # (B, d, N, L)
         B_in = (Bm * delta if self.input_scaling == "delta" else Bm).transpose(1, 2)  # (B, N, L)
         b = u.transpose(1, 2)[:, :, None, :] * B_in[:, None]  # (B, d, N, L): x_t ⊗ B_t
-        h = _ops.linear_recurrence(a, b, backend=self.backend)  # (B, d, N, L)
+        h = linear_recurrence(a, b, backend=self.backend)  # (B, d, N, L)
         return torch.einsum("bdnl,bnl->bld", h, Cm.transpose(1, 2))  # (B, L, d)
 
     def _readout(self, u: Tensor, z: Tensor, y: Tensor) -> Tensor:
@@ -128,7 +129,8 @@ class MambaDeltaT(Mixer):
         _, _, delta, Bm, Cm = self._features(x)
         dT = delta.transpose(1, 2)  # (B, N, L)
         log_decay = self.Lambda[None, :, :, None] * dT[:, None]  # (B, d, N, L)
-        decay = torch.exp(segment_sum(log_decay))  # (B, d, N, L, L)
+        L = x.shape[1]
+        decay = torch.exp(segsum(log_decay)) * causal_mask(L, x.device)  # (B, d, N, L, L)
         B_in = Bm * delta if self.input_scaling == "delta" else Bm  # (B, L, N)
         return torch.einsum("btn,bents,bsn->bets", Cm, decay, B_in)  # (B, d, L, L)
 

@@ -41,9 +41,9 @@ import torch
 from torch import Tensor, nn
 
 from ssmlab.errors import UserError
-from ssmlab.layers import _ops
 from ssmlab.layers.base import Mixer, MixerCore, check_backend, toeplitz_causal
 from ssmlab.layers.s6 import check_dims
+from ssmlab.ops.linear_recurrence import linear_recurrence
 
 
 class S4D(Mixer):
@@ -149,7 +149,7 @@ class S4D(Mixer):
         a = torch.exp(dtA)[..., None]  # (D, modes, 1): the same decay at every step
         b = u[:, :, None, :] * B_bar[..., None]  # (B, D, modes, L)
         backend = "reference" if a.is_complex() and self.backend == "auto" else self.backend
-        h = _ops.linear_recurrence(a, b, backend=backend)  # (B, D, modes, L)
+        h = linear_recurrence(a, b, backend=backend)  # (B, D, modes, L)
         y = torch.einsum("bdnl,dn->bdl", h, C)  # (B, D, L)
         return y.real if y.is_complex() else y
 

@@ -33,8 +33,12 @@ that float64 checks are exact.
 
 Attention lens (papers/README.md): per channel e the core is y_t = Σ_{s≤t} M_{e,t,s} u_s with
     M_{e,t,s} = Σ_n C_t[n] · exp(A_{e,n} Σ_{j=s+1..t} Δ_j[e]) · Δ_s[e] · B_s[n],
-so `attention_matrix` is (B, H = E channels, L, L) acting on the values u (P = 1). "Core output"
-is the scan output before the D skip (and, for the block, before the z gate and out_proj).
+so `attention_matrix` is (B, H = E channels, L, L) acting on the values u (P = 1), computed by
+ssmlab.ops.attention_lens.implied_attention. "Core output" is the scan output before the D skip
+(and, for the block, before the z gate and out_proj).
+
+Backends: `backend` is passed to ssmlab.ops.selective_scan ("auto" = fused Numba kernel on CPU,
+"fused", "pscan", "reference").
 """
 
 from __future__ import annotations
@@ -46,8 +50,9 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ssmlab.errors import UserError
-from ssmlab.layers import _ops
-from ssmlab.layers.base import Mixer, MixerCore, check_backend, segment_sum
+from ssmlab.layers.base import Mixer, MixerCore, check_backend
+from ssmlab.ops.attention_lens import implied_attention
+from ssmlab.ops.selective_scan import selective_scan
 
 
 def inverse_softplus(y: Tensor) -> Tensor:
@@ -107,19 +112,6 @@ def init_dt_proj(dt_proj: nn.Linear, dt_rank: int, dt_min: float, dt_max: float,
     dt_proj.bias._no_reinit = True
 
 
-def selective_matrix(delta: Tensor, A: Tensor, B: Tensor, C: Tensor) -> Tensor:
-    """Implied per-channel causal matrix of a selective scan (the attention lens).
-
-    delta (B, E, L) positive Δ; A (E, N); B, C (B, N, L) -> M (B, E, L, L) with
-        M[b, e, t, s] = Σ_n C[b, n, t] exp(A[e, n] Σ_{j=s+1..t} Δ[b, e, j]) Δ[b, e, s] B[b, n, s].
-    Vectorised; memory (B, E, N, L, L).
-    """
-    log_decay = delta[:, :, None, :] * A[None, :, :, None]  # (B, E, N, L)
-    decay = torch.exp(segment_sum(log_decay))  # (B, E, N, L, L)
-    M = torch.einsum("bnt,bents,bns->bets", C, decay, B)  # (B, E, L, L)
-    return M * delta[:, :, None, :]
-
-
 class _SelectiveSSM(Mixer):
     """Parameters and maths shared by `S6` and `MambaBlock` (x_proj, dt_proj, A_log, D)."""
 
@@ -150,12 +142,12 @@ class _SelectiveSSM(Mixer):
     def _scan(self, u: Tensor, z: Tensor | None, skip: bool) -> Tensor:
         """Selective scan of u (B, E, L) -> (B, E, L); `skip` adds D u, z gates with SiLU(z)."""
         dt, Bm, Cm = self._ssm_inputs(u)
-        return _ops.selective_scan(u, dt, self.A, Bm, Cm, D=self.D if skip else None, z=z,
-                                   delta_bias=self.dt_proj.bias, delta_softplus=True,
-                                   backend=self.backend)
+        return selective_scan(u, dt, self.A, Bm, Cm, D=self.D if skip else None, z=z,
+                              delta_bias=self.dt_proj.bias, delta_softplus=True,
+                              backend=self.backend)
 
-    def delta(self, u: Tensor) -> Tensor:
-        """Δ = softplus(dt_proj(dt(u))) (B, E, L), the per-channel step size (probes use it)."""
+    def _delta(self, u: Tensor) -> Tensor:
+        """Δ = softplus(dt_proj(dt(u))) (B, E, L), the per-channel step size."""
         dt, _, _ = self._ssm_inputs(u)
         return F.softplus(dt + self.dt_proj.bias[:, None])
 
@@ -165,8 +157,8 @@ class _SelectiveSSM(Mixer):
 
     def _ssm_matrix(self, u: Tensor) -> Tensor:
         dt, Bm, Cm = self._ssm_inputs(u)
-        delta = F.softplus(dt + self.dt_proj.bias[:, None])  # (B, E, L)
-        return selective_matrix(delta, self.A, Bm, Cm)  # (B, E, L, L)
+        return implied_attention(dt, self.A, Bm, Cm, delta_bias=self.dt_proj.bias,
+                                 delta_softplus=True)  # (B, E, L, L)
 
 
 class S6(_SelectiveSSM):
@@ -205,6 +197,10 @@ class S6(_SelectiveSSM):
     def readout(self, x: Tensor, core_output: Tensor) -> Tensor:
         """forward(x) == readout(x, core(x).output): adds the D skip."""
         return (core_output.squeeze(-1) + self.D[:, None] * x.transpose(1, 2)).transpose(1, 2)
+
+    def delta(self, x: Tensor) -> Tensor:
+        """Step sizes Δ_t per channel, (B, L, D) (for probes, e.g. histograms of exp(Δ A))."""
+        return self._delta(x.transpose(1, 2)).transpose(1, 2)
 
 
 class MambaBlock(_SelectiveSSM):
@@ -264,6 +260,10 @@ class MambaBlock(_SelectiveSSM):
     def attention_matrix(self, x: Tensor) -> Tensor:
         """(B, E, L, L): channel e's causal matrix acting on u[:, e] (after conv and SiLU)."""
         return self._ssm_matrix(self._branches(x)[0])
+
+    def delta(self, x: Tensor) -> Tensor:
+        """Step sizes Δ_t per inner channel for block input x, (B, L, E) (for probes)."""
+        return self._delta(self._branches(x)[0]).transpose(1, 2)
 
     def readout(self, x: Tensor, core_output: Tensor) -> Tensor:
         """The block's output from its core output (B, E, L, 1): adds D u, gates, projects.
