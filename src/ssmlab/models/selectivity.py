@@ -1,0 +1,189 @@
+"""Models of the selectivity paper (Huang et al. 2025, arXiv 2506.11891).
+
+- `S4DBlock`: the Mamba block with S6 replaced by S4D (in_proj, causal conv, SiLU, S4D, SiLU(z)
+  gate, out_proj). The paper compares "the Mamba architecture with different mixers"; ssmlab's
+  S4D layer is the bare LTI mixer, so this wraps it in the same block as Mamba's S6.
+- `TokenLM`: embedding (+ optional positional encoding) -> n mixer layers -> head, logits per
+  position (B, L, |V|) for the trainer's token cross-entropy (labels -100 ignored). Options
+  `residual` / `norm` default to the usual pre-norm residual stack; the analytical MQAR
+  constructions turn both off (their proofs are about the bare block).
+- `ClockS6Kernel`: a bank of S6 channels whose Δ is driven only by the binary position clock
+  (the Haar construction's inputs), exposing the implied kernel of the final output over input
+  positions, for the approximation experiment.
+
+Shape legend: B batch, L length, D d_model, E inner width, N state size, V vocabulary.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Literal
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from ssmlab.errors import UserError
+from ssmlab.layers.norms import RMSNorm
+from ssmlab.layers.registry import build_mixer
+from ssmlab.layers.s4d import S4D
+from ssmlab.layers.s6 import check_dims, inverse_softplus
+
+
+class S4DBlock(nn.Module):
+    """Mamba block around S4D (module docstring):
+
+        (x, z) = in_proj(h);  u = SiLU(conv1d(x));  y = S4D(u) ⊙ SiLU(z);  out = out_proj(y)
+
+    S4D(u) includes S4D's own D skip. Args: d_model; d_state N (16); d_conv (4); expand (2) or
+    d_inner (overrides expand·d_model); S4D options init ("real"), dt_min, dt_max,
+    discretization ("euler"), mode ("conv"); conv_bias True, bias False (as MambaBlock)."""
+
+    def __init__(self, d_model: int, d_state: int = 16, d_conv: int = 4, expand: int = 2,
+                 d_inner: int | None = None, init: str = "real", dt_min: float = 0.001,
+                 dt_max: float = 0.1, discretization: str = "euler", mode: str = "conv",
+                 conv_bias: bool = True, bias: bool = False):
+        super().__init__()
+        check_dims(d_model=d_model, d_state=d_state, d_conv=d_conv, expand=expand)
+        E = d_inner if d_inner is not None else expand * d_model
+        check_dims(d_inner=E)
+        self.d_model, self.d_inner, self.d_conv = d_model, E, d_conv
+        self.in_proj = nn.Linear(d_model, 2 * E, bias=bias)
+        self.conv1d = nn.Conv1d(E, E, kernel_size=d_conv, groups=E, padding=d_conv - 1,
+                                bias=conv_bias)
+        self.s4d = S4D(E, d_state=d_state, init=init, dt_min=dt_min, dt_max=dt_max,
+                       discretization=discretization, mode=mode)
+        self.out_proj = nn.Linear(E, d_model, bias=bias)
+
+    def branches(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        """x (B, L, D) -> u = SiLU(conv(x-branch)) (B, L, E), z (B, L, E)."""
+        L = x.shape[1]
+        xb, z = self.in_proj(x).chunk(2, dim=-1)  # (B, L, E) each
+        u = F.silu(self.conv1d(xb.transpose(1, 2))[..., :L]).transpose(1, 2)  # (B, L, E)
+        return u, z
+
+    def forward(self, x: Tensor) -> Tensor:
+        u, z = self.branches(x)
+        return self.out_proj(self.s4d(u) * F.silu(z))  # (B, L, D)
+
+
+def build_block(name: str, d_model: int, **kwargs: Any) -> nn.Module:
+    """'s4d_block' -> S4DBlock; any other name -> ssmlab.layers.registry.build_mixer."""
+    if name == "s4d_block":
+        try:
+            return S4DBlock(d_model, **kwargs)
+        except TypeError as e:
+            raise UserError(f"s4d_block: {e}") from None
+    return build_mixer(name, d_model, **kwargs)
+
+
+def sinusoidal_positions(L: int, d: int) -> Tensor:
+    """Transformer sinusoidal encoding (Vaswani et al. 2017): (L, d)."""
+    pos = torch.arange(L, dtype=torch.float32)[:, None]
+    i = torch.arange(0, d, 2, dtype=torch.float32)
+    freq = torch.exp(-math.log(10000.0) * i / d)
+    pe = torch.zeros(L, d)
+    pe[:, 0::2] = torch.sin(pos * freq)
+    pe[:, 1::2] = torch.cos(pos * freq[: d // 2])
+    return pe
+
+
+class TokenLM(nn.Module):
+    """Tokens (B, L) -> logits (B, L, V): embed (+ PE), n blocks, head (module docstring).
+
+    pos_encoding: None (default), "learned" (absolute, nn.Embedding(max_len, D), added), or
+    "sinusoidal" (fixed, added). residual/norm: h <- h + block(RMSNorm(h)) and a final RMSNorm
+    (default True); False gives h <- block(h) with no norms (the constructions)."""
+
+    def __init__(self, vocab_size: int, d_model: int, mixer: str, n_layers: int = 1,
+                 mixer_kwargs: dict[str, Any] | None = None,
+                 pos_encoding: Literal["learned", "sinusoidal"] | None = None,
+                 max_len: int = 2048, residual: bool = True, norm: bool = True):
+        super().__init__()
+        check_dims(vocab_size=vocab_size, d_model=d_model, n_layers=n_layers, max_len=max_len)
+        self.vocab_size, self.d_model, self.max_len = vocab_size, d_model, max_len
+        self.residual, self.use_norm, self.pos_encoding = residual, norm, pos_encoding
+        self.embedding = nn.Embedding(vocab_size, d_model)
+        if pos_encoding == "learned":
+            self.pos = nn.Embedding(max_len, d_model)
+        elif pos_encoding == "sinusoidal":
+            self.register_buffer("pos_table", sinusoidal_positions(max_len, d_model), persistent=False)
+        elif pos_encoding is not None:
+            raise UserError(f"pos_encoding must be None, 'learned' or 'sinusoidal', got {pos_encoding!r}")
+        self.layers = nn.ModuleList(build_block(mixer, d_model, **(mixer_kwargs or {}))
+                                    for _ in range(n_layers))
+        self.norms = nn.ModuleList(RMSNorm(d_model) for _ in range(n_layers)) if norm else None
+        self.norm_f = RMSNorm(d_model) if norm else None
+        self.head = nn.Linear(d_model, vocab_size, bias=False)
+
+    def embed(self, tokens: Tensor) -> Tensor:
+        L = tokens.shape[1]
+        if L > self.max_len and self.pos_encoding is not None:
+            raise UserError(f"sequence length {L} exceeds the positional table ({self.max_len})")
+        h = self.embedding(tokens)  # (B, L, D)
+        if self.pos_encoding == "learned":
+            h = h + self.pos.weight[:L]
+        elif self.pos_encoding == "sinusoidal":
+            h = h + self.pos_table[:L].to(h.dtype)
+        return h
+
+    def forward(self, tokens: Tensor) -> Tensor:
+        h = self.embed(tokens)  # (B, L, D)
+        for i, block in enumerate(self.layers):
+            inp = self.norms[i](h) if self.norms is not None else h
+            h = h + block(inp) if self.residual else block(inp)
+        if self.norm_f is not None:
+            h = self.norm_f(h)
+        return self.head(h)  # (B, L, V)
+
+
+def count_parameters(module: nn.Module) -> int:
+    return sum(p.numel() for p in module.parameters())
+
+
+class ClockS6Kernel(nn.Module):
+    """E S6 channels (state size N each) whose Δ reads only the J-bit position clock π(t):
+
+        Δ_{t,e} = softplus(W_Δ[e] · π(t) + b_Δ[e]),   A = -exp(A_log) (E, N),   B, C ∈ R^N constant,
+        y_T = Σ_e w_e Σ_s K_e(s) u_s,  K_e(s) = Σ_n C_n B_n Δ_{s,e} exp(A_{e,n} Σ_{r=s+1..T} Δ_{r,e}),
+
+    i.e. the final output of S6 (mamba_ssm's discretisation) on the signal u, mixed by a readout
+    w. `kernel(L)` returns Σ_e w_e K_e (L,), the linear functional's weights over positions; with
+    white-noise inputs the expected squared error of y_T equals the squared kernel error, so the
+    experiment fits kernels directly. Init as mamba_ssm: Δ bias log-uniform in [dt_min, dt_max],
+    A S4D-real, B = 1, C = N(0, 1)/√N, W_Δ = 0, w = 1/E."""
+
+    def __init__(self, L: int, channels: int, d_state: int = 1, dt_min: float = 0.001,
+                 dt_max: float = 0.1, generator: torch.Generator | None = None):
+        super().__init__()
+        check_dims(channels=channels, d_state=d_state)
+        if L < 2 or L & (L - 1):
+            raise UserError(f"L must be a power of two, got {L}")
+        J = L.bit_length() - 1
+        t = torch.arange(L)
+        self.register_buffer("bits", torch.stack([(t >> (J - 1 - i)) & 1 for i in range(J)], 1)
+                             .float(), persistent=False)  # (L, J)
+        self.W = nn.Parameter(torch.zeros(channels, J))
+        u = torch.rand(channels, generator=generator)
+        dt = torch.exp(u * (math.log(dt_max) - math.log(dt_min)) + math.log(dt_min))
+        self.b = nn.Parameter(inverse_softplus(dt))
+        self.A_log = nn.Parameter(torch.log(torch.arange(1, d_state + 1, dtype=torch.float32))
+                                  .repeat(channels, 1))  # (E, N)
+        self.B = nn.Parameter(torch.ones(d_state))
+        self.C = nn.Parameter(torch.randn(d_state, generator=generator) / math.sqrt(d_state))
+        self.w = nn.Parameter(torch.full((channels,), 1.0 / channels))
+
+    def delta(self) -> Tensor:
+        return F.softplus(self.bits.to(self.W.dtype) @ self.W.T + self.b)  # (L, E)
+
+    def kernel(self) -> Tensor:
+        delta = self.delta()  # (L, E)
+        after = delta.flip(0).cumsum(0).flip(0) - delta  # (L, E): Σ_{r>s} Δ_r
+        A = -torch.exp(self.A_log)  # (E, N)
+        decay = torch.exp(after[:, :, None] * A[None])  # (L, E, N)
+        K = torch.einsum("len,n,le->le", decay, self.C * self.B, delta)  # (L, E)
+        return K @ self.w  # (L,)
+
+    def forward(self, u: Tensor) -> Tensor:
+        """u (B, L) -> y_T (B,)."""
+        return u @ self.kernel()
