@@ -1,4 +1,8 @@
 """Experiments of paper `icl_outliers` (arXiv 2510.00399; docs/papers/icl_outliers.md).
 Importing registers them."""
 
-from ssmlab.experiments.icl_outliers import tolerance  # noqa: F401
+from ssmlab.experiments.icl_outliers import (
+    attention,  # noqa: F401
+    gates,  # noqa: F401
+    tolerance,  # noqa: F401
+)
