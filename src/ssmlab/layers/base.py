@@ -21,9 +21,10 @@ import torch
 from torch import Tensor, nn
 
 from ssmlab.errors import UserError
-from ssmlab.ops.segsum import causal_mask
+from ssmlab.ops.segsum import causal_mask, segsum
 
-__all__ = ["Mixer", "MixerCore", "apply_matrix", "causal_mask", "check_backend", "toeplitz_causal"]
+__all__ = ["Mixer", "MixerCore", "apply_matrix", "causal_mask", "check_backend",
+           "segment_sum", "toeplitz_causal"]
 
 
 @dataclass(frozen=True)
@@ -65,6 +66,13 @@ class Mixer(nn.Module):
 def apply_matrix(M: Tensor, values: Tensor) -> Tensor:
     """y[b, h, t] = Σ_s M[b, h, t, s] v[b, h, s]: (B, H, L, L) × (B, H, L, P) -> (B, H, L, P)."""
     return torch.einsum("bhts,bhsp->bhtp", M, values)
+
+
+def segment_sum(log_a: Tensor) -> Tensor:
+    """(..., L) -> (..., L, L): Σ_{j=s+1..t} log_a_j for s ≤ t and -inf for s > t, so that
+    exp() is the causal decay matrix Π_{j=s+1..t} a_j directly (ssmlab.ops.segsum, masked)."""
+    L = log_a.shape[-1]
+    return segsum(log_a).masked_fill(~causal_mask(L, log_a.device), float("-inf"))
 
 
 def toeplitz_causal(kernel: Tensor, L: int) -> Tensor:
