@@ -64,3 +64,14 @@ def test_gradients_reach_every_parameter(mixer_case):
         assert p.grad is not None, name
         assert torch.isfinite(p.grad).all(), name
         assert p.grad.abs().max() > 0, f"{name} got an all-zero gradient"
+
+
+def test_float32_default_backend_and_length_one(mixer_case):
+    """The default (fast) backends run in float32, and a length-1 sequence works."""
+    m = make_mixer(mixer_case).float()
+    for L in (1, 5):
+        x = randn(2, L, D_MODEL).float()
+        y = m(x)
+        assert y.shape == (2, L, D_MODEL) and y.dtype == torch.float32
+        torch.testing.assert_close(y, m.double()(x.double()).float(), rtol=1e-4, atol=1e-5)
+        m.float()
