@@ -69,6 +69,21 @@ def _resolve(task: dict[str, Any]) -> Any:
     return cls
 
 
+def _pin_numba(threads: int | None) -> int | None:
+    """Numba's parallel kernels get the same thread budget as torch (when numba is loaded by
+    the experiment's imports); returns the previous count so it can be restored."""
+    nb = sys.modules.get("numba")
+    if nb is None or threads is None:
+        return None
+    try:
+        prev = nb.get_num_threads()
+        if prev != threads:
+            nb.set_num_threads(min(threads, nb.config.NUMBA_NUM_THREADS))
+        return prev
+    except Exception:  # pragma: no cover - threading layer unavailable
+        return None
+
+
 def execute(task: dict[str, Any]) -> dict[str, Any]:
     """Run one task; never raises for errors of the experiment itself."""
     import torch
@@ -84,6 +99,7 @@ def execute(task: dict[str, Any]) -> dict[str, Any]:
         if prev_threads != threads:
             torch.set_num_threads(threads)
         cls = _resolve(task)
+        numba_prev = _pin_numba(threads)
         cfg = cls.Config.model_validate(task["config"])
         seed_everything(int(task["seed"]))
         prov = worker_provenance()
@@ -112,6 +128,7 @@ def execute(task: dict[str, Any]) -> dict[str, Any]:
     finally:
         if torch.get_num_threads() != prev_threads:
             torch.set_num_threads(prev_threads)
+        _pin_numba(locals().get("numba_prev"))
     out["seconds"] = time.perf_counter() - t0
     out["started"] = started
     out["finished"] = now_iso()
