@@ -8,6 +8,11 @@ Why this module exists:
   at (8, 64, 16, 4096) float32). float32 uses a Cody-Waite range reduction + degree-6
   polynomial (max relative error ~1e-7 over [-87, 88], i.e. about expf's accuracy); float64
   keeps math.exp, so float64 (the dtype of the tests) is as exact as the reference;
+- the threading layer: Numba's default picks `omp` when an OpenMP runtime is present, and its
+  pool then spin-waits after each kernel and competes with PyTorch's own OpenMP pool; measured
+  here, the PyTorch ops around a fused scan (softplus, transposes) ran 6x slower. So ssmlab
+  selects the `workqueue` layer (threads sleep between kernels) unless NUMBA_THREADING_LAYER is
+  set in the environment; the choice only takes effect if no parallel Numba code ran before;
 - `kernel_threads()`, the thread rule: a kernel uses min(torch.get_num_threads(),
   NUMBA_NUM_THREADS) threads, so `torch.set_num_threads(1)` (as used by sweep workers) also
   makes the fused scans single-threaded, and a lock serialises kernels launched from several
@@ -21,6 +26,7 @@ the source file of the jitted function only: after editing this file, delete the
 from __future__ import annotations
 
 import math
+import os
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -34,13 +40,21 @@ from numba.extending import intrinsic, overload
 
 FASTMATH = {"nsz", "arcp", "contract", "reassoc", "afn"}
 
+if "NUMBA_THREADING_LAYER" not in os.environ:
+    numba.config.THREADING_LAYER = "workqueue"
+
 _LOCK = threading.RLock()
+
+
+def n_kernel_threads() -> int:
+    """Threads a kernel launched now will use: min(torch threads, Numba's pool size)."""
+    return max(1, min(torch.get_num_threads(), numba.config.NUMBA_NUM_THREADS))
 
 
 @contextmanager
 def kernel_threads() -> Iterator[int]:
-    """Run Numba kernels with min(torch threads, Numba's pool size) threads (see module doc)."""
-    n = max(1, min(torch.get_num_threads(), numba.config.NUMBA_NUM_THREADS))
+    """Run Numba kernels with n_kernel_threads() threads (see module doc)."""
+    n = n_kernel_threads()
     with _LOCK:
         previous = numba.get_num_threads()
         numba.set_num_threads(n)

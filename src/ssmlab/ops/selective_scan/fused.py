@@ -1,22 +1,23 @@
 """Fused CPU selective scan: autograd and vmap wrappers around the Numba kernels (kernels.py).
 
-The core op is `fused_scan_core(u, delta, A, Bt, Ct, h0)` -> (y, h_last): the bare recurrence
+The core op is the bare recurrence
     h_t = exp(Δ_t A) ⊙ h_{t-1} + Δ_t x_t B_t,     y_t = C_t · h_t
-on kernel layouts. D, z, delta_bias and softplus live in PyTorch around it (selective_scan in
+on kernel layouts; D, z, delta_bias and softplus live in PyTorch around it (selective_scan in
 __init__.py), where autograd differentiates them exactly.
 
-Shapes (k = kernel batch):
-    u, delta   (Bk, D, L)
-    A          (D, N) shared, or (Ba, D, N) with Bk % Ba == 0: batch b uses A[b // (Bk / Ba)]
-    Bt, Ct     (Bk, G, L, N)   time-major so that the inner loop over N is contiguous
-    h0         (Bk, D, N) or None (zeros)
+`FusedScanFn` works time-major, the layout of the kernels (k = kernel batch):
+    uT, deltaT (Bk, L, D);  At (N, D) shared or (Ba, N, D) with Bk % Ba == 0, batch b uses
+    At[b // (Bk / Ba)];  Bt, Ct (Bk, G, L, N);  h0T (Bk, N, D) or None (zeros)
+    -> yT (Bk, L, D), h_lastT (Bk, N, D), ckpt (Bk, ceil(L/K), N, D) (saved for the backward).
+`fused_scan_core` takes mamba_ssm's channel-major layout and transposes around it (cheap: the
+transposed tensors are N times smaller than the work).
 
-vmap rule (why A may be 3-D): under torch.func.vmap over S samples every input is moved to a
-leading sample axis (unbatched ones are expanded) and the sample axis is folded into the kernel
-batch, (S, Bk) -> S·Bk; A becomes (S·Ba, D, N), which the kernel indexes by b // Bk-per-A, so
-a vmapped A (seed ensembles with per-seed parameters) costs nothing extra. The backward is
-itself an autograd.Function with the same vmap rule, which is what torch.func needs for
-vmap(grad(f)): the grad transform calls our backward on batched tensors.
+vmap rule (why A may carry a batch axis): under torch.func.vmap over S samples every input is
+moved to a leading sample axis (unbatched ones are expanded) and the sample axis is folded into
+the kernel batch, (S, Bk) -> S·Bk; At becomes (S·Ba, N, D), which the kernel indexes by
+b // (Bk / Ba), so a vmapped A (seed ensembles with per-seed parameters) costs nothing extra.
+The backward is itself an autograd.Function with the same rule, which is what torch.func needs
+for vmap(grad(f)): the grad transform calls our backward on batched tensors.
 """
 
 from __future__ import annotations
@@ -25,70 +26,81 @@ import torch
 from torch import Tensor
 from torch.autograd import Function
 
-from ssmlab.ops._numba import kernel_threads, to_numpy
+from ssmlab.ops._numba import kernel_threads, n_kernel_threads, to_numpy
 from ssmlab.ops.selective_scan import kernels
 
 DEFAULT_CHECKPOINT_EVERY = 64
+MAX_CHANNEL_CHUNK = 64  # SIMD lanes hold channels; 64 = 4 AVX-512 / 8 AVX2 float32 vectors
 
 
-def _a3(A: Tensor) -> Tensor:
-    """A as (Ba, D, N)."""
-    return A.unsqueeze(0) if A.dim() == 2 else A
+def _a3(At: Tensor) -> Tensor:
+    """At as (Ba, N, D)."""
+    return At.unsqueeze(0) if At.dim() == 2 else At
 
 
-def _backward_parts(Bk: int, G: int, per_group: int) -> int:
-    """How many channel parts P per (batch, group) the backward splits into (see kernels.py)."""
-    threads = max(1, torch.get_num_threads())
-    want = -(-2 * threads // max(1, Bk * G))  # ceil: >= 2 work items per thread
-    return max(1, min(per_group, want))
+def _chunking(Bk: int, G: int, per_group: int) -> tuple[int, int]:
+    """(CH, P): channels per kernel work item, and channel parts per group in the backward.
+
+    Halve the chunk (down to 8) until there are >= 2 work items per thread; P splits a group
+    over threads in the backward only when Bk·G alone cannot keep them busy."""
+    threads = n_kernel_threads()
+    ch = MAX_CHANNEL_CHUNK
+    while ch > 8 and Bk * G * -(-per_group // ch) < 2 * threads:
+        ch //= 2
+    ch = max(1, min(ch, per_group))
+    nch = -(-per_group // ch)
+    parts = max(1, min(nch, -(-2 * threads // max(1, Bk * G))))
+    return ch, parts
 
 
 def _forward_impl(
-    u: Tensor, delta: Tensor, A: Tensor, Bt: Tensor, Ct: Tensor, h0: Tensor | None, K: int
+    uT: Tensor, dT: Tensor, At: Tensor, Bt: Tensor, Ct: Tensor, h0T: Tensor | None, K: int
 ) -> tuple[Tensor, Tensor, Tensor]:
-    Bk, Dc, L = u.shape
-    N = A.shape[-1]
+    Bk, L, Dc = uT.shape
+    N = At.shape[-2]
+    G = Bt.shape[1]
+    CH, _ = _chunking(Bk, G, Dc // G)
     nblk = -(-L // K)
-    y = u.new_empty(Bk, Dc, L)  # (B, D, L)
-    h_last = u.new_empty(Bk, Dc, N)  # (B, D, N)
-    ckpt = u.new_empty(Bk, Dc, nblk, N)  # (B, D, L/K, N)
-    h0_ = u.new_zeros(Bk, Dc, N) if h0 is None else h0
+    yT = uT.new_empty(Bk, L, Dc)  # (B, L, D)
+    hlT = uT.new_empty(Bk, N, Dc)  # (B, N, D)
+    ckpt = uT.new_empty(Bk, nblk, N, Dc)  # (B, L/K, N, D)
+    h0_ = uT.new_zeros(Bk, N, Dc) if h0T is None else h0T
     with kernel_threads():
         kernels.scan_forward(
-            to_numpy(u), to_numpy(delta), to_numpy(_a3(A)), to_numpy(Bt), to_numpy(Ct),
-            to_numpy(h0_), K, y.numpy(), h_last.numpy(), ckpt.numpy(),
+            to_numpy(uT), to_numpy(dT), to_numpy(_a3(At)), to_numpy(Bt), to_numpy(Ct),
+            to_numpy(h0_), K, CH, yT.numpy(), hlT.numpy(), ckpt.numpy(),
         )  # fmt: skip
-    return y, h_last, ckpt
+    return yT, hlT, ckpt
 
 
 def _backward_impl(
-    dy: Tensor, dh_last: Tensor, u: Tensor, delta: Tensor, A: Tensor, Bt: Tensor, Ct: Tensor,
+    dyT: Tensor, dhlT: Tensor, uT: Tensor, dT: Tensor, At: Tensor, Bt: Tensor, Ct: Tensor,
     ckpt: Tensor, K: int,
 ) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:  # fmt: skip
-    Bk, Dc, L = u.shape
-    A3 = _a3(A)
-    Ba, _, N = A3.shape
+    Bk, L, Dc = uT.shape
+    A3 = _a3(At)
+    Ba, N, _ = A3.shape
     G = Bt.shape[1]
-    P = _backward_parts(Bk, G, Dc // G)
-    du = torch.empty_like(u)  # (B, D, L)
-    ddelta = torch.empty_like(u)  # (B, D, L)
-    dA_k = u.new_empty(Bk, Dc, N)  # (B, D, N)
-    dh0 = u.new_empty(Bk, Dc, N)  # (B, D, N)
-    dB_p = u.new_zeros(Bk, G, P, L, N)  # (B, G, P, L, N)
-    dC_p = u.new_zeros(Bk, G, P, L, N)  # (B, G, P, L, N)
+    CH, P = _chunking(Bk, G, Dc // G)
+    duT = torch.empty_like(uT)  # (B, L, D)
+    ddT = torch.empty_like(uT)  # (B, L, D)
+    dA_k = uT.new_empty(Bk, N, Dc)  # (B, N, D)
+    dh0T = uT.new_empty(Bk, N, Dc)  # (B, N, D)
+    dB_p = uT.new_zeros(Bk, G, P, L, N)  # (B, G, P, L, N)
+    dC_p = uT.new_zeros(Bk, G, P, L, N)  # (B, G, P, L, N)
     with kernel_threads():
         kernels.scan_backward(
-            to_numpy(dy), to_numpy(dh_last), to_numpy(u), to_numpy(delta), to_numpy(A3),
-            to_numpy(Bt), to_numpy(Ct), to_numpy(ckpt), K, P,
-            du.numpy(), ddelta.numpy(), dA_k.numpy(), dh0.numpy(), dB_p.numpy(), dC_p.numpy(),
+            to_numpy(dyT), to_numpy(dhlT), to_numpy(uT), to_numpy(dT), to_numpy(A3),
+            to_numpy(Bt), to_numpy(Ct), to_numpy(ckpt), K, CH, P,
+            duT.numpy(), ddT.numpy(), dA_k.numpy(), dh0T.numpy(), dB_p.numpy(), dC_p.numpy(),
         )  # fmt: skip
     dBt = dB_p[:, :, 0] if P == 1 else dB_p.sum(2)  # (B, G, L, N)
     dCt = dC_p[:, :, 0] if P == 1 else dC_p.sum(2)  # (B, G, L, N)
-    if A.dim() == 2:
-        dA = dA_k.sum(0)  # (D, N)
+    if At.dim() == 2:
+        dAt = dA_k.sum(0)  # (N, D)
     else:
-        dA = dA_k.view(Ba, Bk // Ba, Dc, N).sum(1)  # (Ba, D, N)
-    return du, ddelta, dA, dBt, dCt, dh0
+        dAt = dA_k.view(Ba, Bk // Ba, N, Dc).sum(1)  # (Ba, N, D)
+    return duT, ddT, dAt, dBt, dCt, dh0T
 
 
 def _fold(x: Tensor, bdim: int | None, S: int) -> Tensor:
@@ -97,12 +109,12 @@ def _fold(x: Tensor, bdim: int | None, S: int) -> Tensor:
     return x.reshape(S * x.shape[1], *x.shape[2:])
 
 
-def _fold_A(A: Tensor, bdim: int | None, S: int) -> Tensor:
-    """(D, N) or (Ba, D, N) [+ vmapped axis] -> (S·Ba, D, N), per-sample rows, sample-major."""
-    A = A.expand(S, *A.shape) if bdim is None else A.movedim(bdim, 0)
-    if A.dim() == 3:
-        A = A.unsqueeze(1)  # (S, 1, D, N)
-    return A.reshape(-1, *A.shape[2:])
+def _fold_A(At: Tensor, bdim: int | None, S: int) -> Tensor:
+    """(N, D) or (Ba, N, D) [+ vmapped axis] -> (S·Ba, N, D), per-sample blocks, sample-major."""
+    At = At.expand(S, *At.shape) if bdim is None else At.movedim(bdim, 0)
+    if At.dim() == 3:
+        At = At.unsqueeze(1)  # (S, 1, N, D)
+    return At.reshape(-1, *At.shape[2:])
 
 
 def _unfold(x: Tensor, S: int) -> Tensor:
@@ -110,52 +122,52 @@ def _unfold(x: Tensor, S: int) -> Tensor:
 
 
 class FusedScanFn(Function):
-    """(u, delta, A, Bt, Ct, h0, K) -> (y, h_last, ckpt); ckpt is saved for the backward."""
+    """(uT, deltaT, At, Bt, Ct, h0T, K) -> (yT, h_lastT, ckpt), time-major (module doc)."""
 
     @staticmethod
-    def forward(u, delta, A, Bt, Ct, h0, K):
-        return _forward_impl(u, delta, A, Bt, Ct, h0, K)
+    def forward(uT, dT, At, Bt, Ct, h0T, K):
+        return _forward_impl(uT, dT, At, Bt, Ct, h0T, K)
 
     @staticmethod
     def setup_context(ctx, inputs, output):
-        u, delta, A, Bt, Ct, h0, K = inputs
+        uT, dT, At, Bt, Ct, h0T, K = inputs
         ckpt = output[2]
         ctx.mark_non_differentiable(ckpt)
-        ctx.save_for_backward(u, delta, A, Bt, Ct, ckpt)
+        ctx.save_for_backward(uT, dT, At, Bt, Ct, ckpt)
         ctx.K = K
-        ctx.has_h0 = h0 is not None
+        ctx.has_h0 = h0T is not None
 
     @staticmethod
-    def backward(ctx, dy, dh_last, _dckpt):
-        u, delta, A, Bt, Ct, ckpt = ctx.saved_tensors
-        du, ddelta, dA, dBt, dCt, dh0 = FusedScanBwdFn.apply(
-            dy, dh_last, u, delta, A, Bt, Ct, ckpt, ctx.K
+    def backward(ctx, dyT, dhlT, _dckpt):
+        uT, dT, At, Bt, Ct, ckpt = ctx.saved_tensors
+        duT, ddT, dAt, dBt, dCt, dh0T = FusedScanBwdFn.apply(
+            dyT, dhlT, uT, dT, At, Bt, Ct, ckpt, ctx.K
         )
-        return du, ddelta, dA, dBt, dCt, (dh0 if ctx.has_h0 else None), None
+        return duT, ddT, dAt, dBt, dCt, (dh0T if ctx.has_h0 else None), None
 
     @staticmethod
-    def vmap(info, in_dims, u, delta, A, Bt, Ct, h0, K):
+    def vmap(info, in_dims, uT, dT, At, Bt, Ct, h0T, K):
         S = info.batch_size
-        u_d, delta_d, A_d, Bt_d, Ct_d, h0_d, _ = in_dims
+        u_d, d_d, A_d, B_d, C_d, h_d, _ = in_dims
         args = (
-            _fold(u, u_d, S),
-            _fold(delta, delta_d, S),
-            _fold_A(A, A_d, S),
-            _fold(Bt, Bt_d, S),
-            _fold(Ct, Ct_d, S),
-            None if h0 is None else _fold(h0, h0_d, S),
+            _fold(uT, u_d, S),
+            _fold(dT, d_d, S),
+            _fold_A(At, A_d, S),
+            _fold(Bt, B_d, S),
+            _fold(Ct, C_d, S),
+            None if h0T is None else _fold(h0T, h_d, S),
             K,
         )
-        y, h_last, ckpt = FusedScanFn.apply(*args)
-        return (_unfold(y, S), _unfold(h_last, S), _unfold(ckpt, S)), (0, 0, 0)
+        yT, hlT, ckpt = FusedScanFn.apply(*args)
+        return (_unfold(yT, S), _unfold(hlT, S), _unfold(ckpt, S)), (0, 0, 0)
 
 
 class FusedScanBwdFn(Function):
     """The reverse pass as its own Function, so that torch.func can vmap the backward."""
 
     @staticmethod
-    def forward(dy, dh_last, u, delta, A, Bt, Ct, ckpt, K):
-        return _backward_impl(dy, dh_last, u, delta, A, Bt, Ct, ckpt, K)
+    def forward(dyT, dhlT, uT, dT, At, Bt, Ct, ckpt, K):
+        return _backward_impl(dyT, dhlT, uT, dT, At, Bt, Ct, ckpt, K)
 
     @staticmethod
     def setup_context(ctx, inputs, output):
@@ -169,31 +181,38 @@ class FusedScanBwdFn(Function):
         )
 
     @staticmethod
-    def vmap(info, in_dims, dy, dh_last, u, delta, A, Bt, Ct, ckpt, K):
+    def vmap(info, in_dims, dyT, dhlT, uT, dT, At, Bt, Ct, ckpt, K):
         S = info.batch_size
-        dims = dict(zip(("dy", "dh", "u", "delta", "A", "Bt", "Ct", "ckpt"), in_dims, strict=False))
-        A_was_2d = (A.dim() - (dims["A"] is not None)) == 2
+        names = ("dy", "dh", "u", "delta", "A", "B", "C", "ckpt")
+        dims = dict(zip(names, in_dims, strict=False))
+        A_was_2d = (At.dim() - (dims["A"] is not None)) == 2
         out = FusedScanBwdFn.apply(
-            _fold(dy, dims["dy"], S),
-            _fold(dh_last, dims["dh"], S),
-            _fold(u, dims["u"], S),
-            _fold(delta, dims["delta"], S),
-            _fold_A(A, dims["A"], S),
-            _fold(Bt, dims["Bt"], S),
-            _fold(Ct, dims["Ct"], S),
+            _fold(dyT, dims["dy"], S),
+            _fold(dhlT, dims["dh"], S),
+            _fold(uT, dims["u"], S),
+            _fold(dT, dims["delta"], S),
+            _fold_A(At, dims["A"], S),
+            _fold(Bt, dims["B"], S),
+            _fold(Ct, dims["C"], S),
             _fold(ckpt, dims["ckpt"], S),
             K,
         )
-        du, ddelta, dA, dBt, dCt, dh0 = (_unfold(t, S) for t in out)
+        duT, ddT, dAt, dBt, dCt, dh0T = (_unfold(t, S) for t in out)
         if A_was_2d:
-            dA = dA.squeeze(1)  # (S, D, N)
-        return (du, ddelta, dA, dBt, dCt, dh0), (0, 0, 0, 0, 0, 0)
+            dAt = dAt.squeeze(1)  # (S, N, D)
+        return (duT, ddT, dAt, dBt, dCt, dh0T), (0, 0, 0, 0, 0, 0)
 
 
 def fused_scan_core(
     u: Tensor, delta: Tensor, A: Tensor, Bt: Tensor, Ct: Tensor, h0: Tensor | None,
     checkpoint_every: int = DEFAULT_CHECKPOINT_EVERY,
 ) -> tuple[Tensor, Tensor]:  # fmt: skip
-    """Bare fused recurrence on kernel layouts (see module doc) -> (y (Bk, D, L), h_L (Bk, D, N))."""
-    y, h_last, _ = FusedScanFn.apply(u, delta, A, Bt, Ct, h0, int(checkpoint_every))
-    return y, h_last
+    """Bare fused recurrence -> (y (Bk, D, L), h_L (Bk, D, N)).
+
+    u, delta (Bk, D, L); A (D, N); Bt, Ct (Bk, G, L, N) time-major; h0 (Bk, D, N) or None."""
+    yT, hlT, _ = FusedScanFn.apply(
+        u.transpose(1, 2).contiguous(), delta.transpose(1, 2).contiguous(),
+        A.transpose(-1, -2).contiguous(), Bt.contiguous(), Ct.contiguous(),
+        None if h0 is None else h0.transpose(-1, -2).contiguous(), int(checkpoint_every),
+    )  # fmt: skip
+    return yT.transpose(1, 2).contiguous(), hlT.transpose(1, 2)

@@ -1,13 +1,13 @@
 """Numba kernels of the fused selective scan: forward pass and checkpointed reverse pass.
 
 Glossary (kernel name -> paper symbol, Mamba Alg. 2; "k" = kernel batch, see fused.py):
-    u      x_t        inputs                                   (Bk, D, L)
-    delta  Δ_t        step sizes, already biased / softplus-ed  (Bk, D, L)
-    A      A          decays, one row per A-batch               (Ba, D, N), Bk % Ba == 0,
-                      kernel batch b reads A[b // (Bk / Ba)]    (Ba = 1: shared A)
-    Bt, Ct B_t, C_t   input / output projections, time-major    (Bk, G, L, N)
-    h0     h_{-1}     initial state                             (Bk, D, N)
-    ckpt   -          state before step j*K, j = 0..ceil(L/K)-1 (Bk, D, ceil(L/K), N)
+    u      x_t        inputs, time-major                         (Bk, L, D)
+    delta  Δ_t        step sizes, already biased / softplus-ed    (Bk, L, D)
+    At     Aᵀ         decays, one (N, D) block per A-batch        (Ba, N, D), Bk % Ba == 0,
+                      kernel batch b reads At[b // (Bk / Ba)]      (Ba = 1: shared A)
+    Bt, Ct B_t, C_t   input / output projections, time-major      (Bk, G, L, N)
+    h0     h_{-1}     initial state                               (Bk, N, D)
+    ckpt   -          state before step j*K, j = 0..ceil(L/K)-1   (Bk, ceil(L/K), N, D)
 
 Recurrence (ZOH for A, Euler for B, as mamba_ssm):
     h_t = exp(Δ_t A) ⊙ h_{t-1} + Δ_t x_t B_t,     y_t = C_t · h_t.
@@ -17,14 +17,22 @@ Backward (reverse pass; g_t = dLoss/dh_t accumulated from the future, ā_t = exp
     dC_t += dy_t h_t,     dB_t += g_t Δ_t x_t,     du_t = Δ_t (g_t · B_t)
     dΔ_t  = x_t (g_t · B_t) + Σ_n g_t[n] h_{t-1}[n] ā_t[n] A[n]
     dA   += Σ_t g_t ⊙ h_{t-1} ⊙ ā_t Δ_t,          dh0 = ā_0 ⊙ g_0
-The reverse pass walks blocks of K steps from the end; each block's states (and decays ā) are
-recomputed from the checkpoint written by the forward pass into a (K+1, N) scratch buffer, so
-the backward needs O(Bk·D·N·L/K) extra memory instead of O(Bk·D·N·L) and one exp per element.
+The reverse pass walks blocks of K steps from the end; each block's states and decays ā are
+recomputed from the checkpoint written by the forward pass into (K+1, N, W) scratch buffers, so
+the backward needs O(Bk·D·N·L/K) extra memory instead of O(Bk·D·N·L), and one exp per element.
 
-Threads: the forward runs prange over (batch, channel). The backward writes dB/dC, which are
-shared by the channels of a group, so it runs prange over (batch, group, part): the channels of
-a group are split into P parts, each part accumulates into its own dB/dC slice (Bk, G, P, L, N)
-and the caller sums over P (P = 1 unless Bk·G is too small to keep the threads busy).
+Vectorisation: the innermost loop runs over a chunk of W <= CH channels of one group (the
+channel axis is contiguous in every time-major array), the states n are the next loop out.
+So the SIMD lanes hold channels: no horizontal reduction in the forward (y accumulates
+lane-wise over n), trip counts of 16-64 that LLVM vectorises fully, and B_t[n], C_t[n] are
+broadcast scalars. (Vectorising over N instead was 1.5x slower forward and 1.6x slower backward
+at N = 16: a 16-trip loop with a horizontal sum per step.) `fast_exp` keeps the exp in-vector.
+
+Threads: the forward runs prange over (batch, group, channel chunk). The backward writes
+dB_t/dC_t, which all channels of a group share, so it runs prange over (batch, group, part):
+each of the P parts of a group walks its chunks in turn and accumulates into its own slice
+dB_p[b, g, p] (Bk, G, P, L, N); the caller sums over P (P = 1 unless Bk·G is too small to keep
+the threads busy).
 """
 
 from __future__ import annotations
@@ -36,108 +44,144 @@ from ssmlab.ops._numba import FASTMATH, fast_exp, zero_of
 
 
 @njit(parallel=True, cache=True, fastmath=FASTMATH)
-def scan_forward(u, delta, A, Bt, Ct, h0, K, y, h_last, ckpt):  # pragma: no cover - jitted
-    """Fills y (Bk, D, L), h_last (Bk, D, N) and ckpt (Bk, D, nblk, N) in place."""
-    Bk, Dc, L = u.shape
-    Ba = A.shape[0]
-    N = A.shape[2]
+def scan_forward(u, delta, At, Bt, Ct, h0, K, CH, y, h_last, ckpt):  # pragma: no cover - jitted
+    """Fills y (Bk, L, D), h_last (Bk, N, D) and ckpt (Bk, nblk, N, D) in place."""
+    Bk, L, Dc = u.shape
+    Ba = At.shape[0]
+    N = At.shape[1]
     G = Bt.shape[1]
     per_group = Dc // G
     per_a = Bk // Ba
-    for idx in prange(Bk * Dc):
-        b = idx // Dc
-        d = idx - b * Dc
-        g = d // per_group
+    nch = -(-per_group // CH)
+    for it in prange(Bk * G * nch):
+        b = it // (G * nch)
+        rem = it - b * (G * nch)
+        g = rem // nch
+        c = rem - g * nch
         ab = b // per_a
-        h = np.empty(N, dtype=u.dtype)
-        e = np.empty(N, dtype=u.dtype)
-        a = np.empty(N, dtype=u.dtype)
+        d0 = g * per_group + c * CH
+        W = min(CH, (g + 1) * per_group - d0)
+        h = np.empty((N, W), dtype=u.dtype)
+        a = np.empty((N, W), dtype=u.dtype)
+        dt = np.empty(W, dtype=u.dtype)
+        dtx = np.empty(W, dtype=u.dtype)
+        yv = np.empty(W, dtype=u.dtype)
         for n in range(N):
-            h[n] = h0[b, d, n]
-            a[n] = A[ab, d, n]
+            for w in range(W):
+                h[n, w] = h0[b, n, d0 + w]
+                a[n, w] = At[ab, n, d0 + w]
         for t in range(L):
             if t % K == 0:
                 j = t // K
                 for n in range(N):
-                    ckpt[b, d, j, n] = h[n]
-            dt = delta[b, d, t]
-            dtx = dt * u[b, d, t]
+                    for w in range(W):
+                        ckpt[b, j, n, d0 + w] = h[n, w]
+            for w in range(W):
+                dt[w] = delta[b, t, d0 + w]
+                dtx[w] = dt[w] * u[b, t, d0 + w]
+                yv[w] = zero_of(dt[w])
             for n in range(N):
-                e[n] = fast_exp(dt * a[n])
-            acc = zero_of(dt)
-            for n in range(N):
-                hn = e[n] * h[n] + dtx * Bt[b, g, t, n]
-                h[n] = hn
-                acc += hn * Ct[b, g, t, n]
-            y[b, d, t] = acc
+                bn = Bt[b, g, t, n]
+                cn = Ct[b, g, t, n]
+                for w in range(W):
+                    hn = fast_exp(dt[w] * a[n, w]) * h[n, w] + dtx[w] * bn
+                    h[n, w] = hn
+                    yv[w] += hn * cn
+            for w in range(W):
+                y[b, t, d0 + w] = yv[w]
         for n in range(N):
-            h_last[b, d, n] = h[n]
+            for w in range(W):
+                h_last[b, n, d0 + w] = h[n, w]
 
 
 @njit(parallel=True, cache=True, fastmath=FASTMATH)
 def scan_backward(
-    dy, dh_last, u, delta, A, Bt, Ct, ckpt, K, P, du, ddelta, dA_k, dh0, dB_p, dC_p
+    dy, dh_last, u, delta, At, Bt, Ct, ckpt, K, CH, P, du, ddelta, dA_k, dh0, dB_p, dC_p
 ):  # pragma: no cover - jitted
-    """Reverse pass. Writes du, ddelta (Bk, D, L), dA_k (Bk, D, N) (per kernel batch; the caller
-    sums it over batch), dh0 (Bk, D, N); accumulates into zero-initialised dB_p, dC_p
+    """Reverse pass. Writes du, ddelta (Bk, L, D), dA_k (Bk, N, D) (per kernel batch; the caller
+    sums it over batch), dh0 (Bk, N, D); accumulates into zero-initialised dB_p, dC_p
     (Bk, G, P, L, N) (the caller sums over P)."""
-    Bk, Dc, L = u.shape
-    Ba = A.shape[0]
-    N = A.shape[2]
+    Bk, L, Dc = u.shape
+    Ba = At.shape[0]
+    N = At.shape[1]
     G = Bt.shape[1]
     per_group = Dc // G
     per_a = Bk // Ba
-    nblk = ckpt.shape[2]
+    nch = -(-per_group // CH)
+    nblk = ckpt.shape[1]
     for it in prange(Bk * G * P):
         b = it // (G * P)
         rem = it - b * (G * P)
         g = rem // P
         p = rem - g * P
         ab = b // per_a
-        d_start = g * per_group + (p * per_group) // P
-        d_stop = g * per_group + ((p + 1) * per_group) // P
-        hbuf = np.empty((K + 1, N), dtype=u.dtype)  # hbuf[k + 1] = h at step t0 + k
-        abuf = np.empty((K, N), dtype=u.dtype)  # abuf[k] = exp(Δ A) at step t0 + k
-        gh = np.empty(N, dtype=u.dtype)
-        a = np.empty(N, dtype=u.dtype)
-        dAacc = np.empty(N, dtype=u.dtype)
-        for d in range(d_start, d_stop):
+        hbuf = np.empty((K + 1, N, CH), dtype=u.dtype)  # hbuf[k + 1] = h after step t0 + k
+        ebuf = np.empty((K, N, CH), dtype=u.dtype)  # ebuf[k] = exp(Δ A) at step t0 + k
+        gh = np.empty((N, CH), dtype=u.dtype)
+        a = np.empty((N, CH), dtype=u.dtype)
+        dAacc = np.empty((N, CH), dtype=u.dtype)
+        dt = np.empty(CH, dtype=u.dtype)
+        dtx = np.empty(CH, dtype=u.dtype)
+        x = np.empty(CH, dtype=u.dtype)
+        dyv = np.empty(CH, dtype=u.dtype)
+        sgb = np.empty(CH, dtype=u.dtype)
+        sda = np.empty(CH, dtype=u.dtype)
+        for c in range((p * nch) // P, ((p + 1) * nch) // P):
+            d0 = g * per_group + c * CH
+            W = min(CH, (g + 1) * per_group - d0)
             for n in range(N):
-                a[n] = A[ab, d, n]
-                gh[n] = dh_last[b, d, n]
-                dAacc[n] = 0.0
+                for w in range(W):
+                    a[n, w] = At[ab, n, d0 + w]
+                    gh[n, w] = dh_last[b, n, d0 + w]
+                    dAacc[n, w] = 0.0
             for j in range(nblk - 1, -1, -1):
                 t0 = j * K
                 t1 = min(L, t0 + K)
+                # recompute this block's states and decays from its checkpoint
                 for n in range(N):
-                    hbuf[0, n] = ckpt[b, d, j, n]
+                    for w in range(W):
+                        hbuf[0, n, w] = ckpt[b, j, n, d0 + w]
                 for t in range(t0, t1):
                     k = t - t0
-                    dt = delta[b, d, t]
-                    dtx = dt * u[b, d, t]
+                    for w in range(W):
+                        dt[w] = delta[b, t, d0 + w]
+                        dtx[w] = dt[w] * u[b, t, d0 + w]
                     for n in range(N):
-                        abuf[k, n] = fast_exp(dt * a[n])
-                    for n in range(N):
-                        hbuf[k + 1, n] = abuf[k, n] * hbuf[k, n] + dtx * Bt[b, g, t, n]
+                        bn = Bt[b, g, t, n]
+                        for w in range(W):
+                            e = fast_exp(dt[w] * a[n, w])
+                            ebuf[k, n, w] = e
+                            hbuf[k + 1, n, w] = e * hbuf[k, n, w] + dtx[w] * bn
+                # reverse through the block
                 for t in range(t1 - 1, t0 - 1, -1):
                     k = t - t0
-                    dt = delta[b, d, t]
-                    x = u[b, d, t]
-                    dyt = dy[b, d, t]
-                    dtx = dt * x
-                    s_gb = zero_of(dt)
-                    s_da = zero_of(dt)
+                    for w in range(W):
+                        dt[w] = delta[b, t, d0 + w]
+                        x[w] = u[b, t, d0 + w]
+                        dtx[w] = dt[w] * x[w]
+                        dyv[w] = dy[b, t, d0 + w]
+                        sgb[w] = zero_of(dt[w])
+                        sda[w] = zero_of(dt[w])
                     for n in range(N):
-                        gn = gh[n] + dyt * Ct[b, g, t, n]
-                        dC_p[b, g, p, t, n] += dyt * hbuf[k + 1, n]
-                        dB_p[b, g, p, t, n] += gn * dtx
-                        s_gb += gn * Bt[b, g, t, n]
-                        da = gn * hbuf[k, n] * abuf[k, n]  # dLoss / d(Δ_t A[n])
-                        s_da += da * a[n]
-                        dAacc[n] += da * dt
-                        gh[n] = gn * abuf[k, n]
-                    du[b, d, t] = s_gb * dt
-                    ddelta[b, d, t] = s_gb * x + s_da
+                        bn = Bt[b, g, t, n]
+                        cn = Ct[b, g, t, n]
+                        sB = zero_of(bn)
+                        sC = zero_of(bn)
+                        for w in range(W):
+                            gn = gh[n, w] + dyv[w] * cn
+                            sC += dyv[w] * hbuf[k + 1, n, w]
+                            sB += gn * dtx[w]
+                            sgb[w] += gn * bn
+                            da = gn * hbuf[k, n, w] * ebuf[k, n, w]  # dLoss / d(Δ_t A[n])
+                            sda[w] += da * a[n, w]
+                            dAacc[n, w] += da * dt[w]
+                            gh[n, w] = gn * ebuf[k, n, w]
+                        dB_p[b, g, p, t, n] += sB
+                        dC_p[b, g, p, t, n] += sC
+                    for w in range(W):
+                        du[b, t, d0 + w] = sgb[w] * dt[w]
+                        ddelta[b, t, d0 + w] = sgb[w] * x[w] + sda[w]
             for n in range(N):
-                dA_k[b, d, n] = dAacc[n]
-                dh0[b, d, n] = gh[n]
+                for w in range(W):
+                    dA_k[b, n, d0 + w] = dAacc[n, w]
+                    dh0[b, n, d0 + w] = gh[n, w]
