@@ -24,16 +24,17 @@ then A[:, 0] = s_A so that max(A) = s_A at init; W_B, W_C, q, p, w ~ N(0, 1). Wi
 
 Two forward paths with the same result (tested in float64, outputs and gradients):
     path="scan"       the full recurrence through ssmlab.ops' selective scan (general per-channel,
-                      per-state decays: A (d, N), delta (B, d, L) = Δ_t broadcast over channels),
+                      per-state decays: A (d, N), delta (B, d, L) = Δ_t broadcast over channels;
+                      backend `scan_backend`, default "auto" = the fused Numba kernel on CPU),
     path="attention"  only the last row of M (the readout needs y_T alone): O(B L d N), fully
                       vectorised, the default for training because the classifier reads y_T only.
-Decay sums Σ_{j=s+1..t} Δ_j are accumulated directly (reverse cumulative sums / masked cumsum),
-never as differences of prefix sums, which would cancel catastrophically at large T.
+Decay sums Σ_{j=s+1..t} Δ_j are accumulated directly (reverse cumulative sums, ssmlab.ops'
+segsum), never as differences of prefix sums, which would cancel catastrophically at large T.
+The full matrix M comes from ssmlab.ops.attention_lens.implied_attention.
 """
 
 from __future__ import annotations
 
-import importlib
 from typing import Literal
 
 import torch
@@ -43,7 +44,9 @@ from torch import Tensor, nn
 
 from ssmlab.config import StrictModel
 from ssmlab.errors import UserError
-from ssmlab.ops.selective_scan.reference import selective_scan_ref
+from ssmlab.ops.attention_lens import implied_attention
+from ssmlab.ops.segsum import segsum
+from ssmlab.ops.selective_scan import selective_scan
 
 Path_ = Literal["scan", "attention"]
 
@@ -63,36 +66,9 @@ class GenSSMConfig(StrictModel):
     scan_backend: str = Field("auto", description="backend of ssmlab.ops' selective scan")
 
 
-def _scan_op():
-    """ssmlab.ops.selective_scan.selective_scan if the fast op has landed, else None."""
-    mod = importlib.import_module("ssmlab.ops.selective_scan")
-    return getattr(mod, "selective_scan", None)
-
-
 def run_scan(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor, backend: str = "auto") -> Tensor:
-    """Selective scan in ssmlab's layout: u, delta (B, D, L); A (D, N); B, C (B, N, L) -> (B, D, L).
-
-    Uses the fast op when it exists; otherwise only backend 'auto' / 'reference' are accepted and
-    the reference loop runs (no silent fallback for an explicitly requested fast backend)."""
-    op = _scan_op()
-    if op is not None:
-        return op(u, delta, A, B, C, backend=backend)
-    if backend not in ("auto", "reference"):
-        raise UserError(f"selective-scan backend {backend!r} is not available (ssmlab.ops has "
-                        "only the reference scan); use 'auto' or 'reference'")
-    return selective_scan_ref(u, delta, A, B, C)
-
-
-def decay_sums(delta: Tensor) -> Tensor:
-    """seg[b, t, s] = Σ_{j=s+1..t} Δ[b, j] for s ≤ t (0 on the diagonal), -inf above it.
-
-    delta (B, L) -> (B, L, L), as a masked cumulative sum down the rows (no cancellation)."""
-    L = delta.shape[-1]
-    rows = delta.unsqueeze(-1).expand(*delta.shape, L)  # (B, L, L): rows[b, j, s] = Δ_j
-    below = torch.ones(L, L, dtype=torch.bool, device=delta.device).tril(-1)  # j > s
-    seg = rows.masked_fill(~below, 0.0).cumsum(dim=-2)  # (B, L, L)
-    causal = torch.ones(L, L, dtype=torch.bool, device=delta.device).tril()
-    return seg.masked_fill(~causal, float("-inf"))
+    """ssmlab.ops' selective scan: u, delta (B, D, L); A (D, N); B, C (B, N, L) -> y (B, D, L)."""
+    return selective_scan(u, delta, A, B, C, backend=backend)
 
 
 def tail_sums(delta: Tensor) -> Tensor:
@@ -170,23 +146,25 @@ class GenSelectiveSSM(nn.Module):
         return (row * u).sum(1)  # (B, d)
 
     def attention_matrix(self, u: Tensor) -> Tensor:
-        """The implied causal matrix M (B, d, L, L): y[b, t, c] = Σ_s M[b, c, t, s] u[b, s, c]."""
+        """The implied causal matrix M (B, d, L, L): y[b, t, c] = Σ_s M[b, c, t, s] u[b, s, c]
+        (ssmlab.ops.attention_lens.implied_attention with this model's Δ_t, B_t, C_t)."""
         delta = self.step(u)  # (B, L)
         Bt, Ct = self.projections(u)  # (B, L, N)
-        seg = decay_sums(delta)  # (B, L, L), -inf above the diagonal
-        gate = torch.exp(seg[:, None, :, :, None] * self.A[None, :, None, None, :])  # (B, d, L, L, N)
-        gate = torch.nan_to_num(gate, nan=0.0)  # -inf · 0 when A = 0 above the diagonal
-        causal = torch.ones_like(seg[0], dtype=torch.bool).tril()  # (L, L)
-        gate = gate * causal[None, None, :, :, None]
-        qk = Ct[:, :, None, :] * (Bt * delta[..., None])[:, None, :, :]  # (B, L, L, N)
-        return torch.einsum("bctsn,btsn->bcts", gate, qk)  # (B, d, L, L)
+        Bsz, L, d = u.shape
+        return implied_attention(
+            delta.unsqueeze(1).expand(Bsz, d, L),  # (B, d, L)
+            self.A,  # (d, N)
+            Bt.transpose(1, 2),  # (B, N, L)
+            Ct.transpose(1, 2),  # (B, N, L)
+        )  # (B, d, L, L)
 
     def attention_parts(self, u: Tensor) -> dict[str, Tensor]:
-        """The paper's attention form: queries W_C u_t, keys W_B u_s, values u_s, steps Δ_s,
-        decay sums Σ_{j=s+1..t} Δ_j. Shapes (B, L, N), (B, L, N), (B, L, d), (B, L), (B, L, L)."""
+        """The paper's attention form: queries W_C u_t, keys W_B u_s, values u_s, steps Δ_s and
+        decay sums Σ_{j=s+1..t} Δ_j (0 above the diagonal).
+        Shapes (B, L, N), (B, L, N), (B, L, d), (B, L), (B, L, L)."""
         delta = self.step(u)
         Bt, Ct = self.projections(u)
-        return {"query": Ct, "key": Bt, "value": u, "delta": delta, "decay_sum": decay_sums(delta)}
+        return {"query": Ct, "key": Bt, "value": u, "delta": delta, "decay_sum": segsum(delta)}
 
 
 class GenSSMClassifier(nn.Module):

@@ -1,0 +1,236 @@
+"""Stability margin (generalization paper, Sec. 5: sweep_T, sweep_sA and loss figures).
+
+Claims (paper): training started in the unstable regime (s_A = 0.1 > 0) either diverges — the
+loss blows up while s_A stays ≈ 0.1-0.16 — or recovers by driving s_A to ≤ 0 within a few
+epochs; divergence becomes more common as T grows (Thm 4.1: for s_A > 0 the complexity grows
+like (1 + s_A)^T).
+
+Runs: the union of two sweeps, 10 epochs each, s_A and the loss recorded every epoch:
+  sweep_T   s_A(init) = `sweep_T_sA` (0.1) for T in `T_values` (Majority: 50, 100, .., 300),
+  sweep_sA  s_A(init) in `sA_values` (-0.1, -0.08, .., 0.1) at T = `sweep_sA_T` (Majority 250).
+A diverged run (non-finite loss, see common.py) is stored with status "diverged".
+
+Checks (tolerances stated up front):
+  (a) every run started at s_A > 0 that does not diverge ends with s_A ≤ `sA_end_tol`. The
+      tolerance is one Adam step (lr = 0.01): Adam moves every entry of A by about lr per update,
+      so "s_A ≤ 0" cannot be resolved more finely than that. Runs started at s_A ≤ 0 are listed
+      in the note (the paper makes no statement about them beyond staying stable).
+  (b) the divergence frequency grows with T: the fraction of diverged sweep_T runs on the upper
+      half of the T grid must exceed the fraction on the lower half (strictly). If no run
+      diverges at all the check FAILs (nothing grows).
+Quick profile: Majority, T = 50 / 150 / 300, 4 runs per T, s_A in {-0.1, -0.05, 0, 0.05, 0.1}
+at T = 250 with 2 runs, 10 epochs (the paper's epochs).
+Other tasks: set task_name = "listops" (paper: d = 16, T = 100..600, fixed T 300) or "imdb"
+(T = 300..550, fixed T 500; skipped without data) and the model / task sizes accordingly.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from pydantic import Field
+
+from ssmlab.experiments.base import (
+    Claim,
+    Experiment,
+    ExperimentConfig,
+    RunRecord,
+    RunResult,
+    register,
+)
+from ssmlab.experiments.generalization.common import (
+    ModelSettings,
+    PaperTraining,
+    Task,
+    TaskSettings,
+    build_task,
+    train_run,
+)
+from ssmlab.report.figures import new_figure, save
+
+PAPER = "generalization"
+
+
+class StabilityConfig(ExperimentConfig):
+    seeds: int = 3
+    task_name: Task = "majority"
+    T_values: list[int] = Field(default_factory=lambda: [50, 100, 150, 200, 250, 300],
+                                description="sweep_T lengths")
+    sweep_T_sA: float = Field(0.1, description="initial s_A of the sweep over T")
+    sA_values: list[float] = Field(
+        default_factory=lambda: [round(-0.1 + 0.02 * i, 2) for i in range(11)],
+        description="initial s_A values of the sweep over s_A")
+    sweep_sA_T: int = Field(250, ge=1, description="T of the sweep over s_A")
+    model: ModelSettings = Field(default_factory=ModelSettings)
+    task: TaskSettings = Field(default_factory=TaskSettings)
+    training: PaperTraining = Field(default_factory=lambda: PaperTraining(epochs=10))
+    sA_end_tol: float = Field(0.01, ge=0, description="'ends with s_A ≤ 0' up to this")
+    sweep_sA_seeds: int | None = Field(
+        None, ge=1, description="runs per cell of the s_A sweep (None = seeds)")
+
+
+def _cells(cfg: StabilityConfig) -> list[dict[str, Any]]:
+    pairs: list[tuple[int, float]] = [(int(T), float(cfg.sweep_T_sA)) for T in cfg.T_values]
+    pairs += [(int(cfg.sweep_sA_T), float(s)) for s in cfg.sA_values]
+    seen, out = set(), []
+    for T, s in pairs:
+        if (T, s) not in seen:
+            seen.add((T, s))
+            out.append({"T": T, "s_A": s})
+    return out
+
+
+@register
+class StabilityMargin(Experiment):
+    """generalization paper, Sec. 5 (stability margin; sweep_T / sweep_sA / loss figures):
+    runs started at s_A > 0 diverge or drive s_A to ≤ 0; divergence grows with T. Set-up,
+    tolerances and the quick profile: ssmlab.experiments.generalization.stability."""
+
+    id = "generalization/stability"
+    paper = PAPER
+    Config = StabilityConfig
+    profiles = {
+        "quick": {"seeds": 4, "T_values": [50, 150, 300],
+                  "sA_values": [-0.1, -0.05, 0.0, 0.05, 0.1], "sweep_sA_seeds": 2},
+        "paper": {},
+    }
+
+    def cells(self, cfg: StabilityConfig) -> list[dict[str, Any]]:
+        return _cells(cfg)
+
+    def run(self, cfg: StabilityConfig, params: dict[str, Any], seed: int) -> RunResult:
+        T, s_A = int(params["T"]), float(params["s_A"])
+        in_T_sweep = T in cfg.T_values and s_A == cfg.sweep_T_sA
+        limit = cfg.sweep_sA_seeds
+        if not in_T_sweep and limit is not None and seed - cfg.seed_offset >= limit:
+            return RunResult(status="skipped", reason=f"s_A sweep uses {limit} seed(s) per cell")
+        data = build_task(cfg.task_name, cfg.task, T, seed)
+        if isinstance(data, str):
+            return RunResult(status="skipped", reason=data)
+        model = cfg.model.model_copy(update={"s_A": s_A})
+        return train_run(model, cfg.training, data, seed)
+
+    # -- analysis
+    def analyze(self, cfg: StabilityConfig, runs: list[RunRecord], figdir: Path) -> list[Claim]:
+        done = [r for r in runs if r.status in ("ok", "diverged")]
+        if not done:
+            reasons = sorted({r.reason for r in runs if r.reason}) or ["no finished runs"]
+            return [Claim(paper=PAPER, experiment=self.id, ref="Sec. 5, stability margin",
+                          claim="runs started at s_A > 0 diverge or drive s_A ≤ 0",
+                          measured="skipped: " + "; ".join(reasons), expected="-",
+                          passed=None, note="; ".join(reasons))]
+        fig = self._figures(cfg, done, figdir)
+        return [self._claim_recovery(cfg, done, fig), self._claim_divergence(cfg, done, fig)]
+
+    def _claim_recovery(self, cfg, done, fig) -> Claim:
+        pos = [r for r in done if float(r.params["s_A"]) > 0 and r.status == "ok"]
+        other = [r for r in done if float(r.params["s_A"]) <= 0 and r.status == "ok"]
+        n_div = sum(float(r.params["s_A"]) > 0 and r.status == "diverged" for r in done)
+        finals = [r.metrics["s_A"] for r in pos]
+        bad = [r for r in pos if r.metrics["s_A"] > cfg.sA_end_tol]
+        note = (f"{len(pos)} converged and {n_div} diverged run(s) started at s_A > 0. ")
+        if other:
+            of = [r.metrics["s_A"] for r in other]
+            note += (f"Runs started at s_A ≤ 0 ({len(other)}) end with s_A in "
+                     f"[{min(of):+.4f}, {max(of):+.4f}]. ")
+        if not pos:
+            passed: bool | None = None
+            note += "No run started at s_A > 0 converged, so nothing to check."
+        else:
+            passed = not bad
+            if bad:
+                note += "Ending above the tolerance: " + ", ".join(
+                    f"T={r.params['T']} s_A0={r.params['s_A']} seed {r.seed}: {r.metrics['s_A']:+.4f}"
+                    for r in bad[:8])
+        worst = max(finals) if finals else math.nan
+        return Claim(
+            paper=PAPER, experiment=self.id, ref="Sec. 5, stability margin (sweep_T / sweep_sA)",
+            claim="every run started at s_A > 0 that converges ends with s_A ≤ 0",
+            measured=(f"max final s_A {worst:+.4f} over {len(pos)} converged run(s)"
+                      if finals else "no converged run started at s_A > 0"),
+            expected=f"≤ {cfg.sA_end_tol:g} (one Adam step)",
+            passed=passed, value=worst if finals else None, figure=fig, note=note,
+        )
+
+    def _claim_divergence(self, cfg, done, fig) -> Claim:
+        sweep = [r for r in done if float(r.params["s_A"]) == cfg.sweep_T_sA
+                 and int(r.params["T"]) in cfg.T_values]
+        Ts = sorted({int(r.params["T"]) for r in sweep})
+        frac = {T: float(np.mean([r.status == "diverged" for r in sweep if int(r.params["T"]) == T]))
+                for T in Ts}
+        half = len(Ts) // 2
+        lo, hi = Ts[:half], Ts[len(Ts) - half:]
+        def f(ts):  # noqa: E306
+            rs = [r for r in sweep if int(r.params["T"]) in ts]
+            return float(np.mean([r.status == "diverged" for r in rs])) if rs else math.nan
+        f_lo, f_hi = f(lo), f(hi)
+        table = ", ".join(f"T={T}: {frac[T]:.2f}" for T in Ts)
+        if len(Ts) < 2:
+            passed: bool | None = None
+            note = "Needs at least two values of T."
+        else:
+            passed = bool(f_hi > f_lo)
+            note = f"divergence fraction per T: {table}."
+            if not passed:
+                note += (" No run diverged at any T, so growth with T cannot be shown at these"
+                         " sizes." if max(frac.values()) == 0 else
+                         " The upper half of the T grid does not diverge more often than the lower"
+                         " half.")
+        return Claim(
+            paper=PAPER, experiment=self.id, ref="Sec. 5, stability margin (sweep_T), Thm 4.1",
+            claim=f"with s_A = {cfg.sweep_T_sA:g} at init, divergence becomes more frequent as T grows",
+            measured=f"diverged fraction {f_lo:.2f} (T ≤ {lo[-1] if lo else '-'}) vs {f_hi:.2f} "
+                     f"(T ≥ {hi[0] if hi else '-'})",
+            expected="upper-half fraction > lower-half fraction",
+            passed=passed, value=f_hi - f_lo if math.isfinite(f_hi - f_lo) else None,
+            figure=fig, note=note,
+        )
+
+    def _figures(self, cfg, done, figdir: Path) -> str:
+        fig, axes = new_figure(3, width=4.4)
+        sweep = sorted([r for r in done if float(r.params["s_A"]) == cfg.sweep_T_sA
+                        and int(r.params["T"]) in cfg.T_values],
+                       key=lambda r: (int(r.params["T"]), r.seed))
+        Ts = sorted({int(r.params["T"]) for r in sweep})
+        cmap = _colors(len(Ts))
+        for r in sweep:
+            c = cmap[Ts.index(int(r.params["T"]))]
+            ep = r.history.get("probe_epoch", [])
+            sa = r.history.get("s_A", [])
+            first = r.seed == min(x.seed for x in sweep if x.params["T"] == r.params["T"])
+            ls = ":" if r.status == "diverged" else "-"
+            axes[0].plot(ep[: len(sa)], sa, ls, color=c, lw=1,
+                         label=f"T={r.params['T']}" if first else None)
+            loss = r.history.get("loss", [])
+            axes[1].plot(range(1, len(loss) + 1), [min(v, 1e30) for v in loss], ls, color=c, lw=1,
+                         label=f"T={r.params['T']}" if first else None)
+        axes[0].axhline(0, color="k", lw=0.5)
+        axes[0].set(xlabel="epoch", ylabel="s_A", title=f"sweep_T (s_A0 = {cfg.sweep_T_sA:g}; dotted = diverged)")
+        axes[1].set(xlabel="epoch", ylabel="epoch loss", yscale="log", title="loss")
+        axes[0].legend(fontsize=6)
+        axes[1].legend(fontsize=6)
+        sA_runs = [r for r in done if int(r.params["T"]) == cfg.sweep_sA_T
+                   and float(r.params["s_A"]) in [float(s) for s in cfg.sA_values]]
+        for r in sA_runs:
+            x = float(r.params["s_A"])
+            if r.status == "ok":
+                axes[2].plot(x, r.metrics["s_A"], "o", color="tab:blue", ms=4)
+            else:
+                y = r.metrics.get("s_A", x)
+                axes[2].plot(x, y, "x", color="tab:red", ms=6)
+        lim = [min(cfg.sA_values + [0.0]), max(cfg.sA_values + [0.0])]
+        axes[2].plot(lim, lim, "k:", lw=0.8)
+        axes[2].axhline(0, color="k", lw=0.5)
+        axes[2].set(xlabel="initial s_A", ylabel="final s_A (x = diverged, last epoch)",
+                    title=f"sweep_sA at T = {cfg.sweep_sA_T}")
+        return save(fig, figdir, "stability.png")
+
+
+def _colors(n: int) -> list:
+    import matplotlib
+
+    cm = matplotlib.colormaps["viridis"]
+    return [cm(i / max(n - 1, 1)) for i in range(n)]
