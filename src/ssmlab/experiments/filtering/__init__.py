@@ -1,1 +1,7 @@
-"""Experiments of paper `filtering` (see ../../../../../shared/papers/filtering.md). Importing registers them."""
+"""Experiments of paper `filtering` (arXiv 2602.12499; docs/papers/filtering.md).
+Importing registers them."""
+
+from ssmlab.experiments.filtering import (
+    alignment,  # noqa: F401
+    convergence,  # noqa: F401
+)
