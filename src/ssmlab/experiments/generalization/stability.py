@@ -144,7 +144,12 @@ class StabilityMargin(Experiment):
             if bad:
                 note += "Ending above the tolerance: " + ", ".join(
                     f"T={r.params['T']} s_A0={r.params['s_A']} seed {r.seed}: {r.metrics['s_A']:+.4f}"
-                    for r in bad[:8])
+                    for r in bad[:8]) + "."
+                rhos = [r.metrics.get("rho_A", math.nan) for r in bad]
+                note += (f" These runs trained fine with s_A > 0: their decay bound ρ_A = "
+                         f"(1 + e^(p - B_q B_u))^s_A ends in [{min(rhos):.4f}, {max(rhos):.4f}], "
+                         "i.e. training kept exp(Δ_t s_A) near 1 through the steps Δ_t (p, q) "
+                         "rather than by moving A below 0.")
         worst = max(finals) if finals else math.nan
         return Claim(
             paper=PAPER, experiment=self.id, ref="Sec. 5, stability margin (sweep_T / sweep_sA)",
@@ -198,11 +203,13 @@ class StabilityMargin(Experiment):
         cmap = _colors(len(Ts))
         for r in sweep:
             c = cmap[Ts.index(int(r.params["T"]))]
-            ep = r.history.get("probe_epoch", [])
             sa = r.history.get("s_A", [])
+            ep = list(r.history.get("probe_epoch", []))[: len(sa)]
+            if len(ep) != len(sa):
+                ep = list(range(len(sa)))
             first = r.seed == min(x.seed for x in sweep if x.params["T"] == r.params["T"])
             ls = ":" if r.status == "diverged" else "-"
-            axes[0].plot(ep[: len(sa)], sa, ls, color=c, lw=1,
+            axes[0].plot(ep, sa, ls, color=c, lw=1,
                          label=f"T={r.params['T']}" if first else None)
             loss = r.history.get("loss", [])
             axes[1].plot(range(1, len(loss) + 1), [min(v, 1e30) for v in loss], ls, color=c, lw=1,
