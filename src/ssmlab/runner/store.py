@@ -390,7 +390,7 @@ class Store:
         if experiment is not None:
             sql += " AND experiment = ?"
             args.append(experiment)
-        sql += " ORDER BY experiment, analyzed DESC"
+        sql += " ORDER BY experiment, analyzed DESC, rowid DESC"
         out: list[ConfigRow] = []
         seen: set[str] = set()
         for r in self.conn.execute(sql, args):
