@@ -25,6 +25,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable, Iterable
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -159,6 +160,12 @@ def evaluate(model: nn.Module, data: Batch, loss: LossName, batch_size: int = 40
     return {"loss": tot_l / n, "error": tot_e / n}
 
 
+# A progress callback for callers that do not pass one: the CLI sets it around in-process
+# (serial) runs to draw a training progress bar; None (the default) everywhere else.
+PROGRESS_HOOK: ContextVar[Callable[[int, int], None] | None] = ContextVar(
+    "ssmlab_train_progress", default=None)
+
+
 def train(
     model: nn.Module,
     cfg: TrainConfig,
@@ -175,6 +182,8 @@ def train(
     collapse-avoiding term). `seed` drives minibatch shuffling only; data and init are the
     caller's (pure functions of their own seeds).
     """
+    if progress is None:
+        progress = PROGRESS_HOOK.get()
     params = trainable_parameters(model, cfg.frozen)
     opt = make_optimizer(cfg, params)
     sched: Any = None
