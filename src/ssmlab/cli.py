@@ -54,12 +54,15 @@ def _results(results: Path | None) -> Path:
 
 
 class _Progress:
-    """A rich progress bar for sweep runs (and nothing when quiet or not a terminal)."""
+    """Rich progress bars: runs of each sweep, and the training steps of the current run when
+    runs execute in this process (--executor serial). Nothing when quiet or not a terminal."""
 
-    def __init__(self, quiet: bool):
+    def __init__(self, quiet: bool, executor: str = "local"):
         self.enabled = not quiet and sys.stderr.isatty()
         self.bar: Any = None
-        self.task: Any = None
+        self.train_task: Any = None
+        self.executor = executor
+        self._token: Any = None
 
     def __enter__(self) -> _Progress:
         if self.enabled:
@@ -76,9 +79,24 @@ class _Progress:
                                 MofNCompleteColumn(), TimeElapsedColumn(), TimeRemainingColumn(),
                                 console=_console(stderr=True), transient=False)
             self.bar.__enter__()
+            if self.executor == "serial":
+                from ssmlab.train.trainer import PROGRESS_HOOK
+
+                self._token = PROGRESS_HOOK.set(self._train_step)
         return self
 
+    def _train_step(self, step: int, total: int) -> None:
+        if self.train_task is None:
+            self.train_task = self.bar.add_task("  training", total=total)
+        if step <= 1:
+            self.bar.reset(self.train_task, total=total)
+        self.bar.update(self.train_task, completed=step, total=total)
+
     def __exit__(self, *exc: object) -> None:
+        if self._token is not None:
+            from ssmlab.train.trainer import PROGRESS_HOOK
+
+            PROGRESS_HOOK.reset(self._token)
         if self.bar is not None:
             self.bar.__exit__(*exc)
 
@@ -180,7 +198,7 @@ def run_cmd(
 
     cls = get_experiment(experiment)
     resolve_config(cls, profile, config, list(set_ or []), seeds)  # bad input before the store
-    with Store.open(res) as store, _Progress(quiet) as prog:
+    with Store.open(res) as store, _Progress(quiet, executor) as prog:
         r = _run_one(experiment, profile=profile, config_file=config, overrides=list(set_ or []),
                      seeds=seeds, results=res, executor=executor, workers=workers,
                      scheduler=scheduler, progress=prog, store=store)
@@ -231,7 +249,7 @@ def reproduce_cmd(
         _console(stderr=True).print(f"error: {mod} failed to import: {err}", markup=False)
     done = []
     with Store.open(res) as store:
-        with _Progress(quiet) as prog:
+        with _Progress(quiet, executor) as prog:
             for paper, exps in groups.items():
                 if not exps:
                     con.print(f"no experiments yet for {paper}", markup=False)
