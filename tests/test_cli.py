@@ -135,6 +135,25 @@ def test_reproduce_reports_every_paper_and_exits_0_on_fail(tmp_path, capsys, mon
     assert sorted(verdicts) == ["FAIL", "PASS", "PASS"]
 
 
+def test_reproduce_continues_after_a_crashed_experiment(tmp_path, capsys, monkeypatch):
+    import ssmlab.runner.registry as registry
+    from ssmlab.experiments.base import REGISTRY
+    from ssmlab.runner.testing import Sleepy
+
+    def broken_cells(self, cfg):
+        raise RuntimeError("cells exploded")
+
+    monkeypatch.setattr(Sleepy, "cells", broken_cells)
+    monkeypatch.setattr(registry, "experiments_of", lambda papers=None: {
+        "builtin": [REGISTRY["builtin/test_sleepy"], REGISTRY["builtin/test_flaky"]]})
+    assert cli("reproduce", "-e", "serial", "-q", "--results", str(tmp_path)) == 1
+    captured = capsys.readouterr()
+    assert "builtin/test_sleepy crashed: RuntimeError: cells exploded" in captured.err
+    assert "builtin/test_flaky" in captured.out  # the next experiment still ran
+    md = (tmp_path / "report" / "report.md").read_text()
+    assert "| builtin | builtin/test_flaky |" in md and "cells exploded" in md
+
+
 def test_list_shows_experiments_and_run_counts(capsys):
     assert cli("list") == 0
     out = capsys.readouterr().out

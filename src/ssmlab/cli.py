@@ -224,29 +224,32 @@ def reproduce_cmd(
 ) -> None:
     """Run every experiment of the given papers, print the claims, write the report.
 
-    Exits 0 even when claims FAIL (a FAIL is a finding); non-zero only when the machinery
-    crashes or an experiment package cannot be imported."""
+    Exits 0 even when claims FAIL (a FAIL is a finding); 1 when an experiment crashed (its
+    package failed to import, or its sweep raised), after running the others and writing the
+    report; 2 for bad input."""
+    import traceback
+
     from ssmlab.report.render import write_report
     from ssmlab.runner.executors import check_executor
-    from ssmlab.runner.registry import experiments_of, load_errors, resolve_config
+    from ssmlab.runner.registry import experiments_of, load_errors
     from ssmlab.runner.store import Store
 
     res = _results(results)
     groups = experiments_of(papers)
     check_executor(executor, workers, scheduler)
-    for exps in groups.values():
-        for cls in exps:
-            if profile not in cls.profiles:
-                raise UserError(f"unknown profile {profile!r} for {cls.id}; profiles: "
-                                f"{', '.join(cls.profiles)}")
-            resolve_config(cls, profile, None, [], seeds)
-    con = _console()
+    known = {p for exps in groups.values() for cls in exps for p in cls.profiles}
+    if profile not in (known or {"quick", "paper"}):
+        raise UserError(f"unknown profile {profile!r}; profiles: {', '.join(sorted(known))}")
+    if seeds is not None and seeds < 1:
+        raise UserError(f"--seeds must be >= 1, got {seeds}")
+    con, err_con = _console(), _console(stderr=True)
     notes: list[str] = []
-    errors = {m: e for m, e in load_errors().items()
-              if m.rsplit(".", 1)[-1] in groups or not m.startswith("ssmlab.experiments.")}
-    for mod, err in errors.items():
-        notes.append(f"{mod} failed to import: {err}")
-        _console(stderr=True).print(f"error: {mod} failed to import: {err}", markup=False)
+    crashed: list[str] = []
+    for mod, err in load_errors().items():
+        if mod.rsplit(".", 1)[-1] in groups or not mod.startswith("ssmlab.experiments."):
+            crashed.append(mod)
+            notes.append(f"{mod} failed to import: {err}")
+            err_con.print(f"error: {mod} failed to import: {err}", markup=False)
     done = []
     with Store.open(res) as store:
         with _Progress(quiet, executor) as prog:
@@ -255,15 +258,27 @@ def reproduce_cmd(
                     con.print(f"no experiments yet for {paper}", markup=False)
                     notes.append(f"no experiments yet for {paper}")
                 for cls in exps:
-                    r = _run_one(cls.id, profile=profile, config_file=None, overrides=[],
-                                 seeds=seeds, results=res, executor=executor, workers=workers,
-                                 scheduler=scheduler, progress=prog, store=store)
+                    try:
+                        r = _run_one(cls.id, profile=profile, config_file=None, overrides=[],
+                                     seeds=seeds, results=res, executor=executor,
+                                     workers=workers, scheduler=scheduler, progress=prog,
+                                     store=store)
+                    except Exception as e:  # one broken experiment must not stop the others
+                        crashed.append(cls.id)
+                        notes.append(f"{cls.id} crashed: {type(e).__name__}: {e}")
+                        err_con.print(f"error: {cls.id} crashed: {type(e).__name__}: {e}",
+                                      markup=False)
+                        if not quiet:
+                            err_con.print(traceback.format_exc(), markup=False)
+                        continue
                     con.print(_sweep_line(r), markup=False)
                     done.append(r)
         out = write_report(store, res, notes=notes)
     con.print(_claims_table(done, f"claims ({profile} profile)"))
     con.print(f"report: {out / 'index.html'}  and  {out / 'report.md'}", markup=False)
-    if errors:
+    if crashed:
+        err_con.print(f"error: {len(crashed)} experiment(s) crashed: {', '.join(crashed)}",
+                      markup=False)
         raise typer.Exit(1)
 
 

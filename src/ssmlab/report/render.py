@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import html
 import json
+import os
 import shutil
 import statistics
 from collections import Counter
@@ -262,6 +263,13 @@ def write_report(store: Store, results: str | Path, all_configs: bool = False,
     sections = collect(store, results, outdir, all_configs)
     generated = now_iso()
     notes = list(notes or [])
-    (outdir / "report.md").write_text(render_markdown(sections, notes, generated))
-    (outdir / "index.html").write_text(render_html(sections, notes, generated))
+    _write_atomic(outdir / "report.md", render_markdown(sections, notes, generated))
+    _write_atomic(outdir / "index.html", render_html(sections, notes, generated))
     return outdir
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    """Readers never see half a report: write a sibling file, then rename over."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)
