@@ -158,14 +158,15 @@ def list_cmd(
         t.add_column(col, overflow="fold")
     for p in PAPERS:
         for cls in groups.get(p, []):
-            doc = (cls.__doc__ or "").strip().splitlines()
+            doc = " ".join((cls.__doc__ or "").strip().split("\n\n")[0].split())
             sizes = []
             for prof in cls.profiles:
                 try:
                     sizes.append(f"{prof} ({len(plan(cls(), resolve_config(cls, prof)))})")
                 except Exception as e:  # a broken profile must still be listed
                     sizes.append(f"{prof} (invalid: {str(e).splitlines()[0][:60]})")
-            t.add_row(cls.id, cls.paper, doc[0] if doc else "", ", ".join(sizes))
+            t.add_row(cls.id, cls.paper, doc[:200] + ("…" if len(doc) > 200 else ""),
+                      ", ".join(sizes))
     con = _console()
     con.print(t)
     for p, exps in groups.items():
