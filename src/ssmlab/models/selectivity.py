@@ -176,13 +176,16 @@ class ClockS6Kernel(nn.Module):
     def delta(self) -> Tensor:
         return F.softplus(self.bits.to(self.W.dtype) @ self.W.T + self.b)  # (L, E)
 
-    def kernel(self) -> Tensor:
+    def channel_kernels(self) -> Tensor:
+        """K_e(s) (L, E) before the readout."""
         delta = self.delta()  # (L, E)
         after = delta.flip(0).cumsum(0).flip(0) - delta  # (L, E): Σ_{r>s} Δ_r
         A = -torch.exp(self.A_log)  # (E, N)
         decay = torch.exp(after[:, :, None] * A[None])  # (L, E, N)
-        K = torch.einsum("len,n,le->le", decay, self.C * self.B, delta)  # (L, E)
-        return K @ self.w  # (L,)
+        return torch.einsum("len,n,le->le", decay, self.C * self.B, delta)  # (L, E)
+
+    def kernel(self) -> Tensor:
+        return self.channel_kernels() @ self.w  # (L,)
 
     def forward(self, u: Tensor) -> Tensor:
         """u (B, L) -> y_T (B,)."""
