@@ -60,7 +60,8 @@ class RunResult:
 
 @dataclass
 class RunRecord:
-    """A stored run as the analysis sees it."""
+    """A stored run as the analysis sees it. config_hash is the hash of the config without
+    its seed fields (runs are shared across seed counts; see docs/architecture.md)."""
 
     experiment: str
     config_hash: str
@@ -116,7 +117,13 @@ class Experiment(ABC):
 
     @abstractmethod
     def analyze(self, cfg: Any, runs: list[RunRecord], figdir: Path) -> list[Claim]:
-        """Turn all runs of this config into figures (written into figdir) and claims."""
+        """Turn all runs of this config into figures (written into figdir) and claims.
+
+        `runs` holds every finished run (status ok, diverged or skipped) of the config's cells
+        and seeds; failed runs are left out (the runner retries them on the next invocation
+        and names them in the claims' notes). figdir is results/figures/<id with / -> __>/
+        <cfg_hash>/; return file names inside it in `Claim.figure`. An exception here is
+        stored as a FAIL claim carrying the error; the runs are kept."""
 
 
 REGISTRY: dict[str, type[Experiment]] = {}

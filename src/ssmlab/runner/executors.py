@@ -14,6 +14,7 @@ run's result does not depend on where it ran.
 from __future__ import annotations
 
 import os
+import uuid
 from collections.abc import Iterator
 from typing import Any
 
@@ -41,7 +42,9 @@ def run_local(tasks: list[Task], workers: int) -> Iterator[tuple[Task, dict[str,
 
     from joblib.externals.loky import get_reusable_executor
 
-    ex = get_reusable_executor(max_workers=min(workers, max(len(tasks), 1)), timeout=60)
+    # same size every time, so that `reproduce` reuses one pool (and its imports) across
+    # experiments; idle workers exit after `timeout` seconds
+    ex = get_reusable_executor(max_workers=workers, timeout=60)
     futures = {ex.submit(execute, t): t for t in tasks}
     try:
         for fut in as_completed(futures):
@@ -84,7 +87,7 @@ def run_dask(tasks: list[Task], scheduler: str | None,
         futures = []
         index = {}
         for t in tasks:
-            f = client.submit(execute, t, pure=False, key=f"ssmlab-{t['run_id']}-{os.getpid()}")
+            f = client.submit(execute, t, pure=False, key=f"ssmlab-{t['run_id']}-{uuid.uuid4().hex}")
             futures.append(f)
             index[f.key] = t
         for fut in as_completed(futures):
