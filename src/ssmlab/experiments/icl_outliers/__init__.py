@@ -4,5 +4,6 @@ Importing registers them."""
 from ssmlab.experiments.icl_outliers import (
     attention,  # noqa: F401
     gates,  # noqa: F401
+    iterations,  # noqa: F401
     tolerance,  # noqa: F401
 )

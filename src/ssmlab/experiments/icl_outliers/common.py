@@ -9,7 +9,7 @@ weights). The patterns use the standard basis, so they do not depend on the seed
 from __future__ import annotations
 
 import math
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 from pydantic import Field
@@ -33,6 +33,9 @@ class ModelSpec(StrictModel):
     delta: float = Field(0.2, gt=0, le=0.2, description="init δ of W_B, W_C (paper 0.2)")
     m: int | None = Field(None, ge=1, description="state size m; None = l_tr + 1 (paper)")
     d_model: int = Field(32, ge=2, description="stack width (n_layers > 1 only)")
+    mixer_kwargs: dict[str, dict[str, Any]] = Field(
+        default_factory=dict, description="per-model mixer options for the stacks, e.g. "
+        "{'linear': {'mode': 'quadratic'}}")
 
 
 class SGDSpec(StrictModel):
@@ -65,7 +68,8 @@ def build_model(kind: str, data: ICLDataConfig, spec: ModelSpec, l_tr: int, seed
         if kind == "softmax":
             return ICLSoftmaxAttention(data.d, m, delta=spec.delta)
     elif kind in ("mamba", "linear", "softmax"):
-        return ICLStack(data.d, kind, n_layers=spec.n_layers, d_model=spec.d_model, seed=init)
+        return ICLStack(data.d, kind, n_layers=spec.n_layers, d_model=spec.d_model, seed=init,
+                        mixer_kwargs=spec.mixer_kwargs.get(kind, {}))
     raise UserError(f"unknown model {kind!r}; one of mamba, linear, softmax")
 
 
