@@ -182,3 +182,57 @@ class FilteringMamba(nn.Module):
             H = F.relu(self.attention_matrix(X) @ Z)  # (B, L, m)
             return (H @ self.v).mean(1)  # (B,)
         return self.head(self.mix(X, form))
+
+
+class MambaStackConfig(StrictModel):
+    """Options of `MambaStack`, the standard multi-block Mamba of the paper's Table 3."""
+
+    depth: int = Field(5, ge=1, description="number of Mamba blocks (Table 3: 5)")
+    d_state: int = Field(16, ge=1)
+    expand: int = Field(2, ge=1)
+    d_conv: int = Field(4, ge=1)
+    width: int = Field(32, ge=1, description="m, neurons of the head")
+    wo_std: float = Field(0.01, ge=0)
+
+
+class MambaStack(nn.Module):
+    """`depth` pre-norm residual Mamba blocks (mamba_ssm layout, models/classifier.py) acting
+    directly on the tokens (d_model = d, no input encoder, so the residual stream and W_O live in
+    the feature space of the data), then the paper's head F = (1/L) Σ_l Σ_i v_i ReLU(W_O[i]·h_l)
+    with fixed balanced v_i = ±1/√m. Every block parameter and W_O train. Init: mamba_ssm's
+    (blocks) and W_O ~ N(0, wo_std²).
+
+    `first_delta(X)` returns the first block's step sizes Δ (B, L, E) for the Table 3 probe."""
+
+    def __init__(self, d: int, cfg: MambaStackConfig | None = None, seed: int = 0,
+                 dtype: torch.dtype = torch.float32):
+        super().__init__()
+        from ssmlab.layers.s6 import MambaBlock
+        from ssmlab.models.classifier import ResidualBlock, make_norm, mamba_init_
+
+        self.cfg = cfg = cfg or MambaStackConfig()
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(split_seed(seed, "init"))
+            self.blocks = nn.ModuleList(
+                ResidualBlock(MambaBlock(d, d_state=cfg.d_state, d_conv=cfg.d_conv,
+                                         expand=cfg.expand), make_norm("rms", d))
+                for _ in range(cfg.depth))
+            self.norm_f = make_norm("rms", d)
+            mamba_init_(self, cfg.depth)
+            self.W_O = nn.Parameter(torch.randn(cfg.width, d) * cfg.wo_std)
+        signs = torch.where(torch.arange(cfg.width) < cfg.width // 2, 1.0, -1.0)
+        self.register_buffer("v", signs / cfg.width**0.5)
+        self.to(dtype)
+
+    def features(self, X: Tensor) -> Tensor:
+        h = X
+        for blk in self.blocks:
+            h = blk(h)
+        return self.norm_f(h)  # (B, L, d)
+
+    def forward(self, X: Tensor) -> Tensor:
+        return (F.relu(self.features(X) @ self.W_O.T) @ self.v).mean(1)  # (B,)
+
+    def first_delta(self, X: Tensor) -> Tensor:
+        blk = self.blocks[0]
+        return blk.mixer.delta(blk.norm(X))  # (B, L, E)

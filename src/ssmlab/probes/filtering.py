@@ -135,3 +135,41 @@ def head_probe(basis: Tensor, threshold: float = 0.5) -> Callable[[Any, int], di
         return {"wo_" + k: v for k, v in s.items()}
 
     return probe
+
+
+def input_sensitivity(fn: Callable[[Tensor], Tensor], X: Tensor) -> Tensor:
+    """The mean input direction each output channel of `fn` responds to: row e of the result is
+    mean over (b, s) of ∂(Σ_t fn(X)[b, t, e]) / ∂x_{b,s} — (E, d) for fn: (B, L, d) -> (B, L, E).
+
+    Used for the standard multi-block Mamba (Table 3): with fn = the first block's step sizes Δ,
+    the rows are each channel's effective gate vector w_Δ (a local linearisation through the
+    norm, in_proj, the causal convolution, SiLU, x_proj and dt_proj)."""
+    X = X.detach().clone().requires_grad_(True)
+    with torch.enable_grad():
+        out = fn(X)  # (B, L, E)
+        rows = []
+        for e in range(out.shape[-1]):
+            (g,) = torch.autograd.grad(out[..., e].sum(), X, retain_graph=e + 1 < out.shape[-1])
+            rows.append(g.mean((0, 1)))  # (d,)
+    return torch.stack(rows)  # (E, d)
+
+
+def class_alignment(W: Tensor, basis: Tensor) -> dict[str, float]:
+    """How much of W (m, d) or (d,) lies along the class features vs the irrelevant ones.
+
+    class_cos = ‖W P_class‖_F / ‖W‖_F (cosine with span{o_+, o_-}); class_feature_cos = mean over
+    o_± of ‖W o‖ / ‖W‖_F; irr_feature_cos = the same mean over irrelevant o_j (for a random W
+    both per-feature values are ≈ 1/√d)."""
+    W = W.detach().to(torch.float64)
+    if W.dim() == 1:
+        W = W[None]
+    B = basis.detach().to(torch.float64)
+    nw = float(W.norm())
+    if nw <= _EPS:
+        return {"class_cos": 0.0, "class_feature_cos": 0.0, "irr_feature_cos": 0.0}
+    per = (W @ B.T).norm(dim=0) / nw  # (d,)
+    return {
+        "class_cos": subspace_cosine(W, B[:2]),
+        "class_feature_cos": float(per[:2].mean()),
+        "irr_feature_cos": float(per[2:].mean()) if per.numel() > 2 else 0.0,
+    }

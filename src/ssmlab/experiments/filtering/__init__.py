@@ -4,4 +4,6 @@ Importing registers them."""
 from ssmlab.experiments.filtering import (
     alignment,  # noqa: F401
     convergence,  # noqa: F401
+    locality,  # noqa: F401
+    lucky,  # noqa: F401
 )
