@@ -15,6 +15,7 @@ from ssmlab.experiments.generalization.bound import BoundVsT
 from ssmlab.experiments.generalization.length import ImdbLength, ListOpsLength, MajorityLength
 from ssmlab.experiments.generalization.stability import StabilityMargin
 from ssmlab.runner.registry import resolve_config
+from ssmlab.theory.generalization import NormQuantities, log_capacity_term
 
 
 def rec(exp, params, seed, status="ok", metrics=None, history=None, reason=""):
@@ -135,13 +136,20 @@ def test_stability_fails_when_sA_stays_positive_or_nothing_diverges(tmp_path):
 # ----------------------------------------------------------------------------- bound
 
 
+def bound_norms(s_A: float, T: int, target: float, m: int = 1000) -> dict[str, float]:
+    """Norms with ρ_A(code) = exp(s_A · softplus(-2)) and ln capacity (B_A dropped) = target."""
+    base = dict(s_A=s_A, p=-1.0, L_p=1.0, B_q=1.0, B_u=1.0, B_w=1.0, B_B=2.0, M_B=4.0,
+                B_C=2.0, M_C=4.0, B_A=abs(s_A))
+    rest = log_capacity_term(NormQuantities(**base), T, m, include_B_A=False)
+    return base | {"B_w": math.exp(target - rest)}
+
+
 def bound_runs(exp, pos_log_cap):
     runs = []
     for T in (50, 150, 300):
-        for sA, rho in ((-0.1, 0.99), (0.0, 1.0), (0.1, 1.01)):
+        for sA in (-0.1, 0.0, 0.1):
             lc = {-0.1: 10.0, 0.0: 10 + 2 * math.log(T / 50), 0.1: pos_log_cap(T)}[sA]
-            runs.append(rec(exp, {"T": T, "s_A": sA}, 0, metrics={
-                "s_A": sA, "rho_A": rho, "log_capacity": lc, "log_S2": lc - 5.0,
+            runs.append(rec(exp, {"T": T, "s_A": sA}, 0, metrics=bound_norms(sA, T, lc) | {
                 "gap": 0.08, "train_acc": 0.95, "test_acc": 0.87}))
     return runs
 
@@ -150,18 +158,20 @@ def test_bound_claims_from_numbers(tmp_path):
     exp = BoundVsT()
     cfg = resolve_config(BoundVsT, "quick")
     bounded, expo, gap = exp.analyze(cfg, bound_runs(exp, lambda T: 10 + 0.1 * T), tmp_path)
-    assert bounded.passed is True and bounded.value == pytest.approx(0.99)
+    rho = math.exp(-0.1 * math.log1p(math.exp(-2.0)))
+    assert bounded.passed is True and bounded.value == pytest.approx(rho)
     assert expo.passed is True and expo.value == pytest.approx(25.0)
     assert gap.passed is True
     _, expo, _ = exp.analyze(cfg, bound_runs(exp, lambda T: 10 + math.log(T)), tmp_path)
-    assert expo.passed is False  # linear growth in T is not exponential
+    assert expo.passed is False  # growth like T is not exponential
+    assert "worst_case" in expo.note
 
 
 def test_bound_fails_when_a_negative_regime_model_has_rho_one(tmp_path):
     exp = BoundVsT()
     cfg = resolve_config(BoundVsT, "quick")
     runs = bound_runs(exp, lambda T: 10 + 0.1 * T)
-    runs[0].metrics["rho_A"] = 1.0  # s_A < 0 but ρ_A rounded to 1: no finite limit
+    runs[0].metrics["s_A"] = -1e-18  # s_A < 0 but ρ_A rounds to 1: no finite limit in floats
     bounded = exp.analyze(cfg, runs, tmp_path)[0]
     assert bounded.passed is False
 

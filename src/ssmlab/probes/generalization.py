@@ -2,7 +2,8 @@
 
 The authors log s_A, L_p, B_q, B_B, M_B, B_C, M_C, B_A, B_u and the loss every epoch; this probe
 logs those plus ρ_A, M_Δ, ln S₂(ρ_A, T), the log of the capacity term of Thm 3.3 (up to its
-unknown constant, see ssmlab.theory.generalization) and the log of Thm 4.1's lower bound.
+unknown constant, see ssmlab.theory.generalization; without the factor B_A when A is fixed)
+and the log of Thm 4.1's lower bound.
 Logarithms are stored because for s_A > 0 the quantities overflow at large T.
 """
 
@@ -52,15 +53,19 @@ def norm_quantities(model: GenSSMClassifier, B_u: float | None = None) -> NormQu
     )
 
 
-def bound_quantities(q: NormQuantities, T: int, m: int, rho_form: RhoForm = "code") -> dict[str, float]:
-    """All logged numbers for one model at sequence length T and sample size m."""
+def bound_quantities(q: NormQuantities, T: int, m: int, rho_form: RhoForm = "code",
+                     include_B_A: bool = True) -> dict[str, float]:
+    """All logged numbers for one model at sequence length T and sample size m.
+
+    include_B_A: keep the factor B_A in the capacity term (False for a fixed, unlearned A; see
+    ssmlab.theory.generalization.log_capacity_term)."""
     rho = q.rho(rho_form)
     lb = rademacher_lower_bound(q.B_w, q.s_A, T, m) if q.s_A > -1 else math.nan
     out = q.as_dict() | {
         "rho_A": rho,
         "M_Delta": q.M_Delta,
         "log_S2": log_s2(rho, T),
-        "log_capacity": log_capacity_term(q, T, m, rho_form),
+        "log_capacity": log_capacity_term(q, T, m, rho_form, include_B_A=include_B_A),
         "log_lower_bound": math.log(lb) if lb > 0 and math.isfinite(lb) else
         (math.inf if lb == math.inf else math.nan),
     }
@@ -80,6 +85,7 @@ def bound_probe(T: int, m: int, rho_form: RhoForm = "code",
 
     def probe(model: nn.Module, step: int) -> dict[str, Any]:
         assert isinstance(model, GenSSMClassifier)
-        return bound_quantities(norm_quantities(model, B_u), T, m, rho_form)
+        return bound_quantities(norm_quantities(model, B_u), T, m, rho_form,
+                                include_B_A=not model.cfg.fix_A)
 
     return probe

@@ -155,10 +155,14 @@ class NormQuantities:
 
 
 def log_capacity_term(q: NormQuantities, T: int, m: int, form: RhoForm = "code",
-                      eta: float = 0.0) -> float:
+                      eta: float = 0.0, include_B_A: bool = True) -> float:
     """ln of M_Δ B_w B_u³ B_B B_C B_A S₂(ρ_A, T) / √m — Thm 3.3's capacity term WITHOUT its
-    unknown constant and log factors (T-independent), i.e. meaningful up to a constant."""
-    norms = [q.M_Delta, q.B_w, q.B_u ** 3, q.B_B, q.B_C, q.B_A]
+    unknown constant and log factors (T-independent), i.e. meaningful up to a constant.
+
+    include_B_A=False drops the factor B_A: for a model whose A is fixed (not learned) B_A is a
+    constant of the set-up rather than of the learned class, and it is 0 at A ≡ 0, which would
+    zero the whole product although such a model still has capacity."""
+    norms = [q.M_Delta, q.B_w, q.B_u ** 3, q.B_B, q.B_C] + ([q.B_A] if include_B_A else [])
     if any(v <= 0 for v in norms):
         return -math.inf
     return sum(math.log(v) for v in norms) + log_s2(q.rho(form, eta), T) - 0.5 * math.log(m)

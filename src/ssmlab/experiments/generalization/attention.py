@@ -113,15 +113,15 @@ class AttentionView(Experiment):
         T = M.shape[-1]
         fig, axes = new_figure(3, width=4.2)
         total = M.sum(0)
-        vmax = np.abs(total).max() or 1.0
+        vmax = _scale(total)
         im = axes[0].imshow(total, cmap="RdBu_r", vmin=-vmax, vmax=vmax)
         axes[0].set(title="Σ_c M[c, t, s]", xlabel="s (key / value)", ylabel="t (query)")
-        fig.colorbar(im, ax=axes[0], fraction=0.046)
+        fig.colorbar(im, ax=axes[0], fraction=0.046, extend="both")
         c0 = M[0]
-        v0 = np.abs(c0).max() or 1.0
+        v0 = _scale(c0)
         im = axes[1].imshow(c0, cmap="RdBu_r", vmin=-v0, vmax=v0)
         axes[1].set(title="channel 0: M[0, t, s]", xlabel="s", ylabel="t")
-        fig.colorbar(im, ax=axes[1], fraction=0.046)
+        fig.colorbar(im, ax=axes[1], fraction=0.046, extend="both")
         s = np.arange(T)
         for c in range(M.shape[0]):
             axes[2].plot(s, M[c, -1], lw=1, label=f"c={c}")
@@ -130,3 +130,11 @@ class AttentionView(Experiment):
         axes[2].set(title="last row M[c, T, s] (what the readout uses)", xlabel="s")
         axes[2].legend(fontsize=6)
         return save(fig, figdir, "attention.png")
+
+
+def _scale(M: np.ndarray) -> float:
+    """Colour limit: the 98th percentile of |M| below the diagonal (the diagonal Δ_t C_t·B_t
+    terms are much larger and would wash the rest out); they saturate the colour map."""
+    below = np.abs(M[np.tril_indices(M.shape[-1], -1)])
+    v = float(np.percentile(below, 98)) if below.size else 0.0
+    return v or float(np.abs(M).max()) or 1.0

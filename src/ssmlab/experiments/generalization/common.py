@@ -237,10 +237,13 @@ def train_run(model_cfg: ModelSettings, training: PaperTraining, data: TaskData,
     if epoch_loss and not epoch_loss[-1] <= training.blowup_loss:
         status = "diverged"
         reason = f"loss stayed blown up: last epoch mean {epoch_loss[-1]:.3g} > {training.blowup_loss:g}"
-    final_q = bound_quantities(norm_quantities(model), data.T, data.m)
+    final_q = bound_quantities(norm_quantities(model), data.T, data.m,
+                               include_B_A=not model.cfg.fix_A)
     train_acc = _accuracy(model, data.train, data.loss)
     test_acc = _accuracy(model, data.test, data.loss)
+    _, counts = torch.unique(data.test[1], return_counts=True)
     metrics = {"train_acc": train_acc, "test_acc": test_acc, "gap": train_acc - test_acc,
+               "majority_class_acc": float(counts.max()) / float(counts.sum()),
                "final_loss": epoch_loss[-1] if epoch_loss else math.nan,
                "epochs_done": float(epochs_done)} | final_q
     out = RunResult(metrics=metrics, history=history, info=info, status=status, reason=reason)

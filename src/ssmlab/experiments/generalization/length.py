@@ -138,6 +138,12 @@ class _LengthBase(Experiment):
         n_div = sum(r.status == "diverged" for r in runs)
         passed = bool(np.isfinite(slope100)) and abs(slope100) <= cfg.gap_slope_tol
         note = f"per-T means ± std over runs: {table}."
+        chance = [r.metrics["majority_class_acc"] for r in ok if "majority_class_acc" in r.metrics]
+        if chance:
+            top = max(stats[T]["test_acc"][0] for T in Ts)
+            note += f" Predicting the most frequent class scores {np.mean(chance):.3f} on test"
+            note += (" — the models are at or below that level, so a flat gap says little here."
+                     if top <= np.mean(chance) + 0.01 else ".")
         if n_div:
             note += f" {n_div} run(s) diverged and are excluded from the fit."
         if len(Ts) < 2:

@@ -132,6 +132,11 @@ class StabilityMargin(Experiment):
         finals = [r.metrics["s_A"] for r in pos]
         bad = [r for r in pos if r.metrics["s_A"] > cfg.sA_end_tol]
         note = (f"{len(pos)} converged and {n_div} diverged run(s) started at s_A > 0. ")
+        if pos:
+            Ts = sorted({int(r.params["T"]) for r in pos})
+            note += "Max final s_A per T: " + ", ".join(
+                f"T={T}: {max(r.metrics['s_A'] for r in pos if int(r.params['T']) == T):+.3f}"
+                for T in Ts) + ". "
         if other:
             of = [r.metrics["s_A"] for r in other]
             note += (f"Runs started at s_A ≤ 0 ({len(other)}) end with s_A in "
