@@ -5,5 +5,6 @@ from ssmlab.experiments.icl_outliers import (
     attention,  # noqa: F401
     gates,  # noqa: F401
     iterations,  # noqa: F401
+    placement,  # noqa: F401
     tolerance,  # noqa: F401
 )
