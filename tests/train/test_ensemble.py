@@ -13,7 +13,7 @@ from trainkit import DT, Linear, TinyFiltering, linear_data, majority_data
 
 from ssmlab.errors import UserError
 from ssmlab.train.ensemble import train_ensemble, train_ensemble_models
-from ssmlab.train.trainer import TrainConfig, TrainSetupError
+from ssmlab.train.trainer import PROGRESS_HOOK, TrainConfig, TrainSetupError
 
 SEEDS = [0, 1, 2]
 
@@ -160,6 +160,13 @@ def test_progress_counts_seed_steps():
     for mode in ("vmap", "loop"):
         seen.clear()
         train_ensemble(Linear, SEEDS, cfg, data, mode=mode, progress=lambda d, t: seen.append((d, t)))
+        assert seen[-1] == (9, 9), mode
+        seen.clear()
+        token = PROGRESS_HOOK.set(lambda d, t: seen.append((d, t)))  # the CLI's default hook
+        try:
+            train_ensemble(Linear, SEEDS, cfg, data, mode=mode)
+        finally:
+            PROGRESS_HOOK.reset(token)
         assert seen[-1] == (9, 9), mode
 
 

@@ -61,6 +61,7 @@ from ssmlab.errors import UserError
 from ssmlab.train.functional_optim import FunctionalOptimizer
 from ssmlab.train.losses import LossName, loss_fn
 from ssmlab.train.trainer import (
+    PROGRESS_HOOK,
     Batch,
     Probe,
     Sampler,
@@ -110,8 +111,10 @@ def train_ensemble(
     mode: "auto" (default) vectorises when the checks in the module docstring pass and otherwise
     loops, logging the reason; "vmap" insists (UserError with the reason); "loop" runs `train`
     per seed, building each model and its data just before its run.
-    progress(done, total) counts seed-steps."""
+    progress(done, total) counts seed-steps (default: trainer.PROGRESS_HOOK, as in `train`)."""
     seeds = _check_seeds(seeds)
+    if progress is None:
+        progress = PROGRESS_HOOK.get()
     if mode == "loop":
         return _loop(((model_factory(s), data_factory(s)) for s in seeds), seeds, cfg, probes,
                      regularizer, progress, reason="")
@@ -133,6 +136,8 @@ def train_ensemble_models(
     """As train_ensemble, for models and data built by the caller; the models are trained in
     place (in both modes), so the caller can inspect them afterwards."""
     seeds = _check_seeds(seeds)
+    if progress is None:
+        progress = PROGRESS_HOOK.get()  # as in train: the CLI's bar when the caller passes none
     if mode not in ("auto", "vmap", "loop"):
         raise UserError(f"ensemble mode {mode!r} is not one of 'auto', 'vmap', 'loop'")
     if len(models) != len(seeds) or len(datas) != len(seeds):
