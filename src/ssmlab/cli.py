@@ -127,11 +127,13 @@ def _claims_table(results: list[Any], title: str) -> Any:
     t = Table(title=title, show_lines=False)
     for col in ("paper", "experiment", "ref", "measured", "expected", "verdict"):
         t.add_column(col, overflow="fold")
+    from rich.text import Text
+
     style = {"PASS": "bold green", "FAIL": "bold red", "SKIP": "dim"}
     for r in results:
-        for c in r.claims:
-            t.add_row(c.paper, c.experiment, c.ref, c.measured, c.expected,
-                      f"[{style[c.verdict]}]{c.verdict}[/]")
+        for c in r.claims:  # Text: an experiment's "[...]" must not be read as rich markup
+            t.add_row(*(Text(x) for x in (c.paper, c.experiment, c.ref, c.measured, c.expected)),
+                      Text(c.verdict, style=style[c.verdict]))
     return t
 
 
@@ -147,6 +149,7 @@ def list_cmd(
 ) -> None:
     """List registered experiments: id, paper, reference, profiles, number of runs."""
     from rich.table import Table
+    from rich.text import Text
 
     from ssmlab.experiments.base import PAPERS
     from ssmlab.runner.registry import experiments_of, load_errors, resolve_config
@@ -165,8 +168,8 @@ def list_cmd(
                     sizes.append(f"{prof} ({len(plan(cls(), resolve_config(cls, prof)))})")
                 except Exception as e:  # a broken profile must still be listed
                     sizes.append(f"{prof} (invalid: {str(e).splitlines()[0][:60]})")
-            t.add_row(cls.id, cls.paper, doc[:200] + ("…" if len(doc) > 200 else ""),
-                      ", ".join(sizes))
+            t.add_row(Text(cls.id), Text(cls.paper),
+                      Text(doc[:200] + ("…" if len(doc) > 200 else "")), Text(", ".join(sizes)))
     con = _console()
     con.print(t)
     for p, exps in groups.items():
@@ -309,6 +312,7 @@ def show_cmd(
     from dataclasses import asdict
 
     from rich.table import Table
+    from rich.text import Text
 
     from ssmlab.runner.store import Store
 
@@ -341,7 +345,7 @@ def show_cmd(
         rows.append((f"provenance {k}", str(v)))
     rows.append(("config", json.dumps(r.config, sort_keys=True)))
     for k, v in rows:
-        t.add_row(k, v)
+        t.add_row(Text(k), Text(v))
     con.print(t, markup=False)
     if r.error and r.status == "failed":
         con.print(r.error, markup=False)

@@ -342,14 +342,20 @@ class Store:
             where.append(f"status IN ({', '.join('?' * len(statuses))})")
             args.extend(statuses)
         sql = f"SELECT {', '.join(_RUN_COLS)} FROM runs"
-        if where:
-            sql += " WHERE " + " AND ".join(where)
-        sql += " ORDER BY experiment, rowid"
-        out = [self._decode(r) for r in self.conn.execute(sql, args)]
-        if run_ids is not None:
-            order = {r: i for i, r in enumerate(run_ids)}
-            out = sorted((r for r in out if r.run_id in order), key=lambda r: order[r.run_id])
-        return out
+        if run_ids is None:
+            if where:
+                sql += " WHERE " + " AND ".join(where)
+            sql += " ORDER BY experiment, rowid"
+            return [self._decode(r) for r in self.conn.execute(sql, args)]
+        out: list[StoredRun] = []
+        ids = list(dict.fromkeys(run_ids))
+        for i in range(0, len(ids), 500):  # SQLite limits the number of parameters
+            chunk = ids[i : i + 500]
+            cond = where + [f"run_id IN ({', '.join('?' * len(chunk))})"]
+            out += [self._decode(r) for r in self.conn.execute(
+                sql + " WHERE " + " AND ".join(cond), args + chunk)]
+        order = {r: i for i, r in enumerate(ids)}
+        return sorted(out, key=lambda r: order[r.run_id])
 
     def find_run(self, prefix: str) -> StoredRun:
         prefix = prefix.strip().lower()
