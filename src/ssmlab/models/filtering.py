@@ -236,3 +236,46 @@ class MambaStack(nn.Module):
     def first_delta(self, X: Tensor) -> Tensor:
         blk = self.blocks[0]
         return blk.mixer.delta(blk.norm(X))  # (B, L, E)
+
+
+class BidirectionalSoftmaxAttention(nn.Module):
+    """One-head softmax attention over the whole sequence (no causal mask, no positional
+    encoding): y_t = Σ_s softmax_s(q_t·k_s / √d) W_V x_s. With the head's mean over positions
+    the model is permutation invariant, so it cannot see where tokens are (the slides' "global
+    attention performs near random" on locality data)."""
+
+    def __init__(self, d: int):
+        super().__init__()
+        self.q_proj = nn.Linear(d, d, bias=False)
+        self.k_proj = nn.Linear(d, d, bias=False)
+        self.v_proj = nn.Linear(d, d, bias=False)
+        self.scale = d**-0.5
+
+    def forward(self, X: Tensor) -> Tensor:
+        q, k, v = self.q_proj(X), self.k_proj(X), self.v_proj(X)  # (B, L, d)
+        A = torch.softmax(q @ k.transpose(1, 2) * self.scale, dim=-1)  # (B, L, L)
+        return A @ v  # (B, L, d)
+
+
+class MixerHead(nn.Module):
+    """A one-layer baseline for the comparisons (Fig. 6): a mixer from ssmlab.layers.registry
+    (e.g. "softmax", "local") or "softmax_bidir", then the paper's head with fixed balanced
+    v_i = ±1/√m: F = (1/L) Σ_l Σ_i v_i ReLU(W_O[i]·mixer(X)_l). All mixer weights and W_O train."""
+
+    def __init__(self, d: int, mixer: str, width: int = 16, wo_std: float = 0.01, seed: int = 0,
+                 **mixer_kwargs):
+        super().__init__()
+        from ssmlab.layers.registry import build_mixer
+
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(split_seed(seed, "init"))
+            if mixer == "softmax_bidir":
+                self.mixer = BidirectionalSoftmaxAttention(d)
+            else:
+                self.mixer = build_mixer(mixer, d, **mixer_kwargs)
+            self.W_O = nn.Parameter(torch.randn(width, d) * wo_std)
+        signs = torch.where(torch.arange(width) < width // 2, 1.0, -1.0)
+        self.register_buffer("v", signs / width**0.5)
+
+    def forward(self, X: Tensor) -> Tensor:
+        return (F.relu(self.mixer(X) @ self.W_O.T) @ self.v).mean(1)  # (B,)
