@@ -42,6 +42,14 @@ PAPER_TABLE1: dict[str, dict[str, float]] = {
 }
 
 
+STACK_NOTE = (
+    "The paper's 3-layer networks, their training and the test labelling rule are unpublished; "
+    "ours (pre-norm residual stacks of the registry's mixers, d_model 32, Adam) can detect the "
+    "shifted outliers through their v* component in any layer, and how well a seed learns to do "
+    "so decides its accuracy: the placement effects vary strongly across seeds (see the ± sd)."
+)
+
+
 class PlacementConfig(ExperimentConfig):
     data: ICLDataConfig = Field(default_factory=lambda: ICLDataConfig(task_split="all"))
     model: ModelSpec = Field(default_factory=lambda: ModelSpec(
@@ -78,7 +86,7 @@ class Placement(Experiment):
 
     Unpublished choices: p_a = 0.6 (Fig. 2's), flipped labels on test outliers, Adam η = 3e-3
     (SGD is Algorithm 1 for the one-layer models; Adam trains the deep stacks reliably), batch
-    64, 400 steps (quick; 2000 paper), 2 seeds quick / 5 paper. Tasks: task_split = "all" (train and test on every
+    64, 400 steps (quick; 2000 paper), 3 seeds quick / 5 paper. Tasks: task_split = "all" (train and test on every
     ordered pair): with the unseen-pair split a 3-layer network memorises each training pair's
     orientation and answers without reading the context labels (data/icl.py).
     """
@@ -87,7 +95,7 @@ class Placement(Experiment):
     paper = PAPER
     Config = PlacementConfig
     profiles = {
-        "quick": {"seeds": 2, "n_test": 1000},
+        "quick": {"seeds": 3, "n_test": 1000},
         "paper": {"seeds": 5, "n_test": 4000,
                   "sgd": {"optimizer": "adam", "lr": 3e-3, "steps": 2000, "batch_size": 64}},
     }
@@ -116,16 +124,20 @@ class Placement(Experiment):
     def analyze(self, cfg: PlacementConfig, runs: list[RunRecord], figdir: Path) -> list[Claim]:
         ok = [r for r in runs if r.status == "ok"]
         acc: dict[str, dict[str, float]] = {}
+        sd: dict[str, dict[str, float]] = {}
         for kind in cfg.models:
             rs = [r for r in ok if r.params.get("model") == kind]
-            acc[kind] = {pl: mean_std([r.metrics.get(f"acc_{pl}", np.nan) for r in rs])[0]
-                         for pl in (*PLACEMENTS, "clean")}
+            stats = {pl: mean_std([r.metrics.get(f"acc_{pl}", np.nan) for r in rs])
+                     for pl in (*PLACEMENTS, "clean")}
+            acc[kind] = {pl: v[0] for pl, v in stats.items()}
+            sd[kind] = {pl: v[1] for pl, v in stats.items()}
         fig = self._figure(cfg, acc, figdir) if ok else None
         base = {"paper": PAPER, "experiment": self.id, "figure": fig}
 
-        def row(kind: str) -> str:
-            a = acc.get(kind, {})
-            return " / ".join(f"{a.get(pl, np.nan):.2f}" for pl in PLACEMENTS)
+        def row(kind: str, spread: bool = False) -> str:
+            a, e = acc.get(kind, {}), sd.get(kind, {})
+            return " / ".join(f"{a.get(pl, np.nan):.2f}" + (f" ± {e.get(pl, np.nan):.2f}" if spread else "")
+                              for pl in PLACEMENTS)
 
         def paper_row(kind: str) -> str:
             return " / ".join(f"{PAPER_TABLE1[kind][pl]:.2f}" for pl in PLACEMENTS)
@@ -134,17 +146,21 @@ class Placement(Experiment):
         for kind in cfg.models:
             if kind not in PAPER_TABLE1:
                 continue
-            dev = max((abs(acc[kind][pl] - PAPER_TABLE1[kind][pl]) for pl in PLACEMENTS),
-                      default=float("nan"))
+            devs = {pl: acc[kind][pl] - PAPER_TABLE1[kind][pl] for pl in PLACEMENTS}
+            worst = max(devs, key=lambda pl: abs(devs[pl]) if np.isfinite(devs[pl]) else -1.0)
+            dev = abs(devs[worst])
+            why = "" if not np.isfinite(dev) or dev <= cfg.tol_points else (
+                f"largest gap at '{worst}': ours {acc[kind][worst]:.2f} vs paper "
+                f"{PAPER_TABLE1[kind][worst]:.2f}. {STACK_NOTE}")
             claims.append(Claim(
                 **base, ref="Table 1" if kind != "softmax" else "Table 1 (appendix row)",
                 claim=f"3-layer {MODEL_LABELS[kind]} accuracy (farthest / random / closest) "
                       f"at α = {cfg.alpha:g} is {paper_row(kind)} %.",
-                measured=f"{row(kind)} % (clean context: {acc[kind]['clean']:.2f} %); "
-                         f"max deviation {dev:.2f} points",
+                measured=f"{row(kind, spread=True)} % (mean ± sd over seeds; clean context: "
+                         f"{acc[kind]['clean']:.2f} %); max deviation {dev:.2f} points",
                 expected=f"{paper_row(kind)} ± {cfg.tol_points:g} points",
                 passed=bool(np.isfinite(dev) and dev <= cfg.tol_points), value=dev,
-                note=failed_runs_note(runs, only=kind)))
+                note=(failed_runs_note(runs, only=kind) + " " + why).strip()))
         m, t = acc.get("mamba", {}), acc.get("linear", {})
         if m:
             drop = m["farthest"] - m["closest"]
@@ -155,7 +171,8 @@ class Placement(Experiment):
                 measured=f"farthest {m['farthest']:.2f} - closest {m['closest']:.2f} = {drop:.2f} "
                          "points (paper 17.0)",
                 expected=f"≥ {cfg.drop_points:g} points", value=drop,
-                passed=bool(np.isfinite(drop) and drop >= cfg.drop_points)))
+                passed=bool(np.isfinite(drop) and drop >= cfg.drop_points),
+                note="" if drop >= cfg.drop_points else STACK_NOTE))
         if m and t:
             gap = min(m["farthest"] - t["farthest"], m["random"] - t["random"])
             claims.append(Claim(
@@ -163,7 +180,8 @@ class Placement(Experiment):
                 claim="Mamba beats the linear Transformer when outliers are far or random.",
                 measured=f"Mamba − linear: farthest {m['farthest'] - t['farthest']:.2f}, random "
                          f"{m['random'] - t['random']:.2f} points (paper 6.05, 5.55)",
-                expected="> 0 for both", value=gap, passed=bool(np.isfinite(gap) and gap > 0)))
+                expected="> 0 for both", value=gap, passed=bool(np.isfinite(gap) and gap > 0),
+                note="" if gap > 0 else STACK_NOTE))
         if t:
             spread = max(t[pl] for pl in PLACEMENTS) - min(t[pl] for pl in PLACEMENTS)
             claims.append(Claim(
@@ -171,7 +189,8 @@ class Placement(Experiment):
                 claim="The linear Transformer is insensitive to where the outliers are.",
                 measured=f"spread {spread:.2f} points ({row('linear')}; paper 0.44)",
                 expected=f"≤ {cfg.flat_points:g} points", value=spread,
-                passed=bool(np.isfinite(spread) and spread <= cfg.flat_points)))
+                passed=bool(np.isfinite(spread) and spread <= cfg.flat_points),
+                note="" if spread <= cfg.flat_points else STACK_NOTE))
         return claims
 
     def _figure(self, cfg: PlacementConfig, acc: dict, figdir: Path) -> str:
