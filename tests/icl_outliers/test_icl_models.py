@@ -56,11 +56,12 @@ def explicit_output(model: ICLMamba, P: torch.Tensor) -> torch.Tensor:
     return torch.stack(out)
 
 
+@pytest.mark.parametrize("backend", ["reference", "fused"])
 @pytest.mark.parametrize("gated", [True, False], ids=["mamba", "linear"])
-def test_recurrent_equals_closed_form_outputs_and_gradients(gated):
+def test_recurrent_equals_closed_form_outputs_and_gradients(gated, backend):
     P = prompts()
     closed = perturbed(ICLMamba(30, 13, gated=gated, seed=3, dtype=D64))
-    rec = ICLMamba(30, 13, gated=gated, form="recurrent", seed=3, dtype=D64)
+    rec = ICLMamba(30, 13, gated=gated, form="recurrent", seed=3, dtype=D64, backend=backend)
     rec.load_state_dict(closed.state_dict())
     f1, f2 = closed(P), rec(P)
     torch.testing.assert_close(f1, f2, rtol=1e-12, atol=1e-12)

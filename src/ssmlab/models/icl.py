@@ -31,7 +31,6 @@ w ~ N(0, I/(d+1)). All of Ψ = {W_B, W_C, w} are trained.
 
 from __future__ import annotations
 
-import importlib
 import math
 from typing import Literal
 
@@ -40,6 +39,11 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ssmlab.errors import UserError
+from ssmlab.ops.attention_lens import gate_matrix
+from ssmlab.ops.linear_recurrence import linear_recurrence
+
+__all__ = ["ICLLinearTransformer", "ICLMamba", "ICLSoftmaxAttention", "ICLStack", "gate_matrix",
+           "last_column_gates"]
 
 Form = Literal["closed", "recurrent"]
 
@@ -55,44 +59,30 @@ def diagonal_init(m: int, d: int, delta: float, dtype: torch.dtype) -> Tensor:
 def last_column_gates(z: Tensor) -> Tensor:
     """G_{i,L}(w) = σ(z_i) Π_{j=i+1..L} (1 - σ(z_j)) for z = w^T p: (..., L) -> (..., L).
 
-    Vectorised in log space: log(1 - σ(z)) = logsigmoid(-z), summed over j > i by a reversed
-    cumulative sum of the terms (no difference of prefix sums, so no cancellation)."""
+    Vectorised in log space: log(1 - σ(z)) = logsigmoid(-z), summed over j > i as an exclusive
+    reversed cumulative sum (only the needed terms are added: no difference of prefix sums, so no
+    cancellation). The full matrix is ssmlab.ops.attention_lens.gate_matrix; the output needs
+    only this last column, O(L) instead of O(L²)."""
     log_keep = F.logsigmoid(-z)  # (..., L) log(1 - σ(z_j))
-    after = torch.flip(torch.cumsum(torch.flip(log_keep, [-1]), -1), [-1]) - log_keep  # Σ_{j>i}
+    suffix = torch.flip(torch.cumsum(torch.flip(log_keep, [-1]), -1), [-1])  # Σ_{j≥i}
+    after = F.pad(suffix[..., 1:], (0, 1))  # (..., L) Σ_{j>i}, 0 for the last position
     return torch.exp(F.logsigmoid(z) + after)
-
-
-def gate_matrix(z: Tensor) -> Tensor:
-    """The full causal gate matrix G[..., t, i] = G_{i,t}(w): (..., L) -> (..., L, L), 0 for i > t.
-
-    ssmlab.ops.attention_lens.gate_matrix when that op exists, else segment sums of log-decays."""
-    fn = _optional_op("attention_lens", "gate_matrix")
-    if fn is not None:
-        return fn(z)
-    from ssmlab.layers.base import segment_sum
-
-    seg = segment_sum(F.logsigmoid(-z))  # (..., L, L): Σ_{j=i+1..t} log(1-σ(z_j)), -inf above
-    return torch.exp(seg + F.logsigmoid(z).unsqueeze(-2))
-
-
-def _optional_op(module: str, name: str):
-    """ssmlab.ops.<module>.<name> if that op has landed, else None (a local loop stands in)."""
-    try:
-        return getattr(importlib.import_module(f"ssmlab.ops.{module}"), name, None)
-    except ImportError:
-        return None
 
 
 class ICLMamba(nn.Module):
     """One-layer Mamba of Eq. 3 (gated=True) or the linear Transformer (gated=False, G ≡ 1).
 
     Args: d input dim; m state size (paper: l_tr + 1); delta = δ (paper 0.2); gated; form
-    "closed" (default) | "recurrent"; seed for w's init; dtype.
+    "closed" (default) | "recurrent"; backend of the recurrent form's scan
+    (ssmlab.ops.linear_recurrence: "auto" | "fused" | "reference"); seed for w's init; dtype.
+    `gate_matrix(model.gate_logits(P))` is the full causal gate matrix (ssmlab.ops.attention_lens).
     forward(P (B, L, d + 1)) -> F (B,)."""
 
     def __init__(self, d: int, m: int, delta: float = 0.2, gated: bool = True,
-                 form: Form = "closed", seed: int = 0, dtype: torch.dtype = torch.float32):
+                 form: Form = "closed", seed: int = 0, dtype: torch.dtype = torch.float32,
+                 backend: str = "auto"):
         super().__init__()
+        self.backend = backend
         if d < 1 or m < 1:
             raise UserError(f"ICLMamba needs d ≥ 1 and m ≥ 1, got d={d}, m={m}")
         if form not in ("closed", "recurrent"):
@@ -146,23 +136,9 @@ class ICLMamba(nn.Module):
             a, b = torch.sigmoid(-zl), torch.sigmoid(zl) * y * keys  # (B, L, 1), (B, L, m)
         else:
             a, b = torch.ones_like(y), y * keys
-        h = linear_recurrence(a.expand_as(b), b)  # (B, L, m)
+        h = linear_recurrence(a.expand_as(b).movedim(1, -1), b.movedim(1, -1),
+                              backend=self.backend).movedim(-1, 1)  # (B, L, m), time last inside
         return (h[:, -1] * (P[:, -1] @ self.W_C.T)).sum(-1)
-
-
-def linear_recurrence(a: Tensor, b: Tensor) -> Tensor:
-    """h_t = a_t ⊙ h_{t-1} + b_t, h_0 = 0, time on dim 1: (B, L, ...) -> (B, L, ...).
-
-    ssmlab.ops.linear_recurrence (time on the last axis) when it exists, else a plain loop."""
-    fn = _optional_op("linear_recurrence", "linear_recurrence")
-    if fn is not None:
-        return fn(a.movedim(1, -1), b.movedim(1, -1)).movedim(-1, 1)
-    h = torch.zeros_like(b[:, 0])
-    hs = []
-    for a_t, b_t in zip(a.unbind(1), b.unbind(1), strict=True):
-        h = a_t * h + b_t
-        hs.append(h)
-    return torch.stack(hs, 1)
 
 
 class ICLLinearTransformer(ICLMamba):
