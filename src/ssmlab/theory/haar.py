@@ -361,13 +361,25 @@ def haar_s6_inputs(u: Tensor, con: HaarS6) -> Tensor:
 
 # --- N-term approximation for the approximation experiment -----------------------------------
 
+def _coefficients_by_prefix_sums(f: np.ndarray, wavelets: Sequence[Wavelet]) -> np.ndarray:
+    """⟨f, ψ_{j,k}⟩ from the prefix sums S of f: 2^{j/2}(2 S(mid) - S(a) - S(b)) / L."""
+    L = f.shape[-1]
+    S = np.concatenate([[0.0], np.cumsum(f)])
+    j = np.array([w[0] for w in wavelets])
+    k = np.array([w[1] for w in wavelets])
+    width = L >> j
+    a, b = k * width, (k + 1) * width
+    mid = (a + b) // 2
+    return 2.0 ** (j / 2) * (2 * S[mid] - S[a] - S[b]) / L
+
+
 def greedy_wavelets(f: np.ndarray, state_budget: int) -> list[Wavelet]:
     """Largest-|coefficient| wavelets, added while the construction's channel count
     (`len(boxes_for(chosen))`, scalar states N) stays within `state_budget`. Returned in the
     order chosen, so `boxes_for` reproduces the same stored boxes."""
     L = f.shape[-1]
     cand = all_wavelets(L)
-    coefs = haar_coefficients(f, cand)
+    coefs = _coefficients_by_prefix_sums(f, cand)
     order = np.argsort(-np.abs(coefs), kind="stable")
     chosen: list[Wavelet] = []
     if state_budget < 1:

@@ -9,8 +9,9 @@ last position); a one-layer `TokenLM` (pre-norm residual, final norm, untied hea
 expand 2, d_conv 4, the two blocks identical except for the SSM; Adam (TrainSpec). Sizes are
 d_model values.
 
-Claim: accuracy(Mamba-ΔT) ≥ accuracy(Mamba) - `tol` at every size (mean over seeds; `tol` =
-0.02 absorbs test-set noise: 256 test sequences give a standard error of ~0.03 at 50%).
+Claim: accuracy(Mamba-ΔT) ≥ accuracy(Mamba) - max(`tol`, 2·SE) at every size (mean over seeds;
+SE = binomial standard error of the accuracy difference from the test-set size, so a gap within
+test-set noise is not read as a loss; `tol` = 0.02).
 
 Unpublished choices: sizes (quick 8, 16; paper 8, 16, 32, 64), N, T, steps (300 quick / 1500
 paper), Mamba-ΔT's input scaling ("none", the paper's recurrence; ssmlab.layers.mamba_dt).
@@ -67,8 +68,8 @@ class Induction(Experiment):
     paper = PAPER
     Config = InductionExpConfig
     profiles = {
-        "quick": {"seeds": 1, "train": {"steps": 300}},
-        "paper": {"seeds": 3, "train": {"steps": 1500, "n_train": 8192},
+        "quick": {"seeds": 2, "train": {"steps": 300, "n_test": 1024}},
+        "paper": {"seeds": 3, "train": {"steps": 1500, "n_train": 8192, "n_test": 2048},
                   "data": {"vocab_size": 16, "seq_len": 64}, "sizes": (8, 16, 32, 64)},
     }
 
@@ -93,9 +94,13 @@ class Induction(Experiment):
         ok = [r for r in runs if r.status == "ok"]
         acc = {k: mean_std([r.metrics["test_acc"] for r in rs])[0]
                for k, rs in group_by(ok, lambda r: (r.params["mixer"], r.params["d_model"])).items()}
+        counts = {k: len(rs) * cfg.train.n_test
+                   for k, rs in group_by(ok, lambda r: (r.params["mixer"], r.params["d_model"])).items()}
         sizes = sorted(cfg.sizes)
         gaps = [acc.get(("mamba_dt", d), np.nan) - acc.get(("mamba", d), np.nan) for d in sizes]
-        passed = bool(gaps) and all(np.isfinite(gaps)) and min(gaps) >= -cfg.tol
+        tols = [max(cfg.tol, 2 * _se_diff(acc, counts, d)) for d in sizes]
+        passed = (bool(gaps) and all(np.isfinite(gaps))
+                  and all(g >= -t for g, t in zip(gaps, tols, strict=True)))
         fig = None
         if ok:
             f, (ax,) = figures.new_figure()
@@ -110,7 +115,20 @@ class Induction(Experiment):
             paper=PAPER, experiment=self.id, ref="Sec. Mamba-ΔT (induction heads)",
             claim="Mamba-ΔT is at least as good as Mamba on induction heads at every model size.",
             measured="; ".join(f"d={d}: Mamba-ΔT {acc.get(('mamba_dt', d), np.nan):.3f} vs Mamba "
-                               f"{acc.get(('mamba', d), np.nan):.3f}" for d in sizes),
-            expected=f"acc(Mamba-ΔT) ≥ acc(Mamba) - {cfg.tol:g} at every size",
+                               f"{acc.get(('mamba', d), np.nan):.3f} (tolerance {t:.3f})"
+                               for d, t in zip(sizes, tols, strict=True)),
+            expected=f"acc(Mamba-ΔT) ≥ acc(Mamba) - max({cfg.tol:g}, 2 SE of the difference) "
+                     "at every size",
             passed=passed, value=float(min(gaps)) if gaps and all(np.isfinite(gaps)) else None,
             figure=fig, note=failed_note(runs))]
+
+
+def _se_diff(acc: dict, counts: dict, d: int) -> float:
+    """Binomial standard error of acc(Mamba-ΔT) - acc(Mamba) at size d (test-set noise)."""
+    var = 0.0
+    for m in ("mamba_dt", "mamba"):
+        p, n = acc.get((m, d), np.nan), counts.get((m, d), 0)
+        if not np.isfinite(p) or n == 0:
+            return float("nan")
+        var += p * (1 - p) / n
+    return float(np.sqrt(var))
