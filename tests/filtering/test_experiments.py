@@ -179,7 +179,7 @@ def test_scan_orders_run_and_analyze(tmp_path: Path):
     exp = scan_orders.ScanOrders()
     cfg = build_config(exp.Config, {
         "n_train": 16, "n_test": 16, "data": {"H": 4, "W": 4, "d": 8, "far_min": 3},
-        "train_cfg": {"optimizer": "adam", "lr": 0.01, "epochs": 2, "eval_every": 1}})
+        "train_cfg": {"optimizer": "adam", "lr": 0.01, "epochs": 1, "batch_size": 8}})
     r = exp.run(cfg, {"order": "hilbert"}, 0)
     assert {"test_accuracy", "predicted_gap", "grid_retention", "close_distance"} <= set(r.metrics)
     acc = {"row_major": 0.7, "snake": 0.72, "column_major": 0.7, "zorder": 0.69, "hilbert": 0.8}

@@ -29,7 +29,8 @@ def gate_alignment(w: Tensor, basis: Tensor) -> dict[str, float]:
     """Projections ⟨w, o⟩ and cosines cos(w, o) of the gate vector with the features.
 
     Keys: proj_plus, proj_minus, proj_irr_mean, proj_irr_min, proj_irr_max, cos_plus,
-    cos_minus, irr_abs_cos_mean, irr_abs_cos_max, w_norm. A zero w gives zero cosines."""
+    cos_minus, cos_class (cosine with span{o_+, o_-}), irr_abs_cos_mean, irr_abs_cos_max,
+    w_norm. A zero w gives zero cosines."""
     w = w.detach().to(torch.float64)
     P = basis.detach().to(torch.float64) @ w  # (d,)
     nw = float(w.norm())
@@ -43,6 +44,7 @@ def gate_alignment(w: Tensor, basis: Tensor) -> dict[str, float]:
         "proj_irr_max": float(irr.max()) if irr.numel() else 0.0,
         "cos_plus": float(cos[PLUS]),
         "cos_minus": float(cos[MINUS]),
+        "cos_class": float(cos[:2].norm()),
         "irr_abs_cos_mean": float(irr_cos.mean()) if irr.numel() else 0.0,
         "irr_abs_cos_max": float(irr_cos.max()) if irr.numel() else 0.0,
         "w_norm": nw,
