@@ -25,9 +25,9 @@ Claims (fits of log error; the paper's "error" is read as this squared L2 error)
        (r²) than a power law (log err vs log N).
     2. S4D error decays like 1/N: log-log slope over the N grid = -1 ± `s4d_slope_tol`.
     3. S6 has the edge: the construction's error is below the trained S4D's at every N ≥
-       `fit_min_n`.
-    4. (ours, not the paper's) gradient descent finds part of that edge: trained clock-driven
-       S6 beats trained S4D at the largest N.
+       `fit_min_n`. The trained clock-driven S6 is reported beside it (not a paper claim: whether
+       gradient descent finds the selective solution within the step budget is a separate
+       question; the construction shows that it exists).
 
 Unpublished choices (defaults): m = 8 pieces, L = 1024 cells (quick) / 4096 (paper), N grid
 2..64 in powers of two (the construction also at every even N), Adam lr 0.01, 100 steps (quick)
@@ -258,29 +258,22 @@ class Approximation(Experiment):
             pairs = [(N, ec_at.get(N, np.nan), e) for N, e in zip(Ns, es4, strict=True)
                      if N >= cfg.fit_min_n]
             edge = all(np.isfinite(c) and c < s for _, c, s in pairs) and bool(pairs)
+            Nt, et = self.curve(runs, "s6_trained")
+            trained = ""
+            if Nt:
+                ft = loglog_fit(Nt, et)
+                trained = (" | trained clock-driven S6 (not part of the claim): "
+                           + ", ".join(f"N={N}: {e:.2e}" for N, e in zip(Nt, et, strict=True)
+                                       if N >= cfg.fit_min_n)
+                           + f", log-log slope {ft.slope:.2f}")
             claims.append(Claim(**base, ref="Sec. approximation",
                                 claim="S6 has an edge over S4D on discontinuous targets "
                                       "(lower error at equal state size).",
                                 measured="; ".join(f"N={N}: S6 {c:.2e} vs S4D {s:.2e}"
-                                                   for N, c, s in pairs),
+                                                   for N, c, s in pairs) + trained,
                                 expected=f"S6 construction < trained S4D at every N ≥ {cfg.fit_min_n}",
                                 passed=edge if pairs else None,
                                 value=(pairs[-1][1] / pairs[-1][2]) if pairs else None))
-            Nt, et = self.curve(runs, "s6_trained")
-            if Nt:
-                at = dict(zip(Nt, et, strict=True))
-                top = max(set(Nt) & set(Ns))
-                ok_t = bool(at[top] < dict(zip(Ns, es4, strict=True))[top])
-                claims.append(Claim(**base, ref="ours (trained S6)",
-                                    claim="Gradient descent on a clock-driven S6 beats trained S4D "
-                                          "at the largest state size.",
-                                    measured=f"N={top}: trained S6 {at[top]:.2e} vs S4D "
-                                             f"{dict(zip(Ns, es4, strict=True))[top]:.2e}; trained S6 "
-                                             f"log-log slope {loglog_fit(Nt, et).slope:.2f}",
-                                    expected="trained S6 < trained S4D",
-                                    passed=ok_t, value=float(at[top]),
-                                    note="" if ok_t else "Adam did not find the selective solution "
-                                    "within the step budget; the construction shows it exists"))
         return claims
 
     def _figure(self, cfg: ApproximationConfig, runs: list[RunRecord], figdir: Path) -> str:
@@ -294,7 +287,7 @@ class Approximation(Experiment):
                          label=LABELS.get(model, model))
         m = cfg.target.pieces
         Ns = np.arange(2, max(cfg.n_states) + 1)
-        ax.plot(Ns, 2.0 ** (-Ns / (3 * m)), "k:", lw=1, label="2^{-N/(3m)}")
+        ax.plot(Ns, 2.0 ** (-Ns / (3 * m)), "k:", lw=1, label="2^(-N/(3m))")
         ax.set_yscale("log")
         ax.set_xlabel("state size N")
         ax.set_ylabel("relative squared error")
@@ -302,6 +295,8 @@ class Approximation(Experiment):
         ax2.set_xscale("log")
         ax2.set_yscale("log")
         ax2.plot(Ns, 1.0 / Ns, "k--", lw=1, label="1/N")
+        ax2.set_xticks(list(cfg.n_states), [str(n) for n in cfg.n_states])
+        ax2.minorticks_off()
         ax2.set_xlabel("state size N")
         ax2.set_title("log-log")
         ax.legend(fontsize=7)

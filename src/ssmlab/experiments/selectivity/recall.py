@@ -29,6 +29,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from matplotlib.ticker import NullFormatter, ScalarFormatter
 from pydantic import Field
 
 from ssmlab.data.mqar import MQARConfig
@@ -155,6 +156,8 @@ class Recall(Experiment):
                            color=ax.lines[-1].get_color() if pts else "gray")
         ax.axhline(cfg.success_acc, color="gray", lw=0.8)
         ax.set_xscale("log")
+        ax.xaxis.set_minor_formatter(NullFormatter())
+        ax.xaxis.set_major_formatter(ScalarFormatter())
         ax.set_xlabel("mixer parameters (dotted: construction)")
         ax.set_ylabel("MQAR test accuracy")
         ax.legend(fontsize=7)
