@@ -86,9 +86,10 @@ class Placement(Experiment):
 
     Unpublished choices: p_a = 0.6 (Fig. 2's), flipped labels on test outliers, Adam η = 3e-3
     (SGD is Algorithm 1 for the one-layer models; Adam trains the deep stacks reliably), batch
-    64, 400 steps (quick; 2000 paper), 3 seeds quick / 5 paper. Tasks: task_split = "all" (train and test on every
-    ordered pair): with the unseen-pair split a 3-layer network memorises each training pair's
-    orientation and answers without reading the context labels (data/icl.py).
+    64, 400 steps (quick; 2000 paper), 3 seeds quick / 5 paper. Tasks: task_split = "all"
+    (train and test on every ordered pair): with the unseen-pair split a 3-layer network
+    memorises each training pair's orientation and answers without reading the context labels
+    (data/icl.py).
     """
 
     id = "icl_outliers/placement"
