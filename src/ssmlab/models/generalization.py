@@ -48,7 +48,7 @@ from ssmlab.ops.attention_lens import implied_attention
 from ssmlab.ops.segsum import segsum
 from ssmlab.ops.selective_scan import selective_scan
 
-Path_ = Literal["scan", "attention"]
+ForwardPath = Literal["scan", "attention"]
 
 
 class GenSSMConfig(StrictModel):
@@ -62,7 +62,7 @@ class GenSSMConfig(StrictModel):
     use_delta: bool = Field(True, description="Δ_t = softplus(p + q^T u_t); False: Δ_t ≡ 1")
     vocab_size: int | None = Field(None, ge=1, description="token embedding size; None = real inputs")
     num_classes: int = Field(1, ge=1, description="1 = binary score w^T y_T; K > 1 = logits W y_T")
-    path: Path_ = Field("attention", description="forward path (module docstring)")
+    path: ForwardPath = Field("attention", description="forward path (module docstring)")
     scan_backend: str = Field("auto", description="backend of ssmlab.ops' selective scan")
 
 

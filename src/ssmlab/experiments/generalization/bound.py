@@ -164,7 +164,8 @@ class BoundVsT(Experiment):
                 "length-independent asymptotically, with a large constant ρ/(1-ρ)².")
         return Claim(
             paper=PAPER, experiment=self.id, ref="Thm 3.3, Table 1",
-            claim="for s_A < 0 the capacity term is bounded in T (S₂ → ρ_A/(1-ρ_A)²)",
+            claim="for s_A < 0 the capacity term of Thm 3.3 (computed up to its unknown constant) "
+                  "is bounded in T (S₂ → ρ_A/(1-ρ_A)²)",
             measured=f"max ρ_A {max(rhos):.6f} over {len(neg)} model(s); T₉₀ ≤ {max(t90s):.3g}",
             expected="ρ_A < 1 (finite limit) for every model",
             passed=passed, value=max(rhos), figure=fig, note=note,
@@ -202,7 +203,8 @@ class BoundVsT(Experiment):
                      "differences dominate.")
         return Claim(
             paper=PAPER, experiment=self.id, ref="Thm 3.3, Thm 4.1, Table 1",
-            claim="for s_A > 0 the capacity term grows exponentially in T (like T ρ_A^T)",
+            claim="for s_A > 0 the capacity term of Thm 3.3 (computed up to its unknown constant) "
+                  "grows exponentially in T (like T ρ_A^T)",
             measured=f"ln C(T={Ts[-1]}) - ln C(T={Ts[0]}) = {growth:.1f} (ρ_A form '{cfg.rho_form}')",
             expected=f"> {poly:.1f} = 2 ln(T_max/T_min), the T² growth at ρ_A = 1",
             passed=passed, value=growth, figure=fig, note=note,
