@@ -22,7 +22,7 @@ Method
   /proc/stat); read ratios measured in the same run rather than absolute times.
 
 Usage: python benchmarks/scan.py [--quick] [--shapes 8x64x16x256,256x16x8x64] [--threads 1,2]
-       [--paths reference,pscan,ssd,fused] [--repeats 7] [--json out.json]
+       [--paths reference,pscan,ssd,fused] [--repeats 7] [--json out.json] [--from-json out.json]
 """
 
 from __future__ import annotations
@@ -47,6 +47,8 @@ LABEL = {
     "fused": "fused Numba (default)",
 }
 REF_SINGLE_SHOT_ABOVE = 1024
+TARGET_L = 4096
+TARGETS = {"pscan": 15, "reference": 100}  # fused f+b speed-up wanted at L = TARGET_L
 HERE = Path(__file__).resolve()
 
 
@@ -116,6 +118,13 @@ def worker(path: str, shape: tuple[int, int, int, int], threads: int, mode: str,
     import ssmlab.ops.ssd  # noqa: F401
 
     grad = mode == "fb"
+    # a tiny call first: loads the compiled kernels (same dtypes and ranks, so the same
+    # specialisation) before the memory baseline, so Δpeak measures the op, not code loading
+    tiny = _inputs((1, 2, 2, 3), path, grad)
+    out = _call(path, tiny)
+    if grad:
+        torch.autograd.grad(out.sum(), list(tiny.values()))
+    del tiny, out
     t = _inputs(shape, path, grad)
     weight = None
     base = _status_bytes("VmRSS")
@@ -238,6 +247,7 @@ def main() -> None:
     ap.add_argument("--paths", default=",".join(PATHS))
     ap.add_argument("--repeats", type=int, default=None)
     ap.add_argument("--json", help="also write all measurements to this file")
+    ap.add_argument("--from-json", help="print the tables of a saved --json run, measure nothing")
     ap.add_argument("--worker", nargs=5, help=argparse.SUPPRESS)
     ap.add_argument("--compile-worker", action="store_true", help=argparse.SUPPRESS)
     a = ap.parse_args()
@@ -247,6 +257,9 @@ def main() -> None:
         return
     if a.compile_worker:
         compile_worker()
+        return
+    if a.from_json:
+        report(json.loads(Path(a.from_json).read_text()))
         return
 
     shapes = a.shapes.split(",") if a.shapes else (QUICK_SHAPES if a.quick else DEFAULT_SHAPES)
@@ -274,12 +287,35 @@ def main() -> None:
                           file=sys.stderr, flush=True)  # fmt: skip
 
     busy1 = _cpu_busy()
-    busy = (busy1[0] - busy0[0]) / max(1, busy1[1] - busy0[1])
+    data = dict(
+        bandwidth_gbs=bw,
+        compile=dict(cold=cold, warm=warm),
+        cpu_busy=(busy1[0] - busy0[0]) / max(1, busy1[1] - busy0[1]),
+        seconds=time.time() - t_start,
+        shapes=shapes,
+        threads=threads,
+        paths=paths,
+        results={"|".join(map(str, k)): v for k, v in results.items()},
+    )
+    if a.json:
+        Path(a.json).write_text(json.dumps(data, indent=1))
+    report(data)
+
+
+def report(data: dict) -> None:
+    """Print the Markdown tables from the measurements (also used by --from-json)."""
+    shapes, threads, paths = data["shapes"], data["threads"], data["paths"]
+    bw = {int(k): v for k, v in data["bandwidth_gbs"].items()}
+    cold, warm = data["compile"]["cold"], data["compile"]["warm"]
+    results = {}
+    for k, v in data["results"].items():
+        shape, t, mode, path = k.split("|")
+        results[(shape, int(t), mode, path)] = v
     print("# Selective-scan benchmark (float32)\n")
     print(
-        f"Machine: {os.cpu_count()} CPUs; CPUs busy {100 * busy:.0f}% on average during the "
-        f"{time.time() - t_start:.0f} s run (this benchmark uses at most `threads` of them; the "
-        "rest is other load on a shared machine, which inflates wall times).  "
+        f"Machine: {os.cpu_count()} CPUs; CPUs busy {100 * data['cpu_busy']:.0f}% on average "
+        f"during the {data['seconds']:.0f} s run (this benchmark uses at most `threads` of them; "
+        "the rest is other load on a shared machine, which inflates wall times).  "
     )
     print("Copy bandwidth (256 MiB tensor copy, read+write, best of 7): "
           + ", ".join(f"{bw[t]:.1f} GB/s at {t} thread(s)" for t in threads) + ".  ")  # fmt: skip
@@ -333,40 +369,33 @@ def main() -> None:
                   f"{io_bytes(shp, 'fwd') / (bw[t] * 1e9) * 1e3:.2f} | "
                   f"{io_bytes(shp, 'fb') / (bw[t] * 1e9) * 1e3:.2f} | {base} |")  # fmt: skip
     print()
-    print("Targets (fused forward+backward vs the baselines, same run):\n")
+    print(
+        f"Fused forward+backward vs the baselines, same run. The targets (≥{TARGETS['pscan']}× "
+        f"pscan, ≥{TARGETS['reference']}× reference, peak memory ≤ pscan's) are stated for "
+        f"L = {TARGET_L}; other shapes show the ratios only.\n"
+    )
     for t in threads:
         for shape in shapes:
             f = results.get((shape, t, "fb", "fused"))
             if not isinstance(f, dict):
                 continue
+            judged = int(shape.split("x")[3]) == TARGET_L
             parts = []
-            for other, target in (("pscan", 15), ("reference", 100)):
+            for other, target in TARGETS.items():
                 o = results.get((shape, t, "fb", other))
                 if isinstance(o, dict):
                     ratio = o["wall_ms"] / f["wall_ms"]
                     cpu_ratio = o["cpu_ms"] / f["cpu_ms"]
-                    verdict = "PASS" if ratio >= target else "FAIL"
-                    parts.append(f"{ratio:.0f}× faster than {other} (target ≥{target}×: "
-                                 f"{verdict}; CPU-time ratio {cpu_ratio:.0f}×)")  # fmt: skip
+                    verdict = (": PASS" if ratio >= target else ": FAIL") if judged else ""
+                    parts.append(f"{ratio:.0f}× faster than {other} (CPU-time ratio "
+                                 f"{cpu_ratio:.0f}×){f' — target ≥{target}×' + verdict if judged else ''}")  # fmt: skip
             o = results.get((shape, t, "fb", "pscan"))
             if isinstance(o, dict):
                 fm, pm = f["peak_mib"] - f["base_mib"], o["peak_mib"] - o["base_mib"]
-                verdict = "PASS" if fm <= pm else "FAIL"
-                parts.append(f"Δpeak {fm:.0f} MiB vs pscan {pm:.0f} MiB ({verdict})")
+                verdict = (" — PASS" if fm <= pm else " — FAIL") if judged else ""
+                parts.append(f"Δpeak {fm:.0f} MiB vs pscan {pm:.0f} MiB{verdict}")
             if parts:
                 print(f"- threads {t}, {shape}: " + "; ".join(parts))
-    if a.json:
-        Path(a.json).write_text(
-            json.dumps(
-                dict(
-                    bandwidth_gbs=bw,
-                    compile=dict(cold=cold, warm=warm),
-                    cpu_busy=busy,
-                    results={"|".join(map(str, k)): v for k, v in results.items()},
-                ),
-                indent=1,
-            )
-        )
 
 
 if __name__ == "__main__":

@@ -66,7 +66,7 @@ def kernel_threads() -> Iterator[int]:
 
 def to_numpy(t: torch.Tensor) -> np.ndarray:
     """Contiguous, detached CPU tensor -> numpy view (no copy when already contiguous)."""
-    return t.detach().contiguous().numpy()
+    return t.detach().resolve_conj().contiguous().numpy()
 
 
 @intrinsic
@@ -127,4 +127,8 @@ def zero_of(x):  # pragma: no cover - replaced by the overload inside jitted cod
 def _zero_of_impl(x):
     if x == types.float32:
         return lambda x: np.float32(0.0)
+    if x == types.complex64:
+        return lambda x: np.complex64(0.0)
+    if x == types.complex128:
+        return lambda x: np.complex128(0.0)
     return lambda x: np.float64(0.0)

@@ -7,12 +7,14 @@ no logarithms are taken anywhere, so exact zeros and negative decays are fine).
     a, b   broadcastable, time on the last axis (…, L);   h0 broadcastable to (…) [optional]
     h      all states, shape broadcast(a, b)               (…, L)
 
-Backends (explicit): "fused" (Numba, CPU, float32/float64, one pass per row, prange over rows),
-"reference" (the loop of reference.py), "auto" = "fused" on CPU, "reference" elsewhere.
+Backends (explicit): "fused" (Numba, CPU, float32/float64/complex64/complex128, one pass per
+row, prange over rows), "reference" (the loop of reference.py), "auto" = "fused" on CPU,
+"reference" elsewhere.
 
 Backward of the fused path: with g_t = dLoss/dh_t summed over the future,
-    g_t = dh_t + a_{t+1} g_{t+1}     (the same recurrence, reversed in time, decays shifted),
-    da_t = g_t h_{t-1},  db_t = g_t,  dh0 = a_0 g_0.
+    g_t = dh_t + a_{t+1}* g_{t+1}    (the same recurrence, reversed in time, decays shifted),
+    da_t = g_t h_{t-1}*,  db_t = g_t,  dh0 = a_0* g_0
+(* = complex conjugate, PyTorch's convention for complex gradients; a no-op for real inputs).
 It is computed by the same autograd.Function, so double backward works, and the Function has a
 vmap rule (the vmapped axis is just another leading axis), so torch.func.vmap / grad work.
 """
@@ -59,9 +61,9 @@ class LinearRecurrenceFn(Function):
     @staticmethod
     def backward(ctx, dh: Tensor):
         a, h = ctx.saved_tensors
-        a_next = F.pad(a[..., 1:], (0, 1))  # a_{t+1}, (…, L)
+        a_next = F.pad(a[..., 1:], (0, 1)).conj()  # a_{t+1}*, (…, L)
         g = LinearRecurrenceFn.apply(a_next.flip(-1), dh.flip(-1)).flip(-1)  # (…, L)
-        h_prev = F.pad(h[..., :-1], (1, 0))  # h_{t-1}, (…, L)
+        h_prev = F.pad(h[..., :-1], (1, 0)).conj()  # h_{t-1}*, (…, L)
         return g * h_prev, g
 
     @staticmethod
@@ -105,9 +107,10 @@ def linear_recurrence(
     dtype = torch.promote_types(a.dtype, b.dtype)
     if h0 is not None:
         dtype = torch.promote_types(dtype, h0.dtype)
-    if dtype not in (torch.float32, torch.float64):
+    if dtype not in (torch.float32, torch.float64, torch.complex64, torch.complex128):
         raise OpsInputError(
-            f"backend 'fused' computes in float32 or float64, got {dtype}; cast the inputs"
+            f"backend 'fused' computes in float32, float64, complex64 or complex128, got {dtype}; "
+            "cast the inputs"
         )
     a = a.to(dtype).expand(shape)
     b = b.to(dtype).expand(shape)
