@@ -9,7 +9,7 @@ import numpy as np
 import torch
 from pydantic import Field
 
-from ssmlab.data.icl import ICLDataConfig, sample_test
+from ssmlab.data.icl import ICLDataConfig, Placement, Rule, sample_test
 from ssmlab.experiments.base import (
     Claim,
     Experiment,
@@ -42,8 +42,8 @@ class GatesConfig(ExperimentConfig):
     l_tr: int = Field(20, ge=1)
     l_ts: int = Field(20, ge=1)
     alpha: float = Field(0.3, ge=0, le=1, description="Fig. 4: α = 0.3")
-    rule: str = "flipped"
-    placement: str = "random"
+    rule: Rule = "flipped"
+    placement: Placement = "random"
     n_test: int = Field(2000, ge=1)
     fit_ranks: int = Field(8, ge=2, description="fit log₂ G_j over clean ranks j = 1..fit_ranks")
     bound_power: float = Field(2.0, gt=0, description="outlier gate bound M₁^-power")

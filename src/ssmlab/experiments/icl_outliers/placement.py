@@ -9,7 +9,7 @@ import numpy as np
 import torch
 from pydantic import Field
 
-from ssmlab.data.icl import PLACEMENTS, ICLDataConfig, sample_test
+from ssmlab.data.icl import PLACEMENTS, ICLDataConfig, Rule, sample_test
 from ssmlab.experiments.base import (
     Claim,
     Experiment,
@@ -20,6 +20,7 @@ from ssmlab.experiments.base import (
 )
 from ssmlab.experiments.icl_outliers.common import (
     MODEL_LABELS,
+    ModelKind,
     ModelSpec,
     SGDSpec,
     build_model,
@@ -55,11 +56,11 @@ class PlacementConfig(ExperimentConfig):
     model: ModelSpec = Field(default_factory=lambda: ModelSpec(
         n_layers=3, d_model=32, mixer_kwargs={"linear": {"mode": "quadratic"}}))
     sgd: SGDSpec = Field(default_factory=lambda: SGDSpec(optimizer="adam", lr=3e-3, steps=400))
-    models: tuple[str, ...] = ("mamba", "linear", "softmax")
+    models: tuple[ModelKind, ...] = ("mamba", "linear", "softmax")
     l_tr: int = Field(20, ge=1)
     l_ts: int = Field(20, ge=1)
     alpha: float = Field(0.5, ge=0, le=1, description="Table 1: α = 0.5")
-    rule: str = "flipped"
+    rule: Rule = "flipped"
     n_test: int = Field(2000, ge=1)
     tol_points: float = Field(5.0, gt=0, description="each accuracy within ± this many points")
     drop_points: float = Field(5.0, gt=0, description="'Mamba drops when outliers are closest'")

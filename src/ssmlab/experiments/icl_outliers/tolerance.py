@@ -9,7 +9,7 @@ import numpy as np
 import torch
 from pydantic import Field
 
-from ssmlab.data.icl import RULES, ICLDataConfig, sample_test
+from ssmlab.data.icl import ICLDataConfig, Placement, Rule, sample_test
 from ssmlab.experiments.base import (
     Claim,
     Experiment,
@@ -20,6 +20,7 @@ from ssmlab.experiments.base import (
 )
 from ssmlab.experiments.icl_outliers.common import (
     MODEL_LABELS,
+    ModelKind,
     ModelSpec,
     SGDSpec,
     build_model,
@@ -40,12 +41,12 @@ class ToleranceConfig(ExperimentConfig):
     data: ICLDataConfig = Field(default_factory=ICLDataConfig)
     model: ModelSpec = Field(default_factory=ModelSpec)
     sgd: SGDSpec = Field(default_factory=lambda: SGDSpec(lr_by_model={"linear": 0.1}))
-    models: tuple[str, ...] = ("mamba", "linear")
+    models: tuple[ModelKind, ...] = ("mamba", "linear")
     l_tr: int = Field(20, ge=1)
     l_ts: int = Field(20, ge=1)
     alphas: tuple[float, ...] = (0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
-    rules: tuple[str, ...] = RULES
-    placement: str = "random"
+    rules: tuple[Rule, ...] = ("flipped", "one_label", "random")
+    placement: Placement = "random"
     n_test: int = Field(2000, ge=1, description="test prompts per (α, rule)")
     err_tol: float = Field(0.01, gt=0, description="'error < 0.01' (Fig. 2)")
     paper_alpha: float = Field(0.8, description="Fig. 2: Mamba error < 0.01 up to α ≈ 0.8")
