@@ -62,7 +62,8 @@ def memory_records(acc: dict, after: dict, before: float) -> list[RunRecord]:
     for (m, T), a in acc.items():
         met = {"test_acc": a}
         if m == "mamba_pe":
-            met |= {"factor_mean_after": after[T], "factor_median_before": before}
+            met |= {"factor_mean_after": after[T], "factor_median_before": before,
+                    "factor_mean_at_n": 0.01}
         runs.append(rec("selectivity/memory", {"model": m, "seq_len": T}, met,
                         history={"hist_after": [0.05] * 20, "hist_before": [0.05] * 20}))
     return runs
@@ -73,10 +74,11 @@ def test_memory_pass_and_fail(tmp_path: Path) -> None:
     good = {("mamba_pe", 16): 1.0, ("mamba_pe", 64): 0.99, ("s4d_pe", 16): 1.0,
             ("s4d_pe", 64): 0.3, ("mamba", 16): 0.2, ("mamba", 64): 0.2}
     cl = Memory().analyze(cfg, memory_records(good, {16: 0.8, 64: 0.95}, 0.1), tmp_path)
-    assert verdicts(cl) == ["PASS"] * 4
+    assert verdicts(cl) == ["PASS"] * 5
     bad = dict(good) | {("mamba_pe", 64): 0.6, ("s4d_pe", 64): 0.95}
     cl = Memory().analyze(cfg, memory_records(bad, {16: 0.9, 64: 0.8}, 0.7), tmp_path)
-    assert verdicts(cl) == ["FAIL"] * 4
+    assert verdicts(cl) == ["FAIL"] * 5
+    assert all(c.note for c in (cl[1], cl[3], cl[4]))
 
 
 # --- recall -----------------------------------------------------------------------------------

@@ -19,13 +19,15 @@ Claims (tolerances ours; the paper reports them qualitatively):
     2. S4D degrades with T: accuracy(T_max) ≤ accuracy(T_min) - `drop` (0.1).
     3. Mamba without PE falls to S4D's level: |acc(Mamba) - acc(S4D)| ≤ `level_tol` (0.15) at
        T_max.
-    4. Lemma 2: Mamba + PE's mean memory factor after n grows with T (mean at T_max > at T_min)
-       and Mamba forgets selectively: the median factor before n is < 0.5 at T_max.
+    4. Lemma 2: Mamba + PE's mean memory factor after n grows with T (mean at T_max > at T_min).
+    5. Mamba forgets selectively: its median factor before n is < 0.5 at T_max.
 
 Unpublished choices (defaults above): vocabulary, n, widths, T grid (quick 16, 32, 64; paper 16,
-64, 256, 512), 300 Adam steps at lr 0.01 (quick) / 1500 (paper), 2048 training sequences. With
+64, 256, 512), 600 Adam steps at lr 0.01 (quick) / 1500 (paper), 2048 training sequences. With
 300 steps Mamba + PE does not find the selective solution at T = 128 (loss stays at chance, lr
-0.01 or 0.003, learned or sinusoidal PE), hence the quick grid stops at 64.
+0.01 or 0.003, learned or sinusoidal PE); with 1000 steps it reaches 100 % at T = 128 (the loss
+drops between steps 400 and 600), hence the quick grid stops at 64 and the paper profile uses
+1500 steps.
 """
 
 from __future__ import annotations
@@ -103,7 +105,7 @@ class Memory(Experiment):
     paper = PAPER
     Config = MemoryConfig
     profiles = {
-        "quick": {"seeds": 1, "train": {"steps": 300}},
+        "quick": {"seeds": 1, "train": {"steps": 600}},
         "paper": {"seeds": 3, "train": {"steps": 1500, "n_train": 8192},
                   "seq_lens": (16, 64, 256, 512)},
     }
@@ -186,17 +188,26 @@ class Memory(Experiment):
         fa = [tab.get(("mamba_pe", T), {}).get("factor_mean_after", np.nan) for T in Ts]
         mb = tab.get(("mamba_pe", Ts[-1]), {}).get("factor_median_before", np.nan)
         at_n = tab.get(("mamba_pe", Ts[-1]), {}).get("factor_mean_at_n", np.nan)
-        ok4 = all(np.isfinite(fa)) and fa[-1] > fa[0] and np.isfinite(mb) and mb < 0.5
-        claims.append(Claim(**base, ref="Lem. 2 / Fig. (histograms)",
-                            claim="Trained Mamba pushes e^{-λΔ_t} toward 1 after n as T grows, and "
-                                  "toward 0 before n (selective forgetting).",
+        ok4 = all(np.isfinite(fa)) and fa[-1] > fa[0]
+        claims.append(Claim(**base, ref="Lem. 2 / Fig. (histograms, left)",
+                            claim="To retain x_n over length T, trained Mamba pushes the memory "
+                                  "factors e^{-λΔ_t} after n toward 1 as T grows.",
                             measured="Mamba + PE mean factor after n: "
-                                     + ", ".join(f"T={T}: {v:.3f}" for T, v in zip(Ts, fa, strict=True))
-                                     + f"; median factor before n at T={Ts[-1]}: {mb:.3f} (mean "
-                                     f"factor at the step of x_n: {at_n:.3f})",
-                            expected="mean after n increases from T_min to T_max; median before n < 0.5",
+                                     + ", ".join(f"T={T}: {v:.3f}" for T, v in zip(Ts, fa, strict=True)),
+                            expected=f"mean at T={Ts[-1]} > mean at T={Ts[0]}",
                             passed=bool(ok4), value=float(fa[-1]) if fa else None,
-                            note="" if ok4 else _note_factors(fa, mb)))
+                            note="" if ok4 else "the mean factor after n did not grow with T"))
+        ok5 = bool(np.isfinite(mb) and mb < 0.5)
+        claims.append(Claim(**base, ref="Fig. (histograms, right)",
+                            claim="Mamba forgets selectively: e^{-λΔ_t} is mostly 0 before step n.",
+                            measured=f"Mamba + PE at T={Ts[-1]}: median factor before n {mb:.3f}; "
+                                     f"mean factor at the step of x_n {at_n:.3f}",
+                            expected="median factor before n < 0.5",
+                            passed=ok5, value=float(mb) if np.isfinite(mb) else None,
+                            note="" if ok5 else "the trained model keeps its memory before n "
+                            "(median factor ≥ 0.5): it solves the task without resetting before "
+                            "the kept token, e.g. by writing x_n with a large weight at n and "
+                            "freezing afterwards; nothing in the loss asks it to forget"))
         return claims
 
     def _figure(self, cfg: MemoryConfig, runs: list[RunRecord], figdir: Path) -> str:
@@ -224,12 +235,3 @@ class Memory(Experiment):
             ax.legend(fontsize=7)
         return figures.save(fig, figdir, "keep_nth.png")
 
-
-def _note_factors(after: list[float], median_before: float) -> str:
-    parts = []
-    if not (all(np.isfinite(after)) and after[-1] > after[0]):
-        parts.append("the mean factor after n did not grow from the shortest to the longest T")
-    if not (np.isfinite(median_before) and median_before < 0.5):
-        parts.append("the trained model keeps its memory before n (median factor ≥ 0.5): it "
-                     "solves the task without resetting before the kept token")
-    return "; ".join(parts)
