@@ -199,3 +199,29 @@ def test_fused_rejects_half_precision_with_advice():
     kw = {k: (v.detach().bfloat16() if isinstance(v, torch.Tensor) else v) for k, v in kw.items()}
     with pytest.raises(OpsInputError, match="float32 or float64"):
         selective_scan(**kw, backend="fused")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("backend", ["fused", "pscan"])
+def test_long_sequence_many_checkpoint_blocks(backend):
+    """L = 1000 (16 checkpoint blocks, ragged last one), wider channels, every option."""
+    case = ScanCase("long", 2, 40, 8, 1000, groups=4, checkpoint_every=64, **ALL)
+    _assert_same(_run(case, backend), _ref(case), rtol=1e-8, atol=1e-9)
+
+
+@pytest.mark.slow
+def test_long_sequence_float32_fused_matches_pscan_gradients():
+    """float32 at the benchmark's width: fused (polynomial exp) vs pscan (torch exp)."""
+    case = ScanCase("f32-long", 2, 64, 16, 1024, with_D=True, softplus=True, last_state=True)
+    kw = {
+        k: (v.detach().float().requires_grad_(True) if isinstance(v, torch.Tensor) else v)
+        for k, v in scan_inputs(case).items()
+    }
+    ts = tensor_args(kw)
+    outs = {be: selective_scan(**kw, backend=be) for be in ("fused", "pscan")}
+    grads = {be: torch.autograd.grad(scalar_loss(outs[be]), list(ts.values())) for be in outs}
+    for a, b in zip(outs["fused"], outs["pscan"], strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-4)
+    for name, a, b in zip(ts, grads["fused"], grads["pscan"], strict=True):
+        scale = b.abs().max()
+        assert (a - b).abs().max() <= 1e-4 * scale, name
