@@ -92,3 +92,13 @@ def test_same_seed_same_model_different_seed_different():
     b = FilteringMamba(8, seed=3)
     c = FilteringMamba(8, seed=4)
     assert torch.equal(a.W_O, b.W_O) and not torch.equal(a.W_O, c.W_O)
+
+
+def test_scan_form_survives_saturated_gates():
+    m = FilteringMamba(4, FilteringMambaConfig(width=3))
+    with torch.no_grad():
+        m.w_delta.fill_(-200.0)  # softplus underflows to 0 in float32
+    X = torch.ones(1, 5, 4)
+    m(X, form="scan").sum().backward()
+    assert torch.isfinite(m.w_delta.grad).all()
+    torch.testing.assert_close(m(X, form="scan"), m(X), atol=1e-6, rtol=1e-5)

@@ -158,7 +158,11 @@ class FilteringMamba(nn.Module):
 
         z = self.gate_logits(X)  # (B, L)
         delta = F.softplus(z)  # (B, L)
-        weight = torch.sigmoid(z) / delta  # (B, L): ZOH input weight / Euler input weight
+        # ZOH input weight / Euler input weight; → 1 as z → -∞ (both ≈ e^z), where the
+        # division would underflow to 0/0
+        pos = delta > 0
+        safe = torch.where(pos, delta, torch.ones_like(delta))  # no 0/0, even in the gradient
+        weight = torch.where(pos, torch.sigmoid(z) / safe, torch.ones_like(z))  # (B, L)
         u = (X * weight[..., None]).transpose(1, 2)  # (B, d, L)
         dl = delta[:, None, :].expand_as(u).contiguous()  # (B, d, L)
         A = -torch.ones(self.d, self.W_B.shape[1], dtype=X.dtype)  # (d, n)

@@ -70,7 +70,7 @@ class Locality(Experiment):
     Claims: (1) Lemma 4.2: in every ΔL⁺ cell the mean irrelevant projection of w_Δ at the end is
     negative and ≥ 2× the mean |relevant projection| in size; (2) Fig. 3: mean steps to the
     target increase strictly with ΔL⁺; (3) Thm 2: log-log slope of steps vs g within [-2.5, -0.5]
-    (1/g or 1/g², ± 0.5).
+    (1/g or 1/g², ± 0.5), checked only when the converged runs cover ≥ 3 values of g.
     """
 
     id = "filtering/locality"
@@ -150,6 +150,7 @@ class Locality(Experiment):
         fit = loglog_fit([r.metrics["gap"] for r in conv],
                          [r.metrics["steps_to_converge"] for r in conv])
         lo, hi = SLOPE_STEPS_VS_LOCALITY_GAP
+        n_gaps = len({round(r.metrics["gap"], 12) for r in conv})
         p3 = bool(np.isfinite(fit.slope) and lo - 0.5 <= fit.slope <= hi + 0.5)
         te = ", ".join(f"ΔL⁺={k}: {mean_std([r.metrics['test_error'] for r in by[k]])[0]:.3f}"
                        for k in deltas)
@@ -176,12 +177,13 @@ class Locality(Experiment):
             Claim(**base, ref="Thm 2",
                   claim="Steps scale polynomially in 1/g, g = (1/2)^{ΔL⁺} - (1/2)^{ΔL⁻} "
                         "(as 1/g or 1/g²).",
-                  measured=f"log-log slope of steps vs g over {len(conv)} converged runs: "
-                           f"{fit.slope:.2f} ± {fit.stderr:.2f}",
-                  expected=f"in [{lo - 0.5:g}, {hi + 0.5:g}]", passed=p3 if len(conv) >= 3
-                  else None, value=fit.slope,
-                  note=(("Too few converged runs to fit. " if len(conv) < 3 else "") + cens_note
-                        + note0).strip()),
+                  measured=f"log-log slope of steps vs g over {len(conv)} converged runs at "
+                           f"{n_gaps} distinct g: {fit.slope:.2f} ± {fit.stderr:.2f}",
+                  expected=f"in [{lo - 0.5:g}, {hi + 0.5:g}], fitted on ≥ 3 distinct g",
+                  passed=p3 if n_gaps >= 3 else None, value=fit.slope,
+                  note=(("Not checked: converged runs cover fewer than 3 values of g (a slope "
+                         "through two points is not a test of the rate). " if n_gaps < 3 else "")
+                        + cens_note + note0).strip()),
         ]
 
     @staticmethod
