@@ -4,6 +4,7 @@ from their numbers, run() works end to end at toy sizes, configs and profiles ar
 from __future__ import annotations
 
 import math
+from collections import Counter
 
 import numpy as np
 import pytest
@@ -15,6 +16,7 @@ from ssmlab.experiments.generalization.bound import BoundVsT
 from ssmlab.experiments.generalization.length import ImdbLength, ListOpsLength, MajorityLength
 from ssmlab.experiments.generalization.stability import StabilityMargin
 from ssmlab.runner.registry import resolve_config
+from ssmlab.runner.sweep import plan
 from ssmlab.theory.generalization import NormQuantities, log_capacity_term
 
 
@@ -222,10 +224,11 @@ def test_toy_runs_end_to_end(tmp_path):
 
     st = StabilityMargin()
     cfg = resolve_config(StabilityMargin, "quick", overrides=TINY_TRAIN)
-    assert {"T": 250, "s_A": 0.1} in st.cells(cfg) and len(st.cells(cfg)) == len(
-        {(c["T"], c["s_A"]) for c in st.cells(cfg)})
-    r = st.run(cfg, {"T": 250, "s_A": -0.05}, 3)
-    assert r.status == "skipped"  # the s_A sweep uses 2 seeds in the quick profile
+    cells = st.cells(cfg)
+    assert len(cells) == len({(c["T"], c["s_A"]) for c in cells})
+    seeds_per_cell = Counter((p.params["T"], p.params["s_A"]) for p in plan(st, cfg))
+    assert seeds_per_cell[(250, -0.05)] == 2  # the s_A sweep runs 2 seeds in the quick profile
+    assert seeds_per_cell[(300, 0.1)] == cfg.seeds  # the T sweep runs all of them
 
     bd = BoundVsT()
     cfg = resolve_config(BoundVsT, "quick", overrides=TINY_TRAIN)

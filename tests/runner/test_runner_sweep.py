@@ -88,3 +88,32 @@ def test_bad_executor_options(tmp_path, exps, kwargs, needle):
     with pytest.raises(UserError, match=needle):
         run_sweep("builtin/test_sleepy", results=tmp_path, **kwargs)
     assert not (tmp_path / "ssmlab.db").exists()
+
+
+def test_a_cell_can_cap_its_seeds_without_changing_its_identity():
+    from ssmlab.experiments.base import Experiment, ExperimentConfig
+    from ssmlab.runner.sweep import plan
+
+    class Capped(Experiment):
+        id, paper, Config = "builtin/capped", "builtin", ExperimentConfig
+
+        def __init__(self, cap):
+            self.cap = cap
+
+        def cells(self, cfg):
+            return [{"i": 0}, {"i": 1, "_seeds": self.cap}]
+
+        def run(self, cfg, params, seed):  # pragma: no cover - never executed here
+            raise AssertionError
+
+        def analyze(self, cfg, runs, figdir):  # pragma: no cover
+            return []
+
+    cfg = ExperimentConfig(seeds=4)
+    runs = plan(Capped(2), cfg)
+    assert [(r.params["i"], r.seed) for r in runs] == [(0, 0), (0, 1), (0, 2), (0, 3), (1, 0), (1, 1)]
+    assert all("_seeds" not in r.params for r in runs)
+    more = plan(Capped(3), cfg)  # raising the cap keeps the stored runs' ids
+    assert {r.run_id for r in runs} <= {r.run_id for r in more} and len(more) == 7
+    with pytest.raises(ValueError, match="_seeds"):
+        plan(Capped(0), cfg)

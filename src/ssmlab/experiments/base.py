@@ -108,7 +108,10 @@ class Experiment(ABC):
     profiles: ClassVar[dict[str, dict[str, Any]]] = {"quick": {}, "paper": {}}
 
     def cells(self, cfg: Any) -> list[dict[str, Any]]:
-        """Grid points (JSON-able dicts). Default: a single cell."""
+        """Grid points (JSON-able dicts). Default: a single cell.
+
+        A cell may carry the reserved key "_seeds": n to run only the first n of the config's
+        seeds (capped by `seeds`); the runner removes it before hashing and calling `run`."""
         return [{}]
 
     @abstractmethod

@@ -40,6 +40,7 @@ from ssmlab.runner.store import (
 )
 
 SEED_FIELDS = ("seeds", "seed_offset")
+CELL_SEEDS_KEY = "_seeds"
 ProgressFn = Callable[[int, int, StoredRun | None], None]
 
 
@@ -91,11 +92,17 @@ def plan(exp: Experiment, cfg: ExperimentConfig) -> list[PlannedRun]:
     out, seen = [], set()
     for params in cells:
         params = json.loads(canonical_json(params))  # JSON-able and canonical
+        # A cell may run fewer seeds than the config's (e.g. a cheap side sweep): the reserved
+        # key "_seeds" caps them; it is not part of the cell's identity, so changing the cap
+        # keeps the runs already stored.
+        cap = params.pop(CELL_SEEDS_KEY, None)
+        if cap is not None and (not isinstance(cap, int) or cap < 1):
+            raise ValueError(f"{type(exp).__name__}.cells: {CELL_SEEDS_KEY} must be an int >= 1")
         h = cell_hash_of(cfg, params)
         if h in seen:
             raise ValueError(f"{type(exp).__name__}.cells returned a duplicate cell {params}")
         seen.add(h)
-        for s in seeds_of(cfg):
+        for s in seeds_of(cfg)[:cap]:
             out.append(PlannedRun(run_id_of(exp.id, h, s), h, params, s))
     return out
 

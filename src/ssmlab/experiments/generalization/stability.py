@@ -79,7 +79,11 @@ def _cells(cfg: StabilityConfig) -> list[dict[str, Any]]:
     for T, s in pairs:
         if (T, s) not in seen:
             seen.add((T, s))
-            out.append({"T": T, "s_A": s})
+            cell: dict[str, Any] = {"T": T, "s_A": s}
+            in_T_sweep = T in cfg.T_values and s == cfg.sweep_T_sA
+            if not in_T_sweep and cfg.sweep_sA_seeds is not None:
+                cell["_seeds"] = cfg.sweep_sA_seeds  # the s_A sweep runs fewer seeds per cell
+            out.append(cell)
     return out
 
 
@@ -103,10 +107,6 @@ class StabilityMargin(Experiment):
 
     def run(self, cfg: StabilityConfig, params: dict[str, Any], seed: int) -> RunResult:
         T, s_A = int(params["T"]), float(params["s_A"])
-        in_T_sweep = T in cfg.T_values and s_A == cfg.sweep_T_sA
-        limit = cfg.sweep_sA_seeds
-        if not in_T_sweep and limit is not None and seed - cfg.seed_offset >= limit:
-            return RunResult(status="skipped", reason=f"s_A sweep uses {limit} seed(s) per cell")
         data = build_task(cfg.task_name, cfg.task, T, seed)
         if isinstance(data, str):
             return RunResult(status="skipped", reason=data)
