@@ -21,7 +21,7 @@ from ssmlab.experiments.filtering import (
     scan_orders,
 )
 
-TINY_GD = {"lr": 2.0, "max_steps": 20, "chunk": 10, "probe_every": 5}
+TINY_GD = {"lr": 2.0, "max_steps": 20, "probe_every": 5}
 
 
 def rec(exp, params, seed, metrics, history=None, info=None, status="ok"):

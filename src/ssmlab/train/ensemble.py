@@ -67,6 +67,7 @@ from ssmlab.train.trainer import (
     Sampler,
     TrainConfig,
     TrainResult,
+    converged,
     make_optimizer,
     train,
     trainable_names,
@@ -568,7 +569,7 @@ class _VmapEnsemble:
                         continue
                     res = results[s]
                     if not diverged[s] and res.steps_to_converge is None \
-                            and cfg.converge_error is not None and err[s] <= cfg.converge_error:
+                            and converged(cfg, lval[s], err[s]):
                         res.steps_to_converge = step
                     if rows_needed[s]:
                         row = {"step": step, "train_loss": lval[s], "train_error": err[s],

@@ -63,6 +63,9 @@ class TrainConfig(StrictModel):
     converge_error: float | None = Field(
         0.0, ge=0, description="steps_to_converge = first step with train error <= this"
     )
+    converge_loss: float | None = Field(
+        None, ge=0, description="and (if set) train loss <= this; e.g. 0 = every hinge margin >= 1"
+    )
     stop_on_converge: bool = False
     diverge_loss: float = Field(1e6, gt=0)
     frozen: tuple[str, ...] = Field((), description="parameter-name prefixes not trained")
@@ -108,6 +111,13 @@ def trainable_names(model: nn.Module, frozen: Iterable[str]) -> list[str]:
             f"parameters: {[n for n, _ in named]})"
         )
     return out
+
+
+def converged(cfg: TrainConfig, loss: float, error: float) -> bool:
+    """The convergence criterion: every criterion that is set holds (none set: never)."""
+    checks = [(cfg.converge_error, error), (cfg.converge_loss, loss)]
+    active = [(limit, v) for limit, v in checks if limit is not None]
+    return bool(active) and all(v <= limit for limit, v in active)
 
 
 def trainable_parameters(model: nn.Module, frozen: Iterable[str]) -> list[nn.Parameter]:
@@ -250,7 +260,7 @@ def train(
                 res.status, res.diverged_at = "diverged", step
                 record(_row(step, lval, err, opt.param_groups[0]["lr"]))
                 break
-            if res.steps_to_converge is None and cfg.converge_error is not None and err <= cfg.converge_error:
+            if res.steps_to_converge is None and converged(cfg, lval, err):
                 res.steps_to_converge = step
             if step % cfg.eval_every == 0:
                 record(_row(step, lval, err, opt.param_groups[0]["lr"]))

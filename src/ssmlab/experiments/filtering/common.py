@@ -8,9 +8,7 @@ within a few steps on majority data whatever the gap (the count difference makes
 separable as soon as W_O has the right sign), so it cannot show Thm 1's rate. "error"
 convergence is the first step with training 0-1 error ≤ `error_target`.
 
-The trainer has no loss-based stopping rule, so `fit_gd` calls `train` in chunks of `chunk`
-steps (plain GD is stateless, so chunked training is the same trajectory) and stops after the
-chunk in which the criterion was met.
+Both criteria map onto the trainer's converge_loss / converge_error with stop_on_converge.
 """
 
 from __future__ import annotations
@@ -39,7 +37,6 @@ class GDSpec(StrictModel):
     max_steps: int = Field(3000, ge=1)
     converge: Literal["margin", "error"] = "margin"
     error_target: float = Field(0.0, ge=0, lt=1, description="for converge='error'")
-    chunk: int = Field(50, ge=1, description="steps between convergence checks")
     probe_every: int = Field(10, ge=1)
 
 
@@ -63,60 +60,32 @@ def _first(values: Sequence[float], steps: Sequence[int], ok) -> int | None:
 def fit_gd(model: nn.Module, spec: GDSpec, train_data: tuple[Tensor, Tensor],
            test_data: tuple[Tensor, Tensor] | None = None, probes: Iterable[Probe] = (),
            seed: int = 0) -> FitResult:
-    """Train with full-batch GD until the convergence criterion holds or max_steps."""
-    probes = list(probes)
-    if probes and spec.chunk % spec.probe_every != 0:
-        raise ValueError("GDSpec.chunk must be a multiple of probe_every when probes are used")
-    out = FitResult()
-    hist: dict[str, list] = {}
-    seen_probe_steps: set[int] = set()
-    done = 0
-    while done < spec.max_steps:
-        n = min(spec.chunk, spec.max_steps - done)
-        cfg = TrainConfig(optimizer="gd", lr=spec.lr, loss="hinge", epochs=n, eval_every=1,
-                          probe_every=spec.probe_every, converge_error=None)
-        res = train(model, cfg, train_data, None, probes, seed=seed)
-        h = res.history
-        for k in ("step", "train_loss", "train_error"):
-            hist.setdefault(k, []).extend(
-                [s + done for s in h.get(k, [])] if k == "step" else h.get(k, []))
-        if "probe_step" in h:
-            keys = [k for k in h if k not in ("step", "train_loss", "train_error", "lr",
-                                                "test_loss", "test_error")]
-            for i, ps in enumerate(h["probe_step"]):
-                gs = ps + done
-                if gs in seen_probe_steps:
-                    continue
-                seen_probe_steps.add(gs)
-                for k in keys:
-                    hist.setdefault(k, []).append(gs if k == "probe_step" else h[k][i])
-        done += res.steps
-        if res.status != "ok":
-            out.status = res.status
-            break
-        if res.steps < n:  # the trainer stopped early for its own reasons
-            break
-        if spec.converge == "margin":
-            hit = _first(hist["train_loss"], hist["step"], lambda v: v <= 0.0)
-            if hit is None and res.final.get("train_loss", 1.0) <= 0.0:
-                hit = done
-        else:
-            hit = _first(hist["train_error"], hist["step"], lambda v: v <= spec.error_target)
-            if hit is None and res.final.get("train_error", 1.0) <= spec.error_target:
-                hit = done
-        if hit is not None:
-            out.steps_to_converge = hit
-            break
-    out.steps = done
-    out.steps_to_zero_error = _first(hist.get("train_error", []), hist.get("step", []),
-                                     lambda v: v <= 0.0)
-    out.history = hist
-    if out.status == "ok":
-        ev = evaluate(model, train_data, "hinge")
-        out.final = {"train_loss": ev["loss"], "train_error": ev["error"]}
-        if test_data is not None:
-            ev = evaluate(model, test_data, "hinge")
-            out.final |= {"test_loss": ev["loss"], "test_error": ev["error"]}
+    """Train with full-batch GD until the convergence criterion holds or max_steps.
+
+    converge="margin": zero training hinge loss (every margin >= 1); "error": training 0-1 error
+    <= error_target. The run stops at the first converged iterate; the test set is evaluated
+    once at the end (not every step)."""
+    margin = spec.converge == "margin"
+    cfg = TrainConfig(optimizer="gd", lr=spec.lr, loss="hinge", epochs=spec.max_steps,
+                      eval_every=1, probe_every=spec.probe_every,
+                      converge_error=None if margin else spec.error_target,
+                      converge_loss=0.0 if margin else None, stop_on_converge=True)
+    res = train(model, cfg, train_data, None, probes, seed=seed)
+    out = FitResult(status=res.status, steps=res.steps, steps_to_converge=res.steps_to_converge,
+                    history=res.history)
+    if out.status != "ok":
+        return out
+    ev = evaluate(model, train_data, "hinge")
+    out.final = {"train_loss": ev["loss"], "train_error": ev["error"]}
+    if out.steps_to_converge is None and (ev["loss"] <= 0.0 if margin
+                                          else ev["error"] <= spec.error_target):
+        out.steps_to_converge = res.steps  # the last update reached it
+    errors = res.history.get("train_error", []) + [ev["error"]]
+    steps = res.history.get("step", []) + [res.steps]
+    out.steps_to_zero_error = _first(errors, steps, lambda v: v <= 0.0)
+    if test_data is not None:
+        ev = evaluate(model, test_data, "hinge")
+        out.final |= {"test_loss": ev["loss"], "test_error": ev["error"]}
     return out
 
 
