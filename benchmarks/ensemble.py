@@ -1,6 +1,6 @@
 """Seed ensembles: vmap over seeds vs a Python loop of sequential `train` calls.
 
-The filtering paper's model (arXiv 2602.12499, /work/shared/papers/filtering.md): one-layer
+The filtering paper's model (arXiv 2602.12499, ../shared/papers/filtering.md): one-layer
 selective SSM with gate w_Δ (A = -1), input weight σ(w_Δᵀx_t),
     y_t = Σ_{s≤t} [Π_{j=s+1..t} (1 - σ(w_Δᵀx_j))] σ(w_Δᵀx_s) (b_sᵀc_t) x_s,
 head F(X) = (1/L) Σ_l Σ_i v_i ReLU(W_O[i,:]·y_l), trained with full-batch GD on the hinge loss

@@ -1,7 +1,7 @@
 """The filtering paper's data models: majority-voting and locality-structured feature sequences.
 
 Paper: arXiv 2602.12499 (ICLR 2026), Shandirasegaran et al., Sec. 3 (see
-/work/shared/papers/filtering.md). No code was released; unpublished details are config options
+../shared/papers/filtering.md). No code was released; unpublished details are config options
 with the default named below.
 
 Glossary (code name -> paper symbol):

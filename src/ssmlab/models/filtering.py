@@ -1,7 +1,7 @@
 """The filtering paper's model: a one-layer, one-head selective SSM with gate w_Δ (A = -1) and a
 two-layer ReLU head with fixed ±1/√m output weights.
 
-Paper: arXiv 2602.12499 (ICLR 2026), Sec. 3 (/work/shared/papers/filtering.md).
+Paper: arXiv 2602.12499 (ICLR 2026), Sec. 3 (../shared/papers/filtering.md).
 
 Glossary (code name -> paper symbol):
     w_delta     w_Δ ∈ R^d       gate vector: Δ_t = softplus(w_Δᵀ x_t), A = -1

@@ -1,6 +1,6 @@
 """Closed forms of the filtering paper: predicted scalings and the gate matrix at initialization.
 
-Paper: arXiv 2602.12499 (ICLR 2026) (/work/shared/papers/filtering.md).
+Paper: arXiv 2602.12499 (ICLR 2026) (../shared/papers/filtering.md).
 
     Thm 1 (majority voting):   T = Θ(L² / (η (α_r - α_c)²)),   N ≥ Ω(L² d / (η² (α_r - α_c)²))
     Lemma 4.1:                 ⟨w_Δ, o_+⟩ grows ~linearly in t with slope ∝ η (α_r - α_c)²,
