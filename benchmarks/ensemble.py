@@ -127,6 +127,27 @@ def run(args: argparse.Namespace, n: int, threads: int, factory) -> dict[str, fl
     return out
 
 
+def roofline(factory, n: int, args: argparse.Namespace, threads: int) -> str:
+    """Matmul FLOPs of one seed's GD step and this machine's fp32 matmul rate: the loop's
+    GFLOP/s against that peak bounds what any batching of seeds (vmap) can gain."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    torch.set_num_threads(threads)
+    model = factory(0)
+    X, y = majority(0, "train", n, args.L, args.d)
+    with FlopCounterMode(display=False) as fc:
+        torch.clamp(1 - y * model(X), min=0).mean().backward()
+    flops = fc.get_total_flops()
+    a = torch.randn(1024, 1024)
+    a @ a
+    t0 = time.perf_counter()
+    for _ in range(5):
+        a @ a
+    peak = 5 * 2 * 1024**3 / (time.perf_counter() - t0)
+    return (f"N={n}, {threads} thread(s): {flops / 1e6:.1f} MFLOP (matmul) per seed-step; "
+            f"fp32 matmul peak here {peak / 1e9:.0f} GFLOP/s")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--seeds", type=int, default=32)
@@ -155,14 +176,21 @@ def main() -> None:
           " loop CPU s | vmap CPU s | CPU ratio | max Δ final loss | same status/stc |"
           " mean final train err |")
     print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+    bounds = []
     for n in ns:
         for th in threads:
             r = run(args, n, th, factory)
             work = args.seeds * args.steps
+            bounds.append((roofline(factory, n, args, th), r["loop_cpu"] / work))
             print(f"| {n} | {th} | {r['loop']:.2f} | {r['vmap']:.2f} | {work / r['loop']:.0f} | "
                   f"{work / r['vmap']:.0f} | {r['loop'] / r['vmap']:.2f}x | {r['loop_cpu']:.2f} | "
                   f"{r['vmap_cpu']:.2f} | {r['loop_cpu'] / r['vmap_cpu']:.2f}x | {r['max_dloss']:.1e} | "
                   f"{'yes' if r['same_status'] else 'NO'} | {r['mean_final_err']:.3f} |", flush=True)
+    print()
+    print("Roofline: the loop's CPU seconds per seed-step against the matmul peak bound the")
+    print("vmapped speed-up (max gain = peak / loop GFLOP/s, when the step is matmul-bound):")
+    for text, sec in bounds:
+        print(f"- {text}; loop CPU {sec * 1e3:.2f} ms per seed-step")
 
 
 if __name__ == "__main__":
