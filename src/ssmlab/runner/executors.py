@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import os
 import uuid
+import warnings
 from collections.abc import Iterator
 from typing import Any
 
@@ -43,8 +44,13 @@ def run_local(tasks: list[Task], workers: int) -> Iterator[tuple[Task, dict[str,
     from joblib.externals.loky import get_reusable_executor
 
     # same size every time, so that `reproduce` reuses one pool (and its imports) across
-    # experiments; idle workers exit after `timeout` seconds
-    ex = get_reusable_executor(max_workers=workers, timeout=60)
+    # experiments; idle workers exit after `timeout` seconds. loky warns when an idle worker
+    # exits (or is recycled for memory growth) while tasks are queued; it replaces the worker
+    # and the tasks still run, so the warning is noise here (a worker that really dies
+    # surfaces as a failed run below).
+    warnings.filterwarnings("ignore", message="A worker stopped while some jobs were given",
+                            category=UserWarning)
+    ex = get_reusable_executor(max_workers=workers, timeout=300)
     futures = {ex.submit(execute, t): t for t in tasks}
     try:
         for fut in as_completed(futures):
