@@ -24,7 +24,6 @@ from ssmlab.experiments.filtering.common import (
     fit_gd,
     fmt,
     ok_runs,
-    set_threads,
     thin,
 )
 from ssmlab.models.filtering import FilteringMamba, FilteringMambaConfig
@@ -83,7 +82,6 @@ class Alignment(Experiment):
     }
 
     def run(self, cfg: AlignmentConfig, params: dict[str, Any], seed: int) -> RunResult:
-        set_threads()
         tr = cfg.data.build(cfg.n_train, seed, "train")
         te = cfg.data.build(cfg.n_test, seed, "test")
         model = FilteringMamba(cfg.data.d, cfg.model, seed=seed)

@@ -18,7 +18,7 @@ from ssmlab.experiments.base import (
     RunResult,
     register,
 )
-from ssmlab.experiments.filtering.common import PAPER, failed_note, ok_runs, set_threads
+from ssmlab.experiments.filtering.common import PAPER, failed_note, ok_runs
 from ssmlab.models.filtering import FilteringMamba, FilteringMambaConfig, MixerHead
 from ssmlab.report import figures
 from ssmlab.report.stats import mean_std
@@ -80,7 +80,6 @@ class AttentionComparison(Experiment):
         return [{"model": m, "n_train": int(n)} for n in cfg.sample_sizes for m in cfg.models]
 
     def run(self, cfg: AttentionConfig, params: dict[str, Any], seed: int) -> RunResult:
-        set_threads()
         tr = cfg.data.build(params["n_train"], seed, "train")
         te = cfg.data.build(cfg.n_test, seed, "test")
         kind = params["model"]

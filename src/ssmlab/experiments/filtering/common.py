@@ -19,7 +19,6 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import numpy as np
-import torch
 from pydantic import Field
 from torch import Tensor, nn
 
@@ -120,7 +119,3 @@ def fmt(x: float | None, digits: int = 3) -> str:
     if x is None or not np.isfinite(x):
         return "nan"
     return f"{x:.{digits}g}" if abs(x) >= 1000 else f"{x:.{digits}f}"
-
-
-def set_threads() -> None:
-    torch.set_num_threads(1)

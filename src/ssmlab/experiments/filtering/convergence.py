@@ -24,7 +24,6 @@ from ssmlab.experiments.filtering.common import (
     failed_note,
     fit_gd,
     ok_runs,
-    set_threads,
 )
 from ssmlab.models.filtering import FilteringMamba, FilteringMambaConfig
 from ssmlab.probes.filtering import gate_alignment
@@ -105,7 +104,6 @@ class Convergence(Experiment):
         return uniq
 
     def run(self, cfg: ConvergenceConfig, params: dict[str, Any], seed: int) -> RunResult:
-        set_threads()
         data = cfg.data.model_copy(update={"alpha_r": params["alpha_r"], "L": params["L"]})
         data = MajorityConfig.model_validate(data.model_dump())  # re-validate the counts
         gd = cfg.gd.model_copy(update={"lr": params["lr"]})

@@ -23,7 +23,6 @@ from ssmlab.experiments.filtering.common import (
     failed_note,
     fit_gd,
     ok_runs,
-    set_threads,
 )
 from ssmlab.models.filtering import FilteringMamba, FilteringMambaConfig
 from ssmlab.probes.filtering import gate_stats
@@ -75,7 +74,6 @@ class GateAblation(Experiment):
         return [{"data": d, "gate": g} for d in cfg.datasets for g in (True, False)]
 
     def run(self, cfg: GateAblationConfig, params: dict[str, Any], seed: int) -> RunResult:
-        set_threads()
         data = cfg.majority if params["data"] == "majority" else cfg.locality
         tr = data.build(cfg.n_train, seed, "train")
         te = data.build(cfg.n_test, seed, "test")

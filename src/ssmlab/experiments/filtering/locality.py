@@ -23,7 +23,6 @@ from ssmlab.experiments.filtering.common import (
     failed_note,
     fit_gd,
     ok_runs,
-    set_threads,
     thin,
 )
 from ssmlab.models.filtering import FilteringMamba, FilteringMambaConfig
@@ -89,7 +88,6 @@ class Locality(Experiment):
         return [{"delta_close": int(k)} for k in cfg.deltas_close]
 
     def run(self, cfg: LocalityExpConfig, params: dict[str, Any], seed: int) -> RunResult:
-        set_threads()
         data = LocalityConfig.model_validate(cfg.data.model_dump() | params)
         tr = data.build(cfg.n_train, seed, "train")
         te = data.build(cfg.n_test, seed, "test")

@@ -24,7 +24,6 @@ from ssmlab.experiments.filtering.common import (
     failed_note,
     fit_gd,
     ok_runs,
-    set_threads,
 )
 from ssmlab.models.filtering import (
     FilteringMamba,
@@ -101,7 +100,6 @@ class Lucky(Experiment):
         return [{"model": "filtering"}, {"model": "mamba5"}]
 
     def run(self, cfg: LuckyConfig, params: dict[str, Any], seed: int) -> RunResult:
-        set_threads()
         kind = params["model"]
         te = cfg.data.build(cfg.n_test, seed, "test")
         if kind == "filtering":

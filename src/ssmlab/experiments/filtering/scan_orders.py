@@ -22,7 +22,7 @@ from ssmlab.experiments.base import (
     RunResult,
     register,
 )
-from ssmlab.experiments.filtering.common import PAPER, failed_note, ok_runs, set_threads
+from ssmlab.experiments.filtering.common import PAPER, failed_note, ok_runs
 from ssmlab.models.classifier import SequenceClassifier
 from ssmlab.report import figures
 from ssmlab.report.stats import mean_std
@@ -113,7 +113,6 @@ class ScanOrders(Experiment):
         return [{"order": o} for o in cfg.orders]
 
     def run(self, cfg: ScanOrdersConfig, params: dict[str, Any], seed: int) -> RunResult:
-        set_threads()
         H, W = cfg.data.H, cfg.data.W
         order = scan_order(params["order"], H, W)
         tr = cfg.data.build(cfg.n_train, seed, "train")
@@ -235,7 +234,6 @@ class FashionScan(Experiment):
         return [{"order": o} for o in cfg.orders]
 
     def run(self, cfg: FashionScanConfig, params: dict[str, Any], seed: int) -> RunResult:
-        set_threads()
         if not fm.available(cfg.root):
             return RunResult(status="skipped", reason=f"no Fashion-MNIST at {cfg.root}")
         tr_all, te_all = _fmnist("train", cfg.root), _fmnist("test", cfg.root)

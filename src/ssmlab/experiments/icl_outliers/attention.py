@@ -6,7 +6,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 from pydantic import Field
 
 from ssmlab.data.icl import ICLDataConfig, sample_train
@@ -71,7 +70,6 @@ class Attention(Experiment):
     }
 
     def run(self, cfg: AttentionConfig, params: dict[str, Any], seed: int) -> RunResult:
-        torch.set_num_threads(1)
         pat = patterns_for(cfg.data)
         model = build_model("mamba", cfg.data, cfg.model, cfg.l_tr, seed)
         probe_set = sample_train(pat, cfg.data, cfg.n_probe, cfg.l_tr, eval_generator(seed, 2))

@@ -102,7 +102,6 @@ def fit(model: nn.Module, pat: Patterns, data: ICLDataConfig, sgd: SGDSpec, l_tr
         seed: int, probes=(), probe_every: int = 1) -> TrainResult:
     """Train on fresh prompts for sgd.steps steps (hinge loss). `sgd` should already be the
     model's own (SGDSpec.for_model)."""
-    torch.set_num_threads(1)
     return train(model, train_config(sgd, probe_every=probe_every),
                  train_sampler(pat, data, sgd.batch_size, l_tr, seed), probes=probes, seed=seed)
 
@@ -116,7 +115,6 @@ def steps_to_loss(model: nn.Module, pat: Patterns, data: ICLDataConfig, sgd: SGD
     the step count has a relative resolution r at the cost of O(log T / r) evaluations.
     Returns (steps or None, checked steps, losses). Plain SGD has no state, so training in
     chunks is the same as one long run."""
-    torch.set_num_threads(1)
     hold = sample_train(pat, data, holdout, l_tr, eval_generator(seed, 7))
     sampler = train_sampler(pat, data, sgd.batch_size, l_tr, seed)
     steps, losses = [0], [evaluate(model, (hold.P, hold.z), "hinge")["loss"]]

@@ -6,7 +6,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 from pydantic import Field
 
 from ssmlab.data.icl import ICLDataConfig, Placement, Rule, sample_test
@@ -78,7 +77,6 @@ class Gates(Experiment):
     }
 
     def run(self, cfg: GatesConfig, params: dict[str, Any], seed: int) -> RunResult:
-        torch.set_num_threads(1)
         pat = patterns_for(cfg.data)
         model = build_model("mamba", cfg.data, cfg.model, cfg.l_tr, seed)
         res = fit(model, pat, cfg.data, cfg.sgd.for_model("mamba"), cfg.l_tr, seed)

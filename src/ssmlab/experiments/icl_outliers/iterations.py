@@ -6,7 +6,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 from pydantic import Field
 
 from ssmlab.data.icl import ICLDataConfig
@@ -101,7 +100,6 @@ class Iterations(Experiment):
         return out
 
     def run(self, cfg: IterationsConfig, params: dict[str, Any], seed: int) -> RunResult:
-        torch.set_num_threads(1)
         sweep, kind = params["sweep"], params["model"]
         data, sgd, l_tr = cfg.data, cfg.sgd.for_model(kind), cfg.l_tr_fixed
         if sweep == "l_tr":

@@ -6,7 +6,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 from pydantic import Field
 
 from ssmlab.data.icl import PLACEMENTS, ICLDataConfig, Rule, sample_test
@@ -106,7 +105,6 @@ class Placement(Experiment):
         return [{"model": m} for m in cfg.models]
 
     def run(self, cfg: PlacementConfig, params: dict[str, Any], seed: int) -> RunResult:
-        torch.set_num_threads(1)
         kind = params["model"]
         pat = patterns_for(cfg.data)
         model = build_model(kind, cfg.data, cfg.model, cfg.l_tr, seed)

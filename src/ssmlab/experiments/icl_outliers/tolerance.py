@@ -95,7 +95,6 @@ class Tolerance(Experiment):
         return [{"model": m} for m in cfg.models]
 
     def run(self, cfg: ToleranceConfig, params: dict[str, Any], seed: int) -> RunResult:
-        torch.set_num_threads(1)
         kind = params["model"]
         pat = patterns_for(cfg.data)
         model = build_model(kind, cfg.data, cfg.model, cfg.l_tr, seed)

@@ -165,7 +165,6 @@ class Approximation(Experiment):
         return [{"model": m} for m in cfg.models]
 
     def run(self, cfg: ApproximationConfig, params: dict[str, Any], seed: int) -> RunResult:
-        torch.set_num_threads(1)
         model = params["model"]
         tgt: PiecewiseTarget = piecewise_constant(cfg.target, seed)
         g = tgt.values

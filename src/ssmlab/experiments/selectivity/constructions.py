@@ -85,7 +85,6 @@ class Constructions(Experiment):
         return [{"part": "haar"}, {"part": "mqar"}]
 
     def run(self, cfg: ConstructionsConfig, params: dict[str, Any], seed: int) -> RunResult:
-        torch.set_num_threads(1)
         if params["part"] == "haar":
             return self._haar(cfg, seed)
         return self._mqar(cfg, seed)

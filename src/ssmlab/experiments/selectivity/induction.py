@@ -23,7 +23,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 from pydantic import Field
 
 from ssmlab.data.induction import InductionConfig
@@ -77,7 +76,6 @@ class Induction(Experiment):
         return [{"mixer": m, "d_model": d} for m in cfg.mixers for d in cfg.sizes]
 
     def run(self, cfg: InductionExpConfig, params: dict[str, Any], seed: int) -> RunResult:
-        torch.set_num_threads(1)
         mixer, d = params["mixer"], params["d_model"]
         train_data = cfg.data.model_copy(update={"num_examples": cfg.train.n_train}).build(seed, "train")
         test_data = cfg.data.model_copy(update={"num_examples": cfg.train.n_test}).build(seed, "test")

@@ -114,7 +114,6 @@ class Memory(Experiment):
         return [{"model": m, "seq_len": T} for m in cfg.models for T in cfg.seq_lens]
 
     def run(self, cfg: MemoryConfig, params: dict[str, Any], seed: int) -> RunResult:
-        torch.set_num_threads(1)
         model, T = params["model"], params["seq_len"]
         mixer, pe = MODELS[model]
         dcfg = cfg.data.model_copy(update={"seq_len": T})

@@ -28,7 +28,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 from matplotlib.ticker import NullFormatter, ScalarFormatter
 from pydantic import Field
 
@@ -88,7 +87,6 @@ class Recall(Experiment):
         return [{"mixer": m, "d_model": d, "d_state": n} for m in cfg.mixers for d, n in cfg.grid]
 
     def run(self, cfg: RecallConfig, params: dict[str, Any], seed: int) -> RunResult:
-        torch.set_num_threads(1)
         mixer, d, N = params["mixer"], params["d_model"], params["d_state"]
         train_data = cfg.data.model_copy(update={"num_examples": cfg.train.n_train}).build(seed, "train")
         test_data = cfg.data.model_copy(update={"num_examples": cfg.train.n_test}).build(seed, "test")
