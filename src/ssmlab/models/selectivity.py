@@ -28,6 +28,7 @@ from ssmlab.layers.norms import RMSNorm
 from ssmlab.layers.registry import build_mixer
 from ssmlab.layers.s4d import S4D
 from ssmlab.layers.s6 import check_dims, inverse_softplus
+from ssmlab.models.classifier import sinusoidal_encoding
 
 
 class S4DBlock(nn.Module):
@@ -77,17 +78,6 @@ def build_block(name: str, d_model: int, **kwargs: Any) -> nn.Module:
     return build_mixer(name, d_model, **kwargs)
 
 
-def sinusoidal_positions(L: int, d: int) -> Tensor:
-    """Transformer sinusoidal encoding (Vaswani et al. 2017): (L, d)."""
-    pos = torch.arange(L, dtype=torch.float32)[:, None]
-    i = torch.arange(0, d, 2, dtype=torch.float32)
-    freq = torch.exp(-math.log(10000.0) * i / d)
-    pe = torch.zeros(L, d)
-    pe[:, 0::2] = torch.sin(pos * freq)
-    pe[:, 1::2] = torch.cos(pos * freq[: d // 2])
-    return pe
-
-
 class TokenLM(nn.Module):
     """Tokens (B, L) -> logits (B, L, V): embed (+ PE), n blocks, head (module docstring).
 
@@ -107,7 +97,7 @@ class TokenLM(nn.Module):
         if pos_encoding == "learned":
             self.pos = nn.Embedding(max_len, d_model)
         elif pos_encoding == "sinusoidal":
-            self.register_buffer("pos_table", sinusoidal_positions(max_len, d_model), persistent=False)
+            self.register_buffer("pos_table", sinusoidal_encoding(max_len, d_model, torch.float32), persistent=False)
         elif pos_encoding is not None:
             raise UserError(f"pos_encoding must be None, 'learned' or 'sinusoidal', got {pos_encoding!r}")
         self.layers = nn.ModuleList(build_block(mixer, d_model, **(mixer_kwargs or {}))
