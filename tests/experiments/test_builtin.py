@@ -9,7 +9,7 @@ import torch
 from ssmlab.cli import main
 from ssmlab.errors import UserError
 from ssmlab.experiments.builtin.mixers import Mixers
-from ssmlab.experiments.builtin.model import MixerStack
+from ssmlab.experiments.builtin.model import LastPositions
 from ssmlab.experiments.builtin.selective_copying import selective_copying
 from ssmlab.runner.registry import resolve_config
 from ssmlab.runner.store import Store
@@ -41,7 +41,7 @@ def test_selective_copying_is_pure_and_well_formed():
 def test_model_shapes(mixer):
     torch.manual_seed(0)
     kw = {"linear": {"feature_map": "elu+1", "normalize": True, "mode": "quadratic"}}.get(mixer, {})
-    m = MixerStack(mixer, n_in=10, n_out_classes=8, d_model=8, n_layers=2, n_out=3,
+    m = LastPositions(mixer, n_in=10, n_out_classes=8, d_model=8, n_layers=2, n_out=3,
                    mixer_kwargs=kw)
     out = m(torch.randint(0, 10, (4, 15)))
     assert out.shape == (4, 3, 8)

@@ -20,7 +20,7 @@ from ssmlab.experiments.base import (
     RunResult,
     register,
 )
-from ssmlab.experiments.builtin.model import MixerStack
+from ssmlab.experiments.builtin.model import LastPositions
 from ssmlab.experiments.builtin.selective_copying import selective_copying
 from ssmlab.seeding import split_seed
 from ssmlab.train.trainer import TrainConfig, train
@@ -129,7 +129,7 @@ class Mixers(Experiment):
         test_data = selective_copying(cfg.n_test, cfg.seq_len, cfg.n_tokens, cfg.vocab,
                                       split_seed(seed, "test"))
         torch.manual_seed(split_seed(seed, "init"))
-        model = MixerStack(mixer, cfg.vocab + 2, cfg.vocab, cfg.d_model, cfg.n_layers,
+        model = LastPositions(mixer, cfg.vocab + 2, cfg.vocab, cfg.d_model, cfg.n_layers,
                            cfg.n_tokens, cfg.mixer_options.get(mixer, {}))
         res = train(model, cfg.train, train_data, test_data, seed=split_seed(seed, "train"))
         chance = 1.0 / cfg.vocab
