@@ -19,9 +19,11 @@ from ssmlab.errors import UserError
 
 
 class StrictModel(BaseModel):
-    """Base for every config: unknown keys rejected, values validated on assignment, frozen."""
+    """Base for every config: unknown keys rejected, floats finite, validated on assignment,
+    frozen."""
 
-    model_config = ConfigDict(extra="forbid", validate_assignment=True, frozen=True)
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, frozen=True,
+                              allow_inf_nan=False)
 
 
 def canonical_json(obj: Any) -> str:
@@ -94,9 +96,18 @@ def format_validation_error(err: ValidationError, model: type[BaseModel]) -> str
 M = TypeVar("M", bound=BaseModel)
 
 
-def build_config(model: type[M], data: dict[str, Any]) -> M:
-    """Validate `data` into `model`, turning validation errors into one-line UserErrors."""
+def build_config(model: type[M], data: dict[str, Any], strict_json: bool = False) -> M:
+    """Validate `data` into `model`, turning validation errors into one-line UserErrors.
+
+    `strict_json`: validate the data as JSON in pydantic's strict mode (what user input gets):
+    types must match exactly, except that JSON arrays fill tuples and ints fill floats."""
     try:
+        if strict_json:
+            try:
+                text = json.dumps(data, allow_nan=True)
+            except (TypeError, ValueError) as e:
+                raise UserError(f"config values must be JSON data: {e}") from None
+            return model.model_validate_json(text, strict=True)
         return model.model_validate(data)
     except ValidationError as err:
         raise UserError(format_validation_error(err, model)) from None

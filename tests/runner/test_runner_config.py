@@ -66,7 +66,7 @@ def test_resolution_order(tmp_path):
         ({"overrides": ["nokey=1"]}, "unknown config key 'nokey'"),
         ({"overrides": ["mixers=[s6, nope]"]}, "unknown mixer"),
         ({"overrides": ["novalue"]}, "key=value"),
-        ({"seeds": 0}, "--seeds must be >= 1"),
+        ({"seeds": 0}, "--seeds must be in 1..1000"),
         ({"config_file": "/nonexistent.yaml"}, "config file not found"),
     ],
     ids=["profile", "key", "mixer", "override-syntax", "seeds", "file"],

@@ -37,13 +37,15 @@ from ssmlab.config import StrictModel
 
 PAPERS = ("filtering", "icl_outliers", "generalization", "selectivity", "builtin")
 Status = Literal["ok", "diverged", "skipped", "failed"]
+MAX_SEEDS = 1000  # per cell; a sweep's runs are cells × seeds
 
 
 class ExperimentConfig(StrictModel):
     """Fields every experiment config has; subclasses add their own (grids, sizes, training)."""
 
-    seeds: int = Field(3, ge=1, description="number of seeds per grid cell")
-    seed_offset: int = Field(0, ge=0, description="first seed; seeds are offset..offset+seeds-1")
+    seeds: int = Field(3, ge=1, le=MAX_SEEDS, description="number of seeds per grid cell")
+    seed_offset: int = Field(0, ge=0, le=2**31 - 1,
+                             description="first seed; seeds are offset..offset+seeds-1")
 
 
 @dataclass
@@ -113,6 +115,18 @@ class Experiment(ABC):
         A cell may carry the reserved key "_seeds": n to run only the first n of the config's
         seeds (capped by `seeds`); the runner removes it before hashing and calling `run`."""
         return [{}]
+
+    def memory_bytes(self, cfg: Any) -> int | None:
+        """Estimated peak memory of one run, in bytes: its data tensors, parameters, the
+        activations kept for the backward pass and the optimiser state (`ssmlab.memory` has the
+        helpers). None when not estimated. Before anything runs or is stored, the runner refuses
+        a config whose estimate times the concurrent workers exceeds the machine's memory."""
+        return None
+
+    def check_inputs(self, cfg: Any) -> None:
+        """Pre-flight check of external inputs (data files), run in the parent process before
+        anything is stored: raise `UserError` naming a corrupt or unreadable file. Absent data is
+        not an error here: its runs are stored as skipped with the reason (and retried later)."""
 
     @abstractmethod
     def run(self, cfg: Any, params: dict[str, Any], seed: int) -> RunResult:

@@ -21,7 +21,7 @@ from typing import Any
 from ssmlab.config import apply_overrides, build_config, load_config_file
 from ssmlab.errors import UserError
 from ssmlab.experiments import PAPER_PACKAGES
-from ssmlab.experiments.base import PAPERS, REGISTRY, Experiment, ExperimentConfig
+from ssmlab.experiments.base import MAX_SEEDS, PAPERS, REGISTRY, Experiment, ExperimentConfig
 
 PLUGINS_ENV = "SSMLAB_PLUGINS"
 LOAD_ERRORS: dict[str, str] = {}
@@ -89,17 +89,26 @@ def resolve_config(
     overrides: list[str] | tuple[str, ...] = (),
     seeds: int | None = None,
 ) -> ExperimentConfig:
-    """profile dict <- config file <- --set overrides <- seeds, validated strictly."""
+    """profile <- config file <- --set overrides <- seeds, validated strictly.
+
+    The profile is resolved into a full config first and the user's values are merged onto
+    its every field, so an override changes exactly the field it names (merging onto the
+    profile's sparse dict would reset the rest of a section to the sub-model's defaults).
+    User values are validated in strict JSON mode: no `true` for 1, no 2.0 for an int, no
+    strings for numbers; floats must be finite (StrictModel)."""
     if profile not in cls.profiles:
         raise UserError(
             f"unknown profile {profile!r} for {cls.id}; profiles: {', '.join(cls.profiles)}"
         )
-    data: dict[str, Any] = _merge({}, dict(cls.profiles[profile]))
+    base = build_config(cls.Config, dict(cls.profiles[profile]))
+    if config_file is None and not overrides and seeds is None:
+        return base
+    data: dict[str, Any] = base.model_dump(mode="json")
     if config_file is not None:
         data = _merge(data, load_config_file(config_file))
     data = apply_overrides(data, list(overrides))
     if seeds is not None:
-        if seeds < 1:
-            raise UserError(f"--seeds must be >= 1, got {seeds}")
+        if not 1 <= seeds <= MAX_SEEDS:
+            raise UserError(f"--seeds must be in 1..{MAX_SEEDS}, got {seeds}")
         data["seeds"] = seeds
-    return build_config(cls.Config, data)
+    return build_config(cls.Config, data, strict_json=True)
