@@ -49,7 +49,7 @@ def stored(tmp_path, capsys):
     (["run", "builtin/test_sleepy", "--set", "bogus=1"],
      "unknown config key 'bogus'; allowed keys: n_cells, seed_offset, seeds, sleep"),
     (["run", "builtin/test_sleepy", "--set", "sleep=-1"], "invalid config value for 'sleep'"),
-    (["run", "builtin/test_sleepy", "--seeds", "0"], "--seeds must be >= 1"),
+    (["run", "builtin/test_sleepy", "--seeds", "0"], "--seeds must be in 1..1000"),
     (["run", "builtin/test_sleepy", "--profile", "huge"], "unknown profile 'huge'"),
     (["run", "builtin/test_sleepy", "--executor", "spark"], "unknown executor 'spark'"),
     (["run", "builtin/test_sleepy", "--bogus"], "No such option: --bogus"),

@@ -233,6 +233,7 @@ def reproduce_cmd(
     report; 2 for bad input."""
     import traceback
 
+    from ssmlab.experiments.base import MAX_SEEDS
     from ssmlab.report.render import write_report
     from ssmlab.runner.executors import check_executor
     from ssmlab.runner.registry import experiments_of, load_errors
@@ -244,8 +245,8 @@ def reproduce_cmd(
     known = {p for exps in groups.values() for cls in exps for p in cls.profiles}
     if profile not in (known or {"quick", "paper"}):
         raise UserError(f"unknown profile {profile!r}; profiles: {', '.join(sorted(known))}")
-    if seeds is not None and seeds < 1:
-        raise UserError(f"--seeds must be >= 1, got {seeds}")
+    if seeds is not None and not 1 <= seeds <= MAX_SEEDS:
+        raise UserError(f"--seeds must be in 1..{MAX_SEEDS}, got {seeds}")
     con, err_con = _console(), _console(stderr=True)
     notes: list[str] = []
     crashed: list[str] = []
