@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -37,12 +38,23 @@ def config_hash(obj: Any, length: int = 12) -> str:
     return hashlib.sha256(canonical_json(obj).encode()).hexdigest()[:length]
 
 
+_NUMBER = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?")
+
+
 def _parse_value(text: str) -> Any:
-    """`--set a.b=VALUE`: VALUE is parsed as YAML (numbers, bools, lists), else kept a string."""
+    """`--set a.b=VALUE`: VALUE is parsed as YAML (numbers, bools, lists), else kept a string.
+
+    YAML 1.1 reads `1e-3` (no dot) as a string; it is a number here, since configs validate
+    strictly and a learning rate written that way must not be refused as "not a number";
+    without a dot and integral (`1e4`) it is an int, so that it can fill a size."""
     try:
-        return yaml.safe_load(text)
+        value = yaml.safe_load(text)
     except yaml.YAMLError:
         return text
+    if isinstance(value, str) and _NUMBER.fullmatch(value.strip()):
+        number = float(value)  # `1e4` is the int 10000 (an int also fills a float field)
+        return int(number) if "." not in value and number.is_integer() else number
+    return value
 
 
 def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
