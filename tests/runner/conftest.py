@@ -7,6 +7,7 @@ from ssmlab.runner.testing import registered_test_experiments
 
 @pytest.fixture
 def exps():
-    """The runner's test experiments (builtin/test_*), registered only for this test."""
-    with registered_test_experiments() as reg:
+    """The runner's test experiments (builtin/test_*, the runner-only ones included),
+    registered only for this test."""
+    with registered_test_experiments(runner=True) as reg:
         yield reg

@@ -46,3 +46,66 @@ def test_dask_scheduler_local_spawns_worker_processes(tmp_path, exps, monkeypatc
     run_sweep("builtin/test_sleepy", results=tmp_path / "dask", executor="dask",
               scheduler="local", workers=2)
     assert table(tmp_path / "dask") == table(tmp_path / "serial")
+
+
+def _tree(path):
+    import hashlib
+
+    if not path.exists():
+        return None
+    return {str(p.relative_to(path)): hashlib.sha256(p.read_bytes()).hexdigest()
+            if p.is_file() else "dir" for p in sorted(path.rglob("*"))}
+
+
+@pytest.mark.parametrize("state", ["absent", "store"])
+def test_unreachable_scheduler_leaves_the_results_dir_as_it_was(tmp_path, exps, state):
+    import time
+
+    from ssmlab.errors import UserError
+
+    res = tmp_path / "res"
+    if state == "store":
+        run_sweep("builtin/test_sleepy", results=res)
+    before = _tree(res)
+    t0 = time.perf_counter()
+    with pytest.raises(UserError, match=r"cannot reach Dask scheduler 'tcp://127.0.0.1:1'") as e:
+        run_sweep("builtin/test_sleepy", results=res, executor="dask",
+                  scheduler="tcp://127.0.0.1:1")
+    assert "\n" not in str(e.value)
+    assert time.perf_counter() - t0 < 10  # refused at once, not after the client's retries
+    assert _tree(res) == before
+
+
+def test_the_scheduler_is_connected_to_before_the_first_write(tmp_path, exps, monkeypatch):
+    """Past the quick probe, a scheduler the client cannot use still writes nothing: the sweep
+    connects before it opens the store."""
+    from ssmlab.errors import UserError
+    from ssmlab.runner import executors
+
+    calls = []
+
+    def refuse(scheduler, workers):
+        calls.append(scheduler)
+        assert not (tmp_path / "res").exists(), "the store was opened before connecting"
+        raise UserError(f"cannot reach Dask scheduler {scheduler!r}: handshake failed")
+
+    monkeypatch.setattr(executors, "probe_scheduler", lambda s: None)
+    monkeypatch.setattr(executors, "_dask_client", refuse)
+    with pytest.raises(UserError, match="handshake failed"):
+        run_sweep("builtin/test_sleepy", results=tmp_path / "res", executor="dask",
+                  scheduler="tcp://10.0.0.1:8786")
+    assert calls == ["tcp://10.0.0.1:8786"] and not (tmp_path / "res").exists()
+
+
+@pytest.mark.parametrize("address, needle", [
+    ("tcp://nohostport", "is not tcp://HOST:PORT"),
+    ("tcp://127.0.0.1:notaport", "is not tcp://HOST:PORT"),
+    ("127.0.0.1:1", "cannot reach Dask scheduler '127.0.0.1:1'"),
+])
+def test_bad_scheduler_addresses_are_one_line_errors(tmp_path, exps, address, needle):
+    from ssmlab.errors import UserError
+
+    with pytest.raises(UserError, match=needle):
+        run_sweep("builtin/test_sleepy", results=tmp_path / "res", executor="dask",
+                  scheduler=address)
+    assert not (tmp_path / "res").exists()

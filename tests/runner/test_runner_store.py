@@ -75,6 +75,20 @@ def test_final_runs_are_kept_failed_runs_replaced(tmp_path):
         assert st.count_runs() == 1
 
 
+@pytest.mark.parametrize("final", ["ok", "diverged"])
+def test_skipped_runs_are_replaced_until_done(tmp_path, final):
+    """Skipped (e.g. missing data) is finished for the analysis but retried: the retry
+    replaces it, whether skipped again, failed or done; a done run is then kept."""
+    with Store.open(tmp_path) as st:
+        assert st.put_run(_run(0, "skipped", reason="no data"))
+        assert st.put_run(_run(0, "skipped", reason="still no data"))
+        assert st.put_run(_run(0, "failed", reason="boom"))
+        assert st.put_run(_run(0, final, metrics={"m": 1.0}))
+        assert not st.put_run(_run(0, "skipped", reason="data gone"))
+        [r] = st.runs("builtin/x")
+        assert (r.status, r.metrics, r.reason, r.attempts) == (final, {"m": 1.0}, "", 4)
+
+
 def test_json_round_trip_keeps_nan_and_nesting(tmp_path):
     with Store.open(tmp_path) as st:
         st.put_run(_run(1, metrics={"nan": float("nan"), "x": 2.5},

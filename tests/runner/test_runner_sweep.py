@@ -117,3 +117,217 @@ def test_a_cell_can_cap_its_seeds_without_changing_its_identity():
     assert {r.run_id for r in runs} <= {r.run_id for r in more} and len(more) == 7
     with pytest.raises(ValueError, match="_seeds"):
         plan(Capped(0), cfg)
+
+
+# -- a worker that dies takes only its own run down ---------------------------------------------
+class _FakeLoky:
+    """Stands in for loky's reusable executor, deterministically: each `wait` either breaks
+    the pool (when a killer task is in flight: every pending future then fails with
+    TerminatedWorkerError, as loky does) or finishes the oldest pending task."""
+
+    def __init__(self, killers: dict[str, int]):
+        self.killers = killers  # run id -> how many more times it kills its worker
+        self.executors: list[dict] = []
+        self.breaks: list[list[str]] = []  # run ids in flight at each break
+
+    def get_reusable_executor(self, **kw):
+        if not self.executors or self.executors[-1]["broken"]:
+            self.executors.append({"pending": [], "broken": False})
+        ex = self.executors[-1]
+
+        class Executor:
+            def submit(self, fn, task):
+                from concurrent.futures import Future
+
+                f = Future()
+                f.set_running_or_notify_cancel()
+                ex["pending"].append((f, task))
+                return f
+
+        self.kw = kw
+        return Executor()
+
+    def wait(self, real_wait):
+        def wait(fs, timeout=None, return_when="ALL_COMPLETED"):
+            from joblib.externals.loky.process_executor import TerminatedWorkerError
+
+            ex = self.executors[-1]
+            ids = [t["run_id"] for _, t in ex["pending"]]
+            if any(self.killers.get(i, 0) > 0 for i in ids):
+                for i in ids:
+                    if self.killers.get(i, 0) > 0:
+                        self.killers[i] -= 1
+                self.breaks.append(ids)
+                for f, _ in ex["pending"]:
+                    f.set_exception(TerminatedWorkerError(
+                        "A worker process managed by the executor was unexpectedly "
+                        "terminated.\nThe exit codes of the workers are {SIGKILL(-9)}"))
+                ex["pending"].clear()
+                ex["broken"] = True
+            elif ex["pending"]:
+                f, t = ex["pending"].pop(0)
+                f.set_result({"status": "ok", "id": t["run_id"]})
+            return real_wait(fs, timeout=0, return_when=return_when)
+        return wait
+
+
+def _drive(monkeypatch, killers: dict[str, int], ids: list[str]) -> tuple[dict, _FakeLoky]:
+    import concurrent.futures
+
+    import joblib.externals.loky
+
+    from ssmlab.runner.executors import LocalPool
+
+    fake = _FakeLoky(killers)
+    monkeypatch.setattr(joblib.externals.loky, "get_reusable_executor",
+                        fake.get_reusable_executor)
+    monkeypatch.setattr(concurrent.futures, "wait", fake.wait(concurrent.futures.wait))
+    pool, todo, out = LocalPool(2), list(ids), {}
+    for _ in range(100):
+        while todo and pool.free() > 0:
+            pool.submit({"run_id": todo.pop(0)})
+        for t, o in pool.collect(timeout=0):
+            assert t["run_id"] not in out
+            out[t["run_id"]] = o
+        if not todo and not pool.busy():
+            break
+    return out, fake
+
+
+def test_local_pool_reruns_the_healthy_tasks_of_a_broken_pool(monkeypatch):
+    out, fake = _drive(monkeypatch, {"K": 99}, ["H", "K", "A", "B"])
+    assert out["H"] == {"status": "ok", "id": "H"}  # in flight at the break, rerun, ok
+    assert out["K"]["status"] == "failed" and out["K"]["reason"].startswith(
+        "worker died: TerminatedWorkerError: A worker process managed by the executor was "
+        "unexpectedly terminated. The exit codes")
+    assert [out[x]["status"] for x in "AB"] == ["ok", "ok"]
+    # the first break had both in flight; the killer was judged on a second break, alone
+    assert fake.breaks == [["H", "K"], ["K"]]
+    assert fake.kw["initializer"].__name__ == "init_pool_worker"  # workers watch their parent
+
+
+def test_local_pool_a_worker_killed_once_from_outside_costs_no_run(monkeypatch):
+    out, fake = _drive(monkeypatch, {"K": 1}, ["H", "K", "A"])  # dies once, then runs fine
+    assert {k: o["status"] for k, o in out.items()} == {"H": "ok", "K": "ok", "A": "ok"}
+    assert fake.breaks == [["H", "K"]]
+
+
+@pytest.mark.slow
+def test_a_dead_worker_fails_only_its_own_run(tmp_path, exps):
+    """Cell 1 kills its worker (SIGKILL, as the OOM killer would) while cell 0 runs in the other
+    worker. loky then fails every task in flight; the healthy one must be rerun and stored ok,
+    and only the killer stored failed, "worker died"."""
+    sync = tmp_path / "sync"
+    sync.mkdir()
+    r = run_sweep("builtin/test_crashy", results=tmp_path / "res", executor="local", workers=2,
+                  overrides=["sleep=1.0", "crash_cell=1", "wait_for=[0]", f"sync_dir={sync}"])
+    assert dict(r.statuses) == {"ok": 3, "failed": 1}, r.statuses
+    with Store.open(tmp_path / "res") as st:
+        runs = {x.params["i"]: x for x in st.runs("builtin/test_crashy")}
+    assert runs[1].status == "failed" and runs[1].reason.startswith("worker died: ")
+    assert "TerminatedWorkerError" in runs[1].reason
+    assert [runs[i].status for i in (0, 2, 3)] == ["ok", "ok", "ok"]
+    assert runs[0].metrics == {"value": 0.0} and runs[0].attempts == 1
+    # cell 0 was really in flight when the pool broke: it started twice, in two processes
+    assert len(list(sync.glob("started-0-*"))) == 2
+    # the killer was retried alone once before being judged: two deaths
+    assert len(list(sync.glob("started-1-*"))) == 2
+    assert r.claims and "1 of 4 runs failed" in r.claims[0].note
+
+
+# -- skipped runs are retried -------------------------------------------------------------------
+def test_skipped_runs_are_retried_and_replaced_once_the_data_is_there(tmp_path, exps,
+                                                                      monkeypatch):
+    data = tmp_path / "data.txt"
+    monkeypatch.setenv("SSMLAB_TEST_DATA", str(data))
+    r = run_sweep("builtin/test_data", results=tmp_path / "res")
+    assert (r.cached, r.ran, dict(r.statuses)) == (0, 3, {"skipped": 3})
+    assert [c.verdict for c in r.claims] == ["SKIP"]  # the analysis got the skipped runs
+    r = run_sweep("builtin/test_data", results=tmp_path / "res")  # still absent: skipped again
+    assert (r.cached, r.ran, dict(r.statuses)) == (0, 3, {"skipped": 3})
+    data.write_text("12345")
+    r = run_sweep("builtin/test_data", results=tmp_path / "res")
+    assert (r.cached, r.ran, dict(r.statuses)) == (0, 3, {"ok": 3})
+    assert [c.verdict for c in r.claims] == ["PASS"]
+    with Store.open(tmp_path / "res") as st:
+        runs = st.runs("builtin/test_data")
+    assert sorted(x.metrics["value"] for x in runs) == [5.0, 6.0, 7.0]
+    assert {x.attempts for x in runs} == {3} and {x.reason for x in runs} == {""}
+    r = run_sweep("builtin/test_data", results=tmp_path / "res")  # ok runs are final
+    assert (r.cached, r.ran) == (3, 0)
+
+
+# -- preflight: every user-input check before the store is opened --------------------------------
+def _tree(path):
+    import hashlib
+
+    if not path.exists():
+        return None
+    return {str(p.relative_to(path)): hashlib.sha256(p.read_bytes()).hexdigest()
+            if p.is_file() else "dir" for p in sorted(path.rglob("*"))}
+
+
+@pytest.mark.parametrize("executor, workers, limit, refused", [
+    ("serial", 8, "1500", False),   # one run at a time: 1000 B
+    ("local", 2, "2500", False),    # 2 workers: 2000 B
+    ("local", 3, "2500", True),     # 3 workers: 3000 B
+    ("local", 8, "3500", False),    # 8 workers but only 3 runs: 3000 B
+    ("local", 8, "2500", True),
+])
+def test_preflight_memory_counts_the_runs_that_execute_at_once(exps, monkeypatch, executor,
+                                                               workers, limit, refused):
+    from ssmlab.runner.sweep import preflight
+
+    monkeypatch.setenv("SSMLAB_MEMORY_LIMIT", limit)
+    cls = exps["builtin/test_data"]
+    cfg = cls.Config(seeds=1)  # 3 runs, 1000 B each
+    workers_ = None if executor == "serial" else workers
+    if refused:
+        with pytest.raises(UserError, match="estimated peak memory"):
+            preflight(cls, cfg, executor, workers_, None)
+    else:
+        assert preflight(cls, cfg, executor, workers_, None) == (
+            workers if executor == "local" else preflight(cls, cfg, "serial", None, None))
+
+
+def test_preflight_skips_the_memory_check_for_a_remote_scheduler(exps, monkeypatch):
+    pytest.importorskip("dask.distributed")
+    import socket
+
+    from ssmlab.runner.sweep import preflight
+
+    monkeypatch.setenv("SSMLAB_MEMORY_LIMIT", "1")
+    cls = exps["builtin/test_data"]
+    with socket.socket() as srv:  # something listening, standing in for a scheduler
+        srv.bind(("127.0.0.1", 0))
+        srv.listen()
+        port = srv.getsockname()[1]
+        assert preflight(cls, cls.Config(), "dask", 2, f"tcp://127.0.0.1:{port}") == 2
+    with pytest.raises(UserError, match="estimated peak memory"):
+        preflight(cls, cls.Config(), "dask", 2, "local")  # a local cluster is this machine
+
+
+@pytest.mark.parametrize("state", ["absent", "store"])
+@pytest.mark.parametrize("case", ["memory", "corrupt-data", "bad-executor"])
+def test_refused_sweep_leaves_the_results_dir_as_it_was(tmp_path, exps, monkeypatch, state,
+                                                        case):
+    res = tmp_path / "res"
+    if state == "store":
+        run_sweep("builtin/test_sleepy", results=res)
+    before = _tree(res)
+    kwargs = {}
+    if case == "memory":
+        monkeypatch.setenv("SSMLAB_MEMORY_LIMIT", "1K")
+        kwargs = {"executor": "local", "workers": 2}
+        needle = "estimated peak memory"
+    elif case == "corrupt-data":
+        data = tmp_path / "data.txt"
+        data.write_text("corrupt!")
+        monkeypatch.setenv("SSMLAB_TEST_DATA", str(data))
+        needle = "is corrupt"
+    else:
+        kwargs = {"executor": "local", "workers": 0}
+        needle = "--workers must be >= 1"
+    with pytest.raises(UserError, match=needle):
+        run_sweep("builtin/test_data", results=res, overrides=["n_cells=2"], **kwargs)
+    assert _tree(res) == before

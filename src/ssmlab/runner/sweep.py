@@ -5,17 +5,28 @@
                     results="results", executor="serial")
     res.claims          # list[Claim], also stored and shown by the report
 
-Steps: resolve the config; list the cells; skip every run key already final in the store
-(ok / diverged / skipped; failed runs are retried); run the rest on the chosen executor,
-committing each outcome in its own transaction as it arrives; then call `Experiment.analyze` on
-all finished runs of this config (figures into results/figures/<id with / -> __>/<cfg_hash>/)
-and store its claims. An exception in `analyze` becomes a FAIL claim carrying the error, the
-runs stay stored.
+Steps: `preflight` (every check that can fail on user input: executor options, the
+experiment's input files, the plan, the memory estimate) and, for a remote Dask scheduler, the
+connection, all before the store is opened, so a refused run leaves the results directory as it
+was; then list the cells; skip every run key already done in the store (ok / diverged; failed
+and skipped runs are retried); run the rest on the chosen executor, committing each outcome in
+its own transaction as it arrives; then call `Experiment.analyze` on all finished runs of this
+config (ok / diverged / skipped; figures into results/figures/<id with / -> __>/<cfg_hash>/) and
+store its claims. An exception in `analyze` becomes a FAIL claim carrying the error, the runs
+stay stored.
+
+Several sweeps of one config may run at once on one store (two `ssmlab run`, here or on
+another machine sharing the store): each leases a run before computing it, claiming a few at a
+time as its workers free up, so the sweeps split the work. A run leased by another live sweep
+is waited for (polling; progress still reported) and then counted as finished, so every sweep's
+analysis covers all runs; a lease whose owner was killed expires (30 s, $SSMLAB_LEASE_SECONDS)
+and its run is taken over.
 """
 
 from __future__ import annotations
 
 import inspect
+import os
 import time
 import traceback
 from collections import Counter
@@ -31,10 +42,14 @@ from ssmlab.runner import executors
 from ssmlab.runner.provenance import sweep_provenance
 from ssmlab.runner.registry import get_experiment, resolve_config
 from ssmlab.runner.store import (
+    DONE_STATUSES,
     FINAL_STATUSES,
     ConfigRow,
+    Heartbeat,
     Store,
     StoredRun,
+    lease_lifetime,
+    lease_owner,
     now_iso,
     run_id_of,
 )
@@ -46,8 +61,6 @@ ProgressFn = Callable[[int, int, StoredRun | None], None]
 
 def results_dir(results: str | Path | None = None) -> Path:
     """--results DIR, else $SSMLAB_RESULTS, else ./results."""
-    import os
-
     return Path(results or os.environ.get("SSMLAB_RESULTS") or "results")
 
 
@@ -107,6 +120,36 @@ def plan(exp: Experiment, cfg: ExperimentConfig) -> list[PlannedRun]:
     return out
 
 
+def preflight(exp_cls: type[Experiment], cfg: ExperimentConfig, executor: str,
+              workers: int | None, scheduler: str | None) -> int:
+    """Every check of a sweep that can fail on user input, before any store is opened; returns
+    the number of workers. Raises UserError (one line) for:
+
+    - the executor options (`executors.check_executor`), and a remote Dask scheduler that does
+      not accept a connection (a quick TCP probe; the sweep connects for real before its first
+      write);
+    - the experiment's external inputs (`Experiment.check_inputs`: corrupt data files);
+    - a grid that cannot be planned (`plan`);
+    - the memory estimate (`ssmlab.memory.check_memory`) of the runs that execute at once on
+      this machine: 1 for serial, min(workers, number of runs) for local and a `--scheduler
+      local` Dask cluster. It is skipped for a remote Dask scheduler: its workers' memory is
+      not this machine's, and Dask's own worker memory limits apply there.
+    """
+    from ssmlab.memory import check_memory
+
+    nworkers = executors.check_executor(executor, workers, scheduler)
+    if executor == "dask" and scheduler and scheduler != "local":
+        executors.probe_scheduler(scheduler)
+    exp = exp_cls()
+    exp.check_inputs(cfg)
+    n_runs = len(plan(exp, cfg))
+    if executor == "serial":
+        check_memory(exp_cls.id, exp.memory_bytes(cfg), 1)
+    elif executor == "local" or scheduler == "local":
+        check_memory(exp_cls.id, exp.memory_bytes(cfg), max(1, min(nworkers, n_runs)))
+    return nworkers
+
+
 @dataclass
 class SweepResult:
     experiment: str
@@ -117,6 +160,7 @@ class SweepResult:
     total: int = 0
     cached: int = 0
     ran: int = 0
+    others: int = 0  # runs another sweep (sharing the store) finished while this one ran
     statuses: Counter = field(default_factory=Counter)
     claims: list[Claim] = field(default_factory=list)
     seconds: float = 0.0
@@ -177,12 +221,16 @@ def run_sweep(
     scheduler: str | None = None,
     analyze: bool = True,
     progress: ProgressFn | None = None,
+    lease_seconds: float | None = None,
 ) -> SweepResult:
     """Run (or resume) one experiment config and analyse it. See the module docstring.
 
     `cfg`, when given, is used as is (profile is then only a label); otherwise it is resolved
     from profile / config_file / overrides / seeds. `store` overrides `results`' store (the
-    caller keeps ownership); otherwise the store in `results` is opened and closed here.
+    caller keeps ownership); otherwise the store in `results` is opened and closed here, after
+    `preflight` and after connecting to a remote Dask scheduler, so that a refused sweep writes
+    nothing. `lease_seconds`: lifetime of this sweep's leases (default $SSMLAB_LEASE_SECONDS,
+    else 30 s).
     """
     exp_cls = get_experiment(experiment) if isinstance(experiment, str) else experiment
     if cfg is None:
@@ -192,22 +240,31 @@ def run_sweep(
         if not isinstance(cfg, exp_cls.Config):
             raise UserError(f"config for {exp_cls.id} must be a {exp_cls.Config.__name__}")
         label = profile
-    nworkers = executors.check_executor(executor, workers, scheduler)
-    res_dir = results_dir(results) if store is None else store.path.parent
-    own = store is None
-    st = Store.open(res_dir) if own else store
-    assert st is not None
-    try:
-        return _sweep(exp_cls, cfg, label, st, res_dir, executor, nworkers, scheduler,
-                      analyze, progress)
-    finally:
-        if own:
-            st.close()
+    nworkers = preflight(exp_cls, cfg, executor, workers, scheduler)
+    ttl = lease_lifetime(lease_seconds)
+    with executors.open_pool(executor, nworkers, scheduler) as pool:
+        own = store is None
+        st = Store.open(results_dir(results)) if own else store
+        assert st is not None
+        res_dir = st.folder  # figures live beside the database (--results may name the .db)
+        try:
+            return _sweep(exp_cls, cfg, label, st, res_dir, pool, executor, nworkers,
+                          scheduler, analyze, progress, ttl)
+        finally:
+            if own:
+                st.close()
+
+
+def _task(exp_cls: type[Experiment], cfg_json: dict[str, Any], r: PlannedRun) -> dict[str, Any]:
+    return {"run_id": r.run_id, "experiment": exp_cls.id, "module": exp_cls.__module__,
+            "config": cfg_json, "params": r.params, "seed": r.seed, "threads": 1,
+            "cell_hash": r.cell_hash}
 
 
 def _sweep(exp_cls: type[Experiment], cfg: ExperimentConfig, label: str, st: Store,
-           res_dir: Path, executor: str, nworkers: int, scheduler: str | None,
-           analyze: bool, progress: ProgressFn | None) -> SweepResult:
+           res_dir: Path, pool: executors.Pool, executor: str, nworkers: int,
+           scheduler: str | None, analyze: bool, progress: ProgressFn | None,
+           ttl: float) -> SweepResult:
     t0 = time.perf_counter()
     exp = exp_cls()
     runs = plan(exp, cfg)
@@ -221,38 +278,80 @@ def _sweep(exp_cls: type[Experiment], cfg: ExperimentConfig, label: str, st: Sto
         run_ids=out.run_ids, figdir=str(out.figdir.relative_to(res_dir)), created=now_iso(),
         analyzed=None,
     ))
-    stored = st.run_statuses(exp_cls.id, out.cfg_key)
-    pending = [r for r in runs if stored.get((r.cell_hash, r.seed)) not in FINAL_STATUSES]
-    out.cached = len(runs) - len(pending)
-    pending_ids = {r.run_id for r in pending}
+    stored = st.run_states(exp_cls.id, out.cfg_key)
+    # runs to compute, with the attempts seen now: a run attempted again meanwhile was
+    # computed by another sweep sharing the store (see Store.claim)
+    waiting: dict[str, PlannedRun] = {}
+    seen: dict[str, int] = {}
     for r in runs:
-        if r.run_id not in pending_ids:
-            out.statuses[stored[(r.cell_hash, r.seed)]] += 1
+        status, attempts = stored.get((r.cell_hash, r.seed), ("", 0))
+        if status in DONE_STATUSES:
+            out.statuses[status] += 1
+        else:
+            waiting[r.run_id] = r
+            seen[r.run_id] = attempts
+    out.cached = len(runs) - len(waiting)
     prov = sweep_provenance(executor, nworkers, scheduler)
     sweep_id = st.start_sweep(exp_cls.id, out.cfg_hash, executor, nworkers, len(runs), out.cached)
     done = out.cached
     if progress:
         progress(done, len(runs), None)
-    tasks = [{"run_id": r.run_id, "experiment": exp_cls.id, "module": exp_cls.__module__,
-              "config": cfg_json, "params": r.params, "seed": r.seed, "threads": 1,
-              "cell_hash": r.cell_hash} for r in pending]
-    for task, o in executors.iterate(tasks, executor, nworkers, scheduler):
-        row = StoredRun(
-            run_id=task["run_id"], experiment=exp_cls.id, cell_hash=task["cell_hash"],
-            seed=task["seed"], cfg_key=out.cfg_key, params=task["params"], config=cfg_json,
-            status=o["status"], metrics=o["metrics"], history=o["history"], info=o["info"],
-            reason=o["reason"], error=o["error"], seconds=o["seconds"], started=o["started"],
-            finished=o["finished"], provenance={**prov, **o["provenance"]},
-        )
-        st.put_run(row)
-        out.ran += 1
-        out.statuses[row.status] += 1
-        done += 1
-        if progress:
-            progress(done, len(runs), row)
+    owner = lease_owner()
+    # how often to look again at runs leased by other sweeps (one short write transaction)
+    poll = min(0.25, ttl / 6)
+    try:
+        with Heartbeat(st.path, owner, ttl):
+            next_claim = 0.0
+            while waiting or pool.busy():
+                free = pool.free()
+                if waiting and free > 0 and time.monotonic() >= next_claim:
+                    c = st.claim(((rid, seen[rid]) for rid in waiting), owner, ttl, free)
+                    for rid, status in c.settled.items():  # finished by another sweep
+                        del waiting[rid]
+                        out.others += 1
+                        out.statuses[status] += 1
+                        done += 1
+                        if progress:
+                            progress(done, len(runs), None)
+                    for rid in c.claimed:
+                        pool.submit(_task(exp_cls, cfg_json, waiting.pop(rid)))
+                    # nothing to take: the rest is leased by others; look again in `poll` s
+                    next_claim = 0.0 if c.claimed else time.monotonic() + poll
+                if pool.busy():
+                    arrived = pool.collect(timeout=poll)
+                else:
+                    time.sleep(max(0.0, min(poll, next_claim - time.monotonic())))
+                    continue
+                for task, o in arrived:
+                    row = StoredRun(
+                        run_id=task["run_id"], experiment=exp_cls.id,
+                        cell_hash=task["cell_hash"], seed=task["seed"], cfg_key=out.cfg_key,
+                        params=task["params"], config=cfg_json, status=o["status"],
+                        metrics=o["metrics"], history=o["history"], info=o["info"],
+                        reason=o["reason"], error=o["error"], seconds=o["seconds"],
+                        started=o["started"], finished=o["finished"],
+                        provenance={**prov, **o["provenance"]},
+                    )
+                    st.put_run(row, owner=owner)
+                    out.ran += 1
+                    out.statuses[row.status] += 1
+                    done += 1
+                    if progress:
+                        progress(done, len(runs), row)
+    finally:
+        _release(st, owner)
     if analyze:
         out.claims = analyze_config(exp_cls, cfg, st, out.run_ids, out.figdir)
         st.put_claims(exp_cls.id, out.cfg_hash, out.claims)
     out.seconds = time.perf_counter() - t0
     st.finish_sweep(sweep_id, out.ran, out.failed, out.seconds)
     return out
+
+
+def _release(st: Store, owner: str) -> None:
+    """Drop this sweep's leases on the way out (normal end, exception, Ctrl-C), so that another
+    sweep need not wait for them to expire. Must not mask the exception being raised."""
+    try:
+        st.release(owner)
+    except Exception:  # pragma: no cover - the store went away; the leases will expire
+        pass

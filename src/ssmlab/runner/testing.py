@@ -11,11 +11,22 @@ other tests that walk the registry).
     builtin/test_flaky        odd cells raise while the env var FLAKY_FAIL is set (retry tests);
                               cell 0 returns status "diverged"
     builtin/test_badanalysis  its analysis raises
+
+Runner-only (registered by `registered_test_experiments(runner=True)` and in subprocesses, not
+by default, so that tests walking the builtin/test_* experiments do not see them):
+
+    builtin/test_crashy       cell `crash_cell` kills its worker process with SIGKILL (what the
+                              OOM killer does), after the cells listed in `wait_for` have
+                              started (marker files in `sync_dir`); the others sleep and return
+    builtin/test_data         reads the file named by $SSMLAB_TEST_DATA: its runs are skipped
+                              while it is absent, `check_inputs` refuses one that starts with
+                              "corrupt", and a run's memory estimate is 1000 bytes
 """
 
 from __future__ import annotations
 
 import os
+import signal
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -24,6 +35,7 @@ from pathlib import Path
 import torch
 from pydantic import Field
 
+from ssmlab.errors import UserError
 from ssmlab.experiments.base import (
     REGISTRY,
     Claim,
@@ -107,22 +119,114 @@ class BadAnalysis(Experiment):
         raise ZeroDivisionError("analysis blew up")
 
 
+class CrashyConfig(ExperimentConfig):
+    n_cells: int = Field(4, ge=1, le=100)
+    sleep: float = Field(0.5, ge=0, le=30)
+    crash_cell: int = Field(-1, description="this cell kills its worker (-1: none)")
+    wait_for: list[int] = Field(default_factory=list,
+                                description="cells that must have started before the crash")
+    sync_dir: str = Field("", description="directory of the 'started' marker files")
+
+
+class Crashy(Experiment):
+    """builtin (test only): one cell kills its worker process (SIGKILL, like the OOM killer).
+
+    It only does so inside a local pool's worker (`worker.IN_POOL_WORKER`); run in the sweep's
+    own process it raises instead of killing the test."""
+
+    id = "builtin/test_crashy"
+    paper = "builtin"
+    Config = CrashyConfig
+    profiles = {"quick": {"seeds": 1}, "paper": {"seeds": 1}}
+
+    def cells(self, cfg):
+        return [{"i": i} for i in range(cfg.n_cells)]
+
+    def run(self, cfg, params, seed):
+        from ssmlab.runner import worker
+
+        i = params["i"]
+        if cfg.sync_dir:
+            (Path(cfg.sync_dir) / f"started-{i}-{os.getpid()}").touch()
+        if i != cfg.crash_cell:
+            time.sleep(cfg.sleep)
+            return RunResult(metrics={"value": float(i * 10 + seed)})
+        if not worker.IN_POOL_WORKER:
+            raise RuntimeError("test_crashy kills only pool workers")
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and not all(
+                any(Path(cfg.sync_dir).glob(f"started-{j}-*")) for j in cfg.wait_for):
+            time.sleep(0.01)
+        os.kill(os.getpid(), signal.SIGKILL)
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def analyze(self, cfg, runs, figdir):
+        return [Claim(paper="builtin", experiment=self.id, ref="Test 4",
+                      claim="there are runs", measured=str(len(runs)), expected=">= 1",
+                      passed=len(runs) >= 1)]
+
+
+DATA_ENV = "SSMLAB_TEST_DATA"
+
+
+class DataConfig(ExperimentConfig):
+    n_cells: int = Field(3, ge=1, le=100)
+
+
+class Data(Experiment):
+    """builtin (test only): needs the data file $SSMLAB_TEST_DATA; skipped while it is absent."""
+
+    id = "builtin/test_data"
+    paper = "builtin"
+    Config = DataConfig
+    profiles = {"quick": {"seeds": 1}, "paper": {"seeds": 1}}
+
+    def cells(self, cfg):
+        return [{"i": i} for i in range(cfg.n_cells)]
+
+    def memory_bytes(self, cfg):
+        return 1000
+
+    def check_inputs(self, cfg):
+        path = os.environ.get(DATA_ENV, "")
+        if path and Path(path).is_file() and Path(path).read_text().startswith("corrupt"):
+            raise UserError(f"test data file {path} is corrupt")
+
+    def run(self, cfg, params, seed):
+        path = os.environ.get(DATA_ENV, "")
+        if not path or not Path(path).is_file():
+            return RunResult(status="skipped", reason=f"no test data at {path!r}")
+        return RunResult(metrics={"value": float(len(Path(path).read_text()) + params["i"])})
+
+    def analyze(self, cfg, runs, figdir):
+        ok = [r for r in runs if r.status == "ok"]
+        return [Claim(paper="builtin", experiment=self.id, ref="Test 5",
+                      claim="the data was read", measured=f"{len(ok)} of {len(runs)} runs",
+                      expected="all", passed=(len(ok) == len(runs)) if ok else None)]
+
+
 TEST_EXPERIMENTS: tuple[type[Experiment], ...] = (Sleepy, Flaky, BadAnalysis)
+RUNNER_TEST_EXPERIMENTS: tuple[type[Experiment], ...] = (Crashy, Data)
 
 
 def register_all() -> None:
-    for cls in TEST_EXPERIMENTS:
+    for cls in TEST_EXPERIMENTS + RUNNER_TEST_EXPERIMENTS:
         register(cls)
 
 
 @contextmanager
-def registered_test_experiments() -> Iterator[dict[str, type[Experiment]]]:
-    """Register the test experiments for the duration of a block."""
-    register_all()
+def registered_test_experiments(runner: bool = False) -> Iterator[dict[str, type[Experiment]]]:
+    """Register the test experiments for the duration of a block (with `runner`, the
+    runner-only ones too; otherwise those are unregistered for the block)."""
+    classes = TEST_EXPERIMENTS + (RUNNER_TEST_EXPERIMENTS if runner else ())
+    for c in RUNNER_TEST_EXPERIMENTS:
+        REGISTRY.pop(c.id, None)
+    for c in classes:
+        register(c)
     try:
-        yield {c.id: c for c in TEST_EXPERIMENTS}
+        yield {c.id: c for c in classes}
     finally:
-        for c in TEST_EXPERIMENTS:
+        for c in TEST_EXPERIMENTS + RUNNER_TEST_EXPERIMENTS:
             REGISTRY.pop(c.id, None)
 
 
