@@ -82,3 +82,27 @@ def test_latest_config_per_experiment_unless_all(results):
         md = (write_report(st, results) / "report.md").read_text()
         md_all = (write_report(st, results, all_configs=True) / "report.md").read_text()
     assert len(_claim_rows(md)) == 2 and len(_claim_rows(md_all)) == 3
+
+
+def test_rewrite_replaces_figures_and_keeps_user_files(results):
+    """A rewrite drops figures that left the store's folder, keeps what a user put into report/
+    (but not hidden leftovers such as older versions' temporary files), and returns the report
+    folder itself (not the temporary one it was built in)."""
+    with Store.open(results) as st:
+        [cfg] = st.configs("builtin/test_sleepy")
+        figdir = figdir_for(results, cfg.experiment, cfg.cfg_hash)
+        (figdir / "gone.png").write_bytes(b"\x89PNG gone")
+        out = write_report(st, results)
+        assert out == results / "report"
+        rel = f"figures/builtin__test_sleepy/{cfg.cfg_hash}/gone.png"
+        assert (out / rel).is_file()
+        (out / "notes.txt").write_text("mine")
+        (out / "extra").mkdir()
+        (out / "extra" / "a.csv").write_text("1,2")
+        (out / ".index.html.tmp").write_text("half")
+        (figdir / "gone.png").unlink()
+        assert write_report(st, results) == out
+    assert not (out / rel).exists() and rel not in (out / "index.html").read_text()
+    assert (out / "notes.txt").read_text() == "mine" and (out / "extra" / "a.csv").is_file()
+    assert not (out / ".index.html.tmp").exists()
+    assert sorted(p.name for p in results.iterdir() if p.name.startswith(".")) == []

@@ -10,6 +10,8 @@ with verdict PASS, FAIL or SKIP — followed by one section per experiment: its 
 paper, figure and claim it reproduces), config JSON, claims with their figures, the runs'
 provenance (ssmlab version, git commit, torch version, threads, hosts, executor) and timings.
 Figures are copied next to the report (report/figures/...) so the folder is self-contained.
+The folder is rebuilt beside itself and swapped in atomically (`write_report`, `swap`), so
+concurrent `ssmlab report` calls and readers never see a half-written report.
 No template engine: plain strings, HTML-escaped.
 """
 
@@ -17,7 +19,6 @@ from __future__ import annotations
 
 import html
 import json
-import os
 import shutil
 import statistics
 from collections import Counter
@@ -27,6 +28,7 @@ from typing import Any
 
 import ssmlab
 from ssmlab.experiments.base import PAPERS, Claim
+from ssmlab.report import swap
 from ssmlab.runner.store import ConfigRow, Store, StoredRun, now_iso
 
 IMAGE_SUFFIXES = (".png", ".svg", ".jpg", ".jpeg", ".gif")
@@ -252,24 +254,58 @@ def _fmt(v: Any) -> str:
     return f"{v:.4g}" if isinstance(v, float) else str(v)
 
 
+REPORT_FILES = ("index.html", "report.md", "figures")  # what write_report owns in report/
+
+
 def write_report(store: Store, results: str | Path, all_configs: bool = False,
                  notes: list[str] | None = None) -> Path:
-    """Write results/report/{index.html, report.md, figures/}; return the report folder."""
+    """Write results/report/{index.html, report.md, figures/}; return the report folder.
+
+    The whole report is built in a fresh temporary folder beside it (results/.report-<pid>-...)
+    and swapped in with one atomic exchange (`ssmlab.report.swap`, which explains the mechanism
+    and its fallback), so concurrent calls never delete each other's files, and a reader — or a
+    kill at any moment — finds the previous complete report or the new complete one, never a mix
+    or nothing (only where the exchange is unavailable may the folder be missing for an instant).
+    Temporary folders of writers killed earlier are removed first. Files a user put
+    into report/ besides the three above are carried over into the new folder.
+    """
     results = Path(results)
     outdir = results / "report"
-    if (outdir / "figures").is_dir():
-        shutil.rmtree(outdir / "figures")
-    outdir.mkdir(parents=True, exist_ok=True)
-    sections = collect(store, results, outdir, all_configs)
-    generated = now_iso()
-    notes = list(notes or [])
-    _write_atomic(outdir / "report.md", render_markdown(sections, notes, generated))
-    _write_atomic(outdir / "index.html", render_html(sections, notes, generated))
+    results.mkdir(parents=True, exist_ok=True)
+    swap.clean_stale(outdir)
+    tmp = swap.make_temp_dir(outdir)
+    try:
+        sections = collect(store, results, tmp, all_configs)
+        generated = now_iso()
+        notes = list(notes or [])
+        (tmp / "report.md").write_text(render_markdown(sections, notes, generated),
+                                       encoding="utf-8")
+        _carry_over(outdir, tmp)
+        (tmp / "index.html").write_text(render_html(sections, notes, generated),
+                                        encoding="utf-8")
+        swap.replace_dir(tmp, outdir)
+    finally:
+        # after the swap `tmp` holds the previous report (replace_dir removed it already unless
+        # interrupted); before it, our partial one: either way it goes
+        swap.remove_tree(tmp)
     return outdir
 
 
-def _write_atomic(path: Path, text: str) -> None:
-    """Readers never see half a report: write a sibling file, then rename over."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
+def _carry_over(old: Path, new: Path) -> None:
+    """Copy the entries of the current report/ that ssmlab does not write (a user's notes) into
+    the new folder, so that replacing the folder does not lose them. Best effort: a concurrent
+    writer may be swapping `old` away while we read it; hidden entries (temporary files of older
+    versions) are not carried."""
+    try:
+        entries = [p for p in old.iterdir() if p.name not in REPORT_FILES
+                   and not p.name.startswith(".")]
+    except OSError:
+        return
+    for p in entries:
+        try:
+            if p.is_dir() and not p.is_symlink():
+                shutil.copytree(p, new / p.name, symlinks=True)
+            else:
+                shutil.copy2(p, new / p.name, follow_symlinks=False)
+        except (OSError, shutil.Error):
+            continue
