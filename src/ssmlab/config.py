@@ -80,9 +80,16 @@ def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any
 def load_config_file(path: str | Path) -> dict[str, Any]:
     p = Path(path)
     if not p.is_file():
-        raise UserError(f"config file not found: {p}")
+        raise UserError(f"config file not found: {p}" if not p.exists()
+                        else f"config file {p} is not a regular file")
     try:
-        data = yaml.safe_load(p.read_text())  # YAML is a superset of JSON
+        text = p.read_text(encoding="utf-8")
+    except UnicodeDecodeError as e:
+        raise UserError(f"config file {p} is not UTF-8 text (byte {e.start})") from None
+    except OSError as e:
+        raise UserError(f"config file {p} cannot be read: {e.strerror}") from None
+    try:
+        data = yaml.safe_load(text)  # YAML is a superset of JSON
     except yaml.YAMLError as e:
         raise UserError(f"config file {p} is not valid YAML/JSON: {str(e).splitlines()[0]}") from None
     if not isinstance(data, dict):
@@ -102,7 +109,10 @@ def format_validation_error(err: ValidationError, model: type[BaseModel]) -> str
             node = ann if isinstance(ann, type) and issubclass(ann, BaseModel) else None
         allowed = sorted(getattr(node, "model_fields", {}) or [])
         return f"unknown config key {loc!r}; allowed keys: {', '.join(allowed)}"
-    return f"invalid config value for {loc!r}: {e['msg']}"
+    msg = e["msg"].removeprefix("Value error, ")
+    if not loc:  # a check across fields (model validator): its message names the fields
+        return f"invalid config: {msg}"
+    return f"invalid config value for {loc!r}: {msg}"
 
 
 M = TypeVar("M", bound=BaseModel)

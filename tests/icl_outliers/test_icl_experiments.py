@@ -179,7 +179,7 @@ def test_tolerance_run_tiny():
 
 def test_gates_and_attention_run_tiny():
     E = exp("icl_outliers/gates")
-    cfg = build_config(E.Config, SMALL | {"l_tr": 6, "l_ts": 6, "n_test": 16})
+    cfg = build_config(E.Config, SMALL | {"l_tr": 6, "l_ts": 6, "n_test": 16, "fit_ranks": 4})
     r = E.run(cfg, {}, 1)
     assert r.status == "ok" and len(r.history["gate_by_position_clean"]) == 6
     assert 0 <= r.metrics["mean_clean"] <= 1
@@ -192,7 +192,7 @@ def test_gates_and_attention_run_tiny():
 
 def test_iterations_run_tiny():
     E = exp("icl_outliers/iterations")
-    cfg = build_config(E.Config, SMALL | {"holdout": 16, "target_loss": 0.99,
+    cfg = build_config(E.Config, SMALL | {"holdout": 16, "target_loss": 0.99, "M1s": [3, 4],
                                           "sgd": {"lr": 0.5, "steps": 50, "batch_size": 8}})
     r = E.run(cfg, {"sweep": "l_tr", "model": "linear", "l_tr": 6}, 0)
     assert r.status == "ok" and r.metrics["steps"] >= 0

@@ -6,8 +6,13 @@ t10k-images-idx3-ubyte, t10k-labels-idx1-ubyte under DEFAULT_ROOT
 (/usr/share/datasets/fashion-mnist; `apt-get install dataset-fashion-mnist`).
 
 IDX format (LeCun): big-endian; magic = 0x00 0x00 <type> <ndim>, type 0x08 = unsigned byte;
-then ndim uint32 sizes; then the data. A missing file, a wrong magic, a size that does not match
-the payload, or images and labels of different counts raise `UserError` naming the file.
+then ndim uint32 sizes; then the data. A missing file, a wrong magic, a number of dimensions
+other than the file's kind needs (images 3, labels 1), a size that does not match the payload
+(truncated or padded file), a corrupt gzip stream (bad deflate data, CRC, cut short), labels
+outside 0..9, or images and labels of different counts raise a one-line `UserError` naming the
+file and the problem. `check_files` runs the same checks without keeping the images (the
+experiment's pre-flight check, `Experiment.check_inputs`); `read_idx` / `load` run them on the
+way in.
 
 `patch_sequences` turns images into token sequences for the scan-order experiment: pad 28 -> 32
 (so that Hilbert / Z-order curves are exact on the patch grid), cut p×p patches (4×4 -> an 8×8
@@ -17,9 +22,12 @@ grid of 16-dim tokens, L = 64) and order them with `ssmlab.data.scan_orders`.
 from __future__ import annotations
 
 import gzip
+import math
 import struct
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 import torch
@@ -35,8 +43,14 @@ FILES = {
     ("test", "images"): "t10k-images-idx3-ubyte",
     ("test", "labels"): "t10k-labels-idx1-ubyte",
 }
+NDIM = {"images": 3, "labels": 1}
 CLASSES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker",
            "Bag", "Ankle boot")
+# The published data set: 60000 training and 10000 test images of 28×28, balanced classes.
+SIZES = {"train": 60000, "test": 10000}
+SIDE = 28
+_CHUNK = 1 << 20
+_GZIP_ERRORS = (OSError, EOFError, zlib.error)  # gzip.BadGzipFile is an OSError
 
 
 def find_file(root: Path, stem: str) -> Path | None:
@@ -47,32 +61,101 @@ def find_file(root: Path, stem: str) -> Path | None:
     return None
 
 
+def missing(root: Path | str = DEFAULT_ROOT) -> list[str]:
+    """The file stems of the four IDX files that are absent under root."""
+    return [stem for stem in FILES.values() if find_file(Path(root), stem) is None]
+
+
 def available(root: Path | str = DEFAULT_ROOT) -> bool:
-    return all(find_file(Path(root), stem) is not None for stem in FILES.values())
+    return not missing(root)
 
 
-def read_idx(path: Path | str) -> np.ndarray:
-    """Read one IDX file (optionally gzipped) into a uint8 array of its declared shape."""
+def _one_line(e: BaseException) -> str:
+    text = str(e).strip() or type(e).__name__
+    return text.splitlines()[0]
+
+
+def _open(path: Path) -> BinaryIO:
+    return gzip.open(path, "rb") if path.suffix == ".gz" else open(path, "rb")  # noqa: SIM115
+
+
+def _read_header(path: Path, f: BinaryIO, ndim: int | None) -> tuple[int, ...]:
+    """Parse the magic and the sizes; f is left at the first data byte."""
+    magic = f.read(4)
+    if len(magic) < 4:
+        raise UserError(f"{path}: truncated IDX file ({len(magic)} bytes, no header)")
+    if magic[0] != 0 or magic[1] != 0:
+        raise UserError(f"{path} is not an IDX file (bad magic number 0x{magic.hex()})")
+    dtype_code, nd = magic[2], magic[3]
+    if dtype_code != 0x08:
+        raise UserError(f"{path}: IDX data type 0x{dtype_code:02x} unsupported (need 0x08, ubyte)")
+    if nd < 1 or (ndim is not None and nd != ndim):
+        want = f"{ndim}" if ndim is not None else "≥ 1"
+        raise UserError(f"{path}: bad magic number 0x{magic.hex()}: {nd} dimensions, expected "
+                        f"{want}")
+    sizes = f.read(4 * nd)
+    if len(sizes) < 4 * nd:
+        raise UserError(f"{path}: truncated IDX header")
+    return struct.unpack(">" + "I" * nd, sizes)
+
+
+def check_idx(path: Path | str, ndim: int | None = None) -> tuple[int, ...]:
+    """Validate one IDX file (optionally gzipped) without keeping its data: the header, the
+    payload's size against the declared shape and, for gzip, the whole stream (deflate data
+    and CRC). Returns the shape."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"IDX file not found: {path}")
+    try:
+        with _open(path) as f:
+            shape = _read_header(path, f, ndim)
+            n = math.prod(shape)
+            held = 0
+            while chunk := f.read(_CHUNK):
+                held += len(chunk)
+                if held > n:
+                    break  # more than declared: no need to read on
+    except _GZIP_ERRORS as e:
+        raise UserError(f"cannot read {path}: corrupt or truncated gzip ({_one_line(e)})") from None
+    if held != n:
+        holds = f"only {held} (truncated)" if held < n else "more than declared"
+        raise UserError(f"{path}: header declares {n} bytes of data {tuple(shape)}, file holds "
+                        f"{holds}")
+    return shape
+
+
+def read_idx(path: Path | str, ndim: int | None = None) -> np.ndarray:
+    """Read one IDX file (optionally gzipped) into a uint8 array of its declared shape; `ndim`
+    (if given) is the number of dimensions the file must declare."""
     path = Path(path)
     if not path.is_file():
         raise UserError(f"IDX file not found: {path}")
     try:
         raw = gzip.decompress(path.read_bytes()) if path.suffix == ".gz" else path.read_bytes()
-    except (OSError, EOFError, gzip.BadGzipFile) as e:
-        raise UserError(f"cannot read {path}: {e}") from None
-    if len(raw) < 4 or raw[0] != 0 or raw[1] != 0:
-        raise UserError(f"{path} is not an IDX file (bad magic number)")
-    dtype_code, ndim = raw[2], raw[3]
-    if dtype_code != 0x08:
-        raise UserError(f"{path}: IDX data type 0x{dtype_code:02x} unsupported (need 0x08, ubyte)")
-    if ndim < 1 or len(raw) < 4 + 4 * ndim:
-        raise UserError(f"{path}: truncated IDX header")
-    shape = struct.unpack(">" + "I" * ndim, raw[4 : 4 + 4 * ndim])
-    n = int(np.prod(shape))
-    payload = raw[4 + 4 * ndim :]
+    except _GZIP_ERRORS as e:
+        raise UserError(f"cannot read {path}: corrupt or truncated gzip ({_one_line(e)})") from None
+    head = _Bytes(raw)
+    shape = _read_header(path, head, ndim)
+    n = math.prod(shape)
+    payload = memoryview(raw)[head.pos :]
     if len(payload) != n:
-        raise UserError(f"{path}: header declares {n} bytes of data, file holds {len(payload)}")
+        holds = (f"only {len(payload)} (truncated)" if len(payload) < n
+                 else f"{len(payload)}, more than declared")
+        raise UserError(f"{path}: header declares {n} bytes of data {tuple(shape)}, file holds "
+                        f"{holds}")
     return np.frombuffer(payload, dtype=np.uint8).reshape(shape)
+
+
+class _Bytes:
+    """The read() of a file over bytes already in memory (for _read_header)."""
+
+    def __init__(self, raw: bytes):
+        self.raw, self.pos = raw, 0
+
+    def read(self, n: int) -> bytes:
+        out = self.raw[self.pos : self.pos + n]
+        self.pos += len(out)
+        return out
 
 
 @dataclass
@@ -81,11 +164,7 @@ class ImageSet:
     labels: np.ndarray  # (N,) uint8
 
 
-def load(split: str, root: Path | str = DEFAULT_ROOT) -> ImageSet:
-    """The 'train' (60000) or 'test' (10000) split."""
-    if split not in ("train", "test"):
-        raise UserError(f"split must be 'train' or 'test', got {split!r}")
-    root = Path(root)
+def _paths(split: str, root: Path) -> dict[str, Path]:
     paths = {}
     for kind in ("images", "labels"):
         stem = FILES[split, kind]
@@ -94,15 +173,41 @@ def load(split: str, root: Path | str = DEFAULT_ROOT) -> ImageSet:
             raise UserError(f"Fashion-MNIST file {stem}[.gz] not found under {root} "
                             "(apt-get install dataset-fashion-mnist)")
         paths[kind] = p
-    images = read_idx(paths["images"])
-    labels = read_idx(paths["labels"])
-    if images.ndim != 3 or labels.ndim != 1:
-        raise UserError(f"{paths['images']}: expected images (N, H, W) and labels (N,), got "
-                        f"{images.shape} and {labels.shape}")
-    if images.shape[0] != labels.shape[0]:
-        raise UserError(f"{paths['images']} holds {images.shape[0]} images but "
-                        f"{paths['labels']} holds {labels.shape[0]} labels")
+    return paths
+
+
+def _check_labels(path: Path, labels: np.ndarray, n_images: int, images: Path) -> None:
+    if labels.shape[0] != n_images:
+        raise UserError(f"{images} holds {n_images} images but {path} holds "
+                        f"{labels.shape[0]} labels")
+    if labels.size and int(labels.max()) >= len(CLASSES):
+        raise UserError(f"{path}: label {int(labels.max())} outside 0..{len(CLASSES) - 1}")
+
+
+def load(split: str, root: Path | str = DEFAULT_ROOT) -> ImageSet:
+    """The 'train' (60000) or 'test' (10000) split."""
+    if split not in ("train", "test"):
+        raise UserError(f"split must be 'train' or 'test', got {split!r}")
+    paths = _paths(split, Path(root))
+    images = read_idx(paths["images"], NDIM["images"])
+    labels = read_idx(paths["labels"], NDIM["labels"])
+    _check_labels(paths["labels"], labels, images.shape[0], paths["images"])
     return ImageSet(images, labels)
+
+
+def check_files(root: Path | str = DEFAULT_ROOT) -> dict[str, np.ndarray]:
+    """Validate the four IDX files under root (check_idx for the images, a full read of the
+    small label files) without keeping the images; returns the labels of each split, e.g. to
+    count the images per class. Raises UserError naming the first bad file."""
+    root = Path(root)
+    out = {}
+    for split in ("train", "test"):
+        paths = _paths(split, root)
+        shape = check_idx(paths["images"], NDIM["images"])
+        labels = read_idx(paths["labels"], NDIM["labels"])
+        _check_labels(paths["labels"], labels, shape[0], paths["images"])
+        out[split] = labels
+    return out
 
 
 def subset(data: ImageSet, classes: tuple[int, ...], n: int, rng: np.random.Generator

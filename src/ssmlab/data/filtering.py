@@ -1,8 +1,7 @@
 """The filtering paper's data models: majority-voting and locality-structured feature sequences.
 
-Paper: arXiv 2602.12499 (ICLR 2026), Shandirasegaran et al., Sec. 3 (see
-../shared/papers/filtering.md). No code was released; unpublished details are config options
-with the default named below.
+Paper: arXiv 2602.12499 (ICLR 2026), Shandirasegaran et al., Sec. 3 (docs/papers/filtering.md).
+No code was released; unpublished details are config options with the default named below.
 
 Glossary (code name -> paper symbol):
     basis[0]        o_+         class feature of the positive class
@@ -48,6 +47,13 @@ from ssmlab.config import StrictModel
 from ssmlab.seeding import Split, split_seed
 
 PLUS, MINUS = 0, 1  # indices of o_+ and o_- in the basis
+
+# Sanity limits of the settable sizes (the papers use L <= 64, d <= 128): far above any profile,
+# low enough that a typo cannot ask for an absurd tensor. What fits the machine is decided by
+# the experiments' memory estimates, not here.
+MAX_L = 2**14  # sequence length; the closed-form model holds (N, L, L) matrices
+MAX_D = 4096  # token dimension = number of basis features (a d×d QR per seed)
+MAX_TAU = 10.0  # noise level: 10× the unit feature norm already drowns every feature
 _BASIS_STREAM = 1 << 42  # basis seeds live above train/test (2s, 2s+1) and init (2^40 + s)
 
 Noise = Literal["total", "per_coord"]
@@ -116,9 +122,9 @@ def _tokens(features: np.ndarray, basis: Tensor, rng: np.random.Generator, tau: 
 
 
 class _SequenceConfig(StrictModel):
-    L: int = Field(20, ge=4, description="sequence length")
-    d: int = Field(32, ge=4, description="token dimension (= number of basis features)")
-    tau: float = Field(0.01, ge=0, description="noise level τ")
+    L: int = Field(20, ge=4, le=MAX_L, description="sequence length")
+    d: int = Field(32, ge=4, le=MAX_D, description="token dimension (= number of basis features)")
+    tau: float = Field(0.01, ge=0, le=MAX_TAU, description="noise level τ")
     noise: Noise = Field("total", description="'total': ξ~N(0,τ²I/d); 'per_coord': ξ~N(0,τ²I)")
     basis: Basis = Field("random", description="random orthogonal basis per seed, or standard")
 
@@ -205,8 +211,10 @@ class LocalityConfig(_SequenceConfig):
     irrelevant. In a positive sequence the o_+ pair is ΔL⁺ apart (close) and the o_- pair ΔL⁻
     apart (far); in a negative one the reverse. The label is the locally concentrated feature."""
 
-    delta_close: int = Field(2, ge=1, description="ΔL⁺: distance of the label feature's pair")
-    delta_far: int = Field(8, ge=2, description="ΔL⁻: distance of the other feature's pair")
+    delta_close: int = Field(2, ge=1, le=MAX_L - 1,
+                             description="ΔL⁺: distance of the label feature's pair")
+    delta_far: int = Field(8, ge=2, le=MAX_L - 1,
+                           description="ΔL⁻: distance of the other feature's pair")
 
     @model_validator(mode="after")
     def _check(self) -> LocalityConfig:

@@ -50,14 +50,21 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Literal
+from typing import Annotated, Literal
 
+import annotated_types as at
 import torch
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 from torch import Tensor
 
 from ssmlab.config import StrictModel
 from ssmlab.errors import UserError
+
+# Sanity limits of the data model's sizes and scales (Sec. 5 uses d = 30, M₁ = 6, M₂ = 10, V = 3,
+# β = 3, κ_a = 2); what fits the machine is the experiments' memory estimates' job.
+MAX_D = 4096
+MAX_PATTERNS = 1024  # M₁, M₂, V each (and M₁ + M₂ + V ≤ d)
+MAX_SCALE = 100.0  # β, κ_a, κ'_a: the prompts' entries are O(β κ)
 
 Rule = Literal["flipped", "one_label", "random"]
 Placement = Literal["random", "farthest", "closest"]
@@ -75,27 +82,35 @@ V_PRIME_COEFFS: tuple[tuple[float, float, float], ...] = (
 class ICLDataConfig(StrictModel):
     """The data model. Defaults are the paper's synthetic set-up (Sec. 5, Fig. 2)."""
 
-    d: int = Field(30, ge=2, description="input dimension d")
-    M1: int = Field(6, ge=2, description="number of relevant patterns M₁")
-    M2: int = Field(10, ge=1, description="number of irrelevant patterns M₂")
-    V: int = Field(3, ge=1, description="number of outlier patterns V")
-    beta: float = Field(3.0, gt=0, description="pattern norm β")
+    d: int = Field(30, ge=2, le=MAX_D, description="input dimension d")
+    M1: int = Field(6, ge=2, le=MAX_PATTERNS, description="number of relevant patterns M₁")
+    M2: int = Field(10, ge=1, le=MAX_PATTERNS, description="number of irrelevant patterns M₂")
+    V: int = Field(3, ge=1, le=MAX_PATTERNS, description="number of outlier patterns V")
+    beta: float = Field(3.0, gt=0, le=MAX_SCALE, description="pattern norm β")
     K: float = Field(0.5, ge=0, le=0.5, description="κ ~ U(-K, K), K ≤ 1/2")
-    kappa_a: float = Field(2.0, ge=0, description="training outlier weight κ_a")
-    kappa_test: float | None = Field(None, ge=0, description="test outlier weight κ'_a; None = κ_a")
+    kappa_a: float = Field(2.0, ge=0, le=MAX_SCALE, description="training outlier weight κ_a")
+    kappa_test: float | None = Field(None, ge=0, le=MAX_SCALE,
+                                     description="test outlier weight κ'_a; None = κ_a")
     p_a: float = Field(0.6, ge=0, lt=1, description="training outlier probability p_a")
     basis: Literal["standard", "random"] = "standard"
     task_split: Literal["unseen", "all"] = Field(
         "unseen", description="'unseen': train on the shift tasks, test on the other ordered "
         "pairs; 'all': train and test on every ordered pair (for deep models, see module doc)")
-    train_shifts: tuple[int, ...] | None = Field(
-        None, description="cyclic shifts k of the training tasks; None = 1..floor(M1/2)"
-    )
+    train_shifts: tuple[Annotated[int, at.Ge(1), at.Le(MAX_PATTERNS - 1)], ...] | None = Field(
+        None, max_length=MAX_PATTERNS,
+        description="cyclic shifts k of the training tasks; None = 1..floor(M1/2)")
     test_outliers: Literal["shifted", "train"] = Field(
         "shifted", description="test outlier set: the paper's V' or the training V*"
     )
     count: Literal["exact", "bernoulli"] = "exact"
     one_label_value: Literal[1, -1] = Field(1, description="the label of rule 'one_label'")
+
+    @field_validator("one_label_value", mode="before")
+    @classmethod
+    def _label_not_bool(cls, v: object) -> object:
+        if isinstance(v, bool):  # True == 1 would pass the Literal
+            raise ValueError(f"must be 1 or -1, not {v!r}")
+        return v
 
     @model_validator(mode="after")
     def _check(self) -> ICLDataConfig:

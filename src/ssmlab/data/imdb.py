@@ -8,6 +8,17 @@ No copy of IMDb ships with ssmlab and none can be downloaded here, so the loader
 Where neither is found, `find_imdb` returns None and the experiment reports
 "skipped: no IMDb data at PATH".
 
+Absent and corrupt are different: a configured path that does not exist is absent data (the
+runs are skipped, and retried once the data are there), but a path that exists and is not a
+readable aclImdb copy is a user error naming the path and the problem: a file instead of a
+directory, an empty directory, missing split folders (`train/pos`, ...), a split folder without
+`.txt` files, or a review that cannot be read (permissions, I/O error), is empty, holds NUL
+bytes or is mostly not UTF-8. The loader tolerates a few undecodable bytes per review
+(replaced by U+FFFD: copies re-encoded as Latin-1 have the odd accented letter), up to
+`MAX_INVALID_FRACTION` of its characters. `check_imdb` runs every one of these checks up
+front (the experiments' `check_inputs`); `find_imdb` checks the layout and `read_acl_split` each
+file it reads, so the loader raises the same errors.
+
 Tokenisation (generalization paper / authors' code): lower-case text, BERT *uncased* word
 pieces (`bert-base-uncased`, with [CLS] ... [SEP]), padded / truncated to exactly T tokens with
 right padding; the classifier reads position T. BERT is used only when `transformers` and the
@@ -40,6 +51,9 @@ from ssmlab.errors import UserError
 from ssmlab.seeding import numpy_rng
 
 PAD_ID, UNK_ID = 0, 1
+MAX_T = 2**16  # sanity limits; the experiments' memory estimates refuse what does not fit
+MAX_SAMPLES = 10**7
+MAX_VOCAB = 2**20
 _WORD = re.compile(r"[a-z0-9']+|[^\sa-z0-9']")
 
 
@@ -51,15 +65,16 @@ def default_imdb_dir() -> str | None:
 class ImdbConfig(StrictModel):
     """IMDb task. Defaults: the paper's 25k / 25k would be n_train = n_test = 25000."""
 
-    T: int = Field(500, ge=1, description="pad / truncate every review to exactly T tokens")
-    n_train: int | None = Field(None, ge=1, description="None = the whole split")
-    n_test: int | None = Field(None, ge=1, description="None = the whole split")
+    T: int = Field(500, ge=1, le=MAX_T, description="pad / truncate every review to exactly T tokens")
+    n_train: int | None = Field(None, ge=1, le=MAX_SAMPLES, description="None = the whole split")
+    n_test: int | None = Field(None, ge=1, le=MAX_SAMPLES, description="None = the whole split")
     imdb_dir: str | None = Field(
         default_factory=default_imdb_dir,
         description="aclImdb directory (default $SSMLAB_IMDB); None = datasets cache only")
     tokenizer: Literal["auto", "word", "bert"] = Field(
         "auto", description="auto = BERT uncased if available offline, else word-level")
-    vocab_size: int = Field(30000, ge=3, description="word-level vocabulary size (incl. pad, unk)")
+    vocab_size: int = Field(30000, ge=3, le=MAX_VOCAB,
+                            description="word-level vocabulary size (incl. pad, unk)")
 
 
 @dataclass
@@ -86,15 +101,45 @@ class ImdbData:
 # ----------------------------------------------------------------------------- finding the data
 
 
+SPLITS = ("train", "test")
+LABELS = ("neg", "pos")
+MAX_INVALID_FRACTION = 0.01  # undecodable bytes tolerated per review (replaced by U+FFFD)
+_REPLACEMENT = "\ufffd"
+
+
+def _has_layout(cand: Path) -> bool:
+    return all((cand / s / c).is_dir() for s in SPLITS for c in LABELS)
+
+
 def _acl_root(path: Path) -> Path | None:
+    """The aclImdb root at `path` (itself or `path/aclImdb`); None when `path` does not exist;
+    UserError when it exists but is not an aclImdb directory (module docstring)."""
+    if not path.exists():
+        return None
+    if not path.is_dir():
+        raise UserError(f"IMDb path {path} is not a directory: expected an aclImdb directory "
+                        "with train/{pos,neg} and test/{pos,neg} folders of .txt reviews")
     for cand in (path, path / "aclImdb"):
-        if all((cand / s / c).is_dir() for s in ("train", "test") for c in ("pos", "neg")):
+        if _has_layout(cand):
             return cand
-    return None
+    try:
+        empty = not any(path.iterdir())
+    except OSError as e:
+        raise UserError(f"IMDb directory {path} cannot be listed: {e.strerror}") from None
+    if empty:
+        raise UserError(f"IMDb directory {path} is empty: expected aclImdb/train/{{pos,neg}} and "
+                        "aclImdb/test/{pos,neg} folders of .txt reviews")
+    base = path / "aclImdb" if (path / "aclImdb").is_dir() else path
+    missing = [f"{s}/{c}" for s in SPLITS for c in LABELS if not (base / s / c).is_dir()]
+    raise UserError(f"IMDb directory {base} is not an aclImdb copy: missing split folder(s) "
+                    f"{', '.join(missing)}")
 
 
 def find_imdb(imdb_dir: str | None) -> str | None:
-    """Where IMDb can be read from: an aclImdb directory, 'datasets' (the HF cache), or None."""
+    """Where IMDb can be read from: an aclImdb directory, 'datasets' (the HF cache), or None.
+
+    None means absent (nothing at imdb_dir, or no cached `datasets` copy); a path that exists
+    but is not an aclImdb directory raises UserError (module docstring)."""
     if imdb_dir:
         root = _acl_root(Path(imdb_dir).expanduser())
         return str(root) if root is not None else None
@@ -111,19 +156,66 @@ def _load_hf() -> dict[str, tuple[list[str], list[int]]] | None:
         import datasets
 
         ds = datasets.load_dataset("imdb")
-        return {s: (list(ds[s]["text"]), [int(v) for v in ds[s]["label"]]) for s in ("train", "test")}
+        return {s: (list(ds[s]["text"]), [int(v) for v in ds[s]["label"]]) for s in SPLITS}
     except Exception:  # noqa: BLE001 - any failure means "not available offline"
         return None
 
 
+def read_review(path: Path) -> str:
+    """One review's text; UserError naming the file when it is unreadable, empty, binary (NUL
+    bytes) or has more than MAX_INVALID_FRACTION undecodable UTF-8 bytes (module docstring)."""
+    try:
+        data = path.read_bytes()
+    except OSError as e:
+        raise UserError(f"IMDb review {path} is unreadable: {e.strerror or e}") from None
+    if not data.strip():
+        raise UserError(f"IMDb review {path} is empty")
+    if b"\x00" in data:
+        raise UserError(f"IMDb review {path} is not text (it holds NUL bytes)")
+    text = data.decode("utf-8", errors="replace")
+    bad = text.count(_REPLACEMENT) - data.count(_REPLACEMENT.encode())
+    if bad > MAX_INVALID_FRACTION * len(text):
+        raise UserError(f"IMDb review {path} is not UTF-8 text ({bad} undecodable bytes in "
+                        f"{len(text)} characters)")
+    return text
+
+
+def _split_files(root: Path, split: str, label: str) -> list[Path]:
+    folder = root / split / label
+    try:
+        files = sorted(folder.glob("*.txt"))
+    except OSError as e:
+        raise UserError(f"IMDb folder {folder} cannot be listed: {e.strerror}") from None
+    if not files:
+        raise UserError(f"IMDb folder {folder} holds no .txt reviews")
+    return files
+
+
 def read_acl_split(root: Path, split: str) -> tuple[list[str], list[int]]:
-    """Texts and 0/1 labels (neg = 0, pos = 1) of one split, in sorted file order."""
+    """Texts and 0/1 labels (neg = 0, pos = 1) of one split, in sorted file order; UserError
+    naming the folder or file that is missing or corrupt."""
     texts, labels = [], []
-    for label, sub in ((0, "neg"), (1, "pos")):
-        for f in sorted((root / split / sub).glob("*.txt")):
-            texts.append(f.read_text(encoding="utf-8", errors="replace"))
+    for label, sub in enumerate(LABELS):
+        for f in _split_files(root, split, sub):
+            texts.append(read_review(f))
             labels.append(label)
     return texts, labels
+
+
+def check_imdb(imdb_dir: str | None) -> None:
+    """Pre-flight check of a configured aclImdb copy (every folder and file, as the loader
+    reads them): returns when the copy is readable or absent (nothing at imdb_dir: the runs
+    will be skipped); UserError naming the path and the problem otherwise. With no imdb_dir
+    (the `datasets` cache) there is nothing to check."""
+    if not imdb_dir:
+        return
+    root = _acl_root(Path(imdb_dir).expanduser())
+    if root is None:
+        return
+    for split in SPLITS:
+        for sub in LABELS:
+            for f in _split_files(root, split, sub):
+                read_review(f)
 
 
 def read_imdb(imdb_dir: str | None) -> dict[str, tuple[list[str], list[int]]]:
@@ -137,11 +229,7 @@ def read_imdb(imdb_dir: str | None) -> dict[str, tuple[list[str], list[int]]]:
         assert data is not None
         return data
     root = Path(where)
-    out = {s: read_acl_split(root, s) for s in ("train", "test")}
-    for s, (texts, _) in out.items():
-        if not texts:
-            raise UserError(f"no IMDb data at {root}: {s}/pos and {s}/neg hold no .txt files")
-    return out
+    return {s: read_acl_split(root, s) for s in SPLITS}
 
 
 # ----------------------------------------------------------------------------- tokenizers

@@ -27,12 +27,18 @@ from ssmlab.config import StrictModel
 from ssmlab.seeding import numpy_rng
 
 IGNORE = -100
+MAX_LEN = 2**16  # sanity limits; the experiments' memory estimates refuse what does not fit
+MAX_VOCAB = 2**16
+MAX_EXAMPLES = 10**7
 
 
 class InductionConfig(StrictModel):
-    vocab_size: int = Field(16, ge=3)
-    seq_len: int = Field(32, ge=4)
-    num_examples: int = Field(256, ge=1)
+    """vocab_size ≥ 3: the trigger plus at least two ordinary tokens (a copy task needs a
+    choice); seq_len ≥ 4: a first trigger at p ≤ T - 3, its successor, and the final trigger."""
+
+    vocab_size: int = Field(16, ge=3, le=MAX_VOCAB)
+    seq_len: int = Field(32, ge=4, le=MAX_LEN)
+    num_examples: int = Field(256, ge=1, le=MAX_EXAMPLES)
 
     @property
     def trigger(self) -> int:

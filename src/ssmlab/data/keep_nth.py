@@ -27,13 +27,16 @@ from ssmlab.config import StrictModel
 from ssmlab.seeding import numpy_rng
 
 IGNORE = -100
+MAX_LEN = 2**16  # sanity limits; the experiments' memory estimates refuse what does not fit
+MAX_VOCAB = 2**16
+MAX_EXAMPLES = 10**7
 
 
 class KeepNthConfig(StrictModel):
-    vocab_size: int = Field(16, ge=2)
-    seq_len: int = Field(32, ge=1, description="T")
-    n: int = Field(4, ge=1, description="1-based position of the token to keep")
-    num_examples: int = Field(256, ge=1)
+    vocab_size: int = Field(16, ge=2, le=MAX_VOCAB)
+    seq_len: int = Field(32, ge=1, le=MAX_LEN, description="T")
+    n: int = Field(4, ge=1, le=MAX_LEN, description="1-based position of the token to keep")
+    num_examples: int = Field(256, ge=1, le=MAX_EXAMPLES)
 
     @model_validator(mode="after")
     def _check(self) -> KeepNthConfig:

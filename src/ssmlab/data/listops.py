@@ -59,6 +59,8 @@ VOCAB: dict[str, int] = {str(v): v for v in range(10)} | {
 }
 PAD_ID = VOCAB[PAD]
 NUM_CLASSES = 10
+MAX_T = 2**16  # sanity limits; the experiments' memory estimates refuse what does not fit
+MAX_SAMPLES = 10**7
 
 # A tree is a digit (int) or (operator, (argument trees...)).
 Tree = int | tuple[str, tuple["Tree", ...]]
@@ -72,12 +74,12 @@ def default_cache_dir() -> Path:
 class ListOpsConfig(StrictModel):
     """ListOps data set. Defaults: the paper's (LRA rules, 1000/1000 samples, window ± 5)."""
 
-    T: int = Field(100, ge=1, description="target length")
-    window: int = Field(5, ge=1, description="accept T - window < length < T + window")
-    n_train: int = Field(1000, ge=1)
-    n_test: int = Field(1000, ge=1)
-    max_depth: int = Field(10, ge=1)
-    max_args: int = Field(10, ge=2)
+    T: int = Field(100, ge=1, le=MAX_T, description="target length")
+    window: int = Field(5, ge=1, le=MAX_T, description="accept T - window < length < T + window")
+    n_train: int = Field(1000, ge=1, le=MAX_SAMPLES)
+    n_test: int = Field(1000, ge=1, le=MAX_SAMPLES)
+    max_depth: int = Field(10, ge=1, le=100, description="LRA: 10 (recursion depth of a tree)")
+    max_args: int = Field(10, ge=2, le=100, description="LRA: 10")
     op_prob: float = Field(0.25, gt=0, lt=1)
     method: Literal["exact", "rejection"] = Field(
         "exact", description="exact conditional sampler (default) or LRA's rejection loop")

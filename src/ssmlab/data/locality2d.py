@@ -23,6 +23,8 @@ from pydantic import Field, model_validator
 
 from ssmlab.config import StrictModel
 from ssmlab.data.filtering import (
+    MAX_D,
+    MAX_TAU,
     MINUS,
     PLUS,
     Basis,
@@ -35,23 +37,44 @@ from ssmlab.data.filtering import (
 from ssmlab.data.scan_orders import inverse
 from ssmlab.seeding import Split, split_seed
 
+MAX_SIDE = 256  # grid side: L = H·W ≤ 2**16 tokens (the profiles use 8×8)
+MIN_FAR_FRACTION = 1e-4  # the far pair is placed by rejection sampling (see _place)
+
+
+def far_pair_fraction(H: int, W: int, far_min: int) -> float:
+    """Fraction of the unordered pairs of distinct cells of an H×W grid at Manhattan distance
+    ≥ far_min: the acceptance rate of the far pair's rejection sampling."""
+    dr = np.arange(H)[:, None]
+    dc = np.arange(W)[None, :]
+    # ordered pairs at offset (±dr, ±dc): (H - dr)(W - dc), times 2 per sign that is not 0
+    count = (H - dr) * (W - dc) * np.where(dr > 0, 2, 1) * np.where(dc > 0, 2, 1)
+    far = count[(dr + dc) >= far_min].sum()
+    return float(far) / (H * W * (H * W - 1))
+
 
 class LocalityGridConfig(StrictModel):
     """2-D locality images (module doc)."""
 
-    H: int = Field(8, ge=2)
-    W: int = Field(8, ge=2)
-    d: int = Field(32, ge=4)
-    tau: float = Field(0.01, ge=0)
+    H: int = Field(8, ge=2, le=MAX_SIDE, description="grid rows")
+    W: int = Field(8, ge=2, le=MAX_SIDE, description="grid columns")
+    d: int = Field(32, ge=4, le=MAX_D, description="token dimension (= number of features)")
+    tau: float = Field(0.01, ge=0, le=MAX_TAU, description="noise level τ")
     noise: Noise = "total"
     basis: Basis = "random"
-    far_min: int = Field(4, ge=2, description="min Manhattan distance of the spread-out pair")
+    far_min: int = Field(4, ge=2, le=2 * (MAX_SIDE - 1),
+                         description="min Manhattan distance of the spread-out pair")
 
     @model_validator(mode="after")
     def _check(self) -> LocalityGridConfig:
         if self.far_min > (self.H - 1) + (self.W - 1):
             raise ValueError(f"far_min={self.far_min} exceeds the grid's diameter "
-                             f"{self.H - 1 + self.W - 1}")
+                             f"{self.H - 1 + self.W - 1} (H={self.H}, W={self.W})")
+        frac = far_pair_fraction(self.H, self.W, self.far_min)
+        if frac < MIN_FAR_FRACTION:
+            # the far pair is drawn by rejection: ~1/frac draws per image
+            raise ValueError(f"far_min={self.far_min} leaves only {frac:.1e} of the cell pairs of "
+                             f"the {self.H}×{self.W} grid far enough (need ≥ "
+                             f"{MIN_FAR_FRACTION:g}); lower far_min or enlarge H, W")
         return self
 
     @property

@@ -29,13 +29,16 @@ from torch import Tensor
 from ssmlab.config import StrictModel
 from ssmlab.seeding import numpy_rng
 
+MAX_T = 2**16  # sanity limit on the length; the experiments' memory estimates refuse the rest
+MAX_SAMPLES = 10**7
+
 
 class MajorityConfig(StrictModel):
     """Majority-of-bits task. Defaults are the paper's sizes."""
 
-    T: int = Field(100, ge=1, description="sequence length")
-    n_train: int = Field(1000, ge=1)
-    n_test: int = Field(1000, ge=1)
+    T: int = Field(100, ge=1, le=MAX_T, description="sequence length")
+    n_train: int = Field(1000, ge=1, le=MAX_SAMPLES)
+    n_test: int = Field(1000, ge=1, le=MAX_SAMPLES)
     flip_prob: float = Field(0.25, ge=0, le=1, description="train-only 1->0 flip probability")
 
 

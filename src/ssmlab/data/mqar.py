@@ -44,16 +44,20 @@ from ssmlab.seeding import numpy_rng
 
 IGNORE = -100
 BLANK = 0
+MAX_LEN = 2**16  # sanity limits; the experiments' memory estimates refuse what does not fit
+MAX_VOCAB = 2**16
+MAX_EXAMPLES = 10**7
 
 
 class MQARConfig(StrictModel):
     """One MQAR distribution (zoology's MQARConfig without random_non_queries)."""
 
-    vocab_size: int = Field(16, ge=6, description="tokens; keys 1..V/2-1, values V/2..V-1")
-    seq_len: int = Field(32, ge=4, description="input length L (even)")
-    num_kv_pairs: int = Field(4, ge=1, description="P key-value pairs per sequence")
+    vocab_size: int = Field(16, ge=6, le=MAX_VOCAB,
+                            description="tokens; keys 1..V/2-1, values V/2..V-1")
+    seq_len: int = Field(32, ge=4, le=MAX_LEN, description="input length L (even)")
+    num_kv_pairs: int = Field(4, ge=1, le=MAX_LEN // 4, description="P key-value pairs per sequence")
     power_a: float = Field(0.01, gt=0, le=1, description="query gap power law (1 = uniform)")
-    num_examples: int = Field(256, ge=1)
+    num_examples: int = Field(256, ge=1, le=MAX_EXAMPLES)
 
     @model_validator(mode="after")
     def _check(self) -> MQARConfig:

@@ -26,10 +26,12 @@ from pydantic import Field, model_validator
 from ssmlab.config import StrictModel
 from ssmlab.seeding import numpy_rng
 
+MAX_GRID = 2**16  # sanity limit; the experiments' memory estimates refuse what does not fit
+
 
 class PiecewiseConfig(StrictModel):
-    pieces: int = Field(4, ge=1, description="m")
-    grid: int = Field(1024, ge=2, description="L, a power of two")
+    pieces: int = Field(4, ge=1, le=MAX_GRID, description="m (at most one piece per cell)")
+    grid: int = Field(1024, ge=2, le=MAX_GRID, description="L, a power of two")
     min_gap: float = Field(0.02, ge=0, lt=1, description="minimum distance between jumps")
 
     @model_validator(mode="after")
@@ -38,6 +40,8 @@ class PiecewiseConfig(StrictModel):
             raise ValueError(f"grid must be a power of two, got {self.grid}")
         if (self.pieces - 1) * self.min_gap >= 1:
             raise ValueError(f"{self.pieces} pieces cannot be {self.min_gap} apart in [0, 1)")
+        if self.pieces > self.grid:
+            raise ValueError(f"pieces={self.pieces} must be <= grid={self.grid} (cells)")
         return self
 
 

@@ -32,6 +32,7 @@ neighbour is much closer, which the other metrics show: `median_distance`, `mean
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Literal, get_args
 
 import numpy as np
 import torch
@@ -39,7 +40,8 @@ from torch import Tensor
 
 from ssmlab.errors import UserError
 
-ORDER_NAMES = ("row_major", "snake", "column_major", "zorder", "hilbert")
+OrderName = Literal["row_major", "snake", "column_major", "zorder", "hilbert"]
+ORDER_NAMES: tuple[str, ...] = get_args(OrderName)  # for configs: a tuple of OrderName
 
 
 def _check(H: int, W: int) -> None:

@@ -26,12 +26,13 @@ Each (cell, seed) pair is one run keyed by (experiment id, config hash of cfg + 
 
 from __future__ import annotations
 
+import math
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from ssmlab.config import StrictModel
 
@@ -93,6 +94,12 @@ class Claim(StrictModel):
     figure: str | None = Field(None, description="figure file name inside figdir")
     note: str = Field("", description="explanation, especially for FAIL")
 
+    @field_validator("value", mode="before")
+    @classmethod
+    def _finite_or_none(cls, v: Any) -> Any:
+        # a diverged run measures NaN / inf: there is no number to store, the text says why
+        return None if isinstance(v, float) and not math.isfinite(v) else v
+
     @property
     def verdict(self) -> str:
         return "SKIP" if self.passed is None else ("PASS" if self.passed else "FAIL")
@@ -127,6 +134,7 @@ class Experiment(ABC):
         """Pre-flight check of external inputs (data files), run in the parent process before
         anything is stored: raise `UserError` naming a corrupt or unreadable file. Absent data is
         not an error here: its runs are stored as skipped with the reason (and retried later)."""
+        return None
 
     @abstractmethod
     def run(self, cfg: Any, params: dict[str, Any], seed: int) -> RunResult:

@@ -1,7 +1,7 @@
 """The filtering paper's model: a one-layer, one-head selective SSM with gate w_Δ (A = -1) and a
 two-layer ReLU head with fixed ±1/√m output weights.
 
-Paper: arXiv 2602.12499 (ICLR 2026), Sec. 3 (../shared/papers/filtering.md).
+Paper: arXiv 2602.12499 (ICLR 2026), Sec. 3 (docs/papers/filtering.md).
 
 Glossary (code name -> paper symbol):
     w_delta     w_Δ ∈ R^d       gate vector: Δ_t = softplus(w_Δᵀ x_t), A = -1
@@ -54,13 +54,26 @@ from ssmlab.seeding import split_seed
 Form = Literal["closed", "recurrent", "scan"]
 
 
+# Sanity limits (the paper's profiles use m ≤ 64, depth 5, d_state ≤ 16); the experiments'
+# memory estimates decide what fits the machine.
+MAX_WIDTH = 2**14  # m, neurons of the head
+MAX_STATE = 4096  # n, columns of W_B / W_C (the identity init uses n = d ≤ 4096)
+MAX_INIT_STD = 10.0  # an init std far above 1 only saturates the ReLUs
+MAX_DEPTH = 64
+MAX_D_STATE = 1024
+MAX_EXPAND = 16
+MAX_D_CONV = 64
+
+
 class FilteringMambaConfig(StrictModel):
     """Options of `FilteringMamba` (defaults: the paper's model as read in filtering.md)."""
 
-    width: int = Field(32, ge=1, description="m, neurons of the head")
-    state_size: int | None = Field(None, ge=1, description="n, columns of W_B, W_C (None = d)")
+    width: int = Field(32, ge=1, le=MAX_WIDTH, description="m, neurons of the head")
+    state_size: int | None = Field(None, ge=1, le=MAX_STATE,
+                                   description="n, columns of W_B, W_C (None = d)")
     bc_init: Literal["identity", "gaussian"] = "identity"
-    wo_std: float = Field(0.01, ge=0, description="std of the Gaussian init of W_O")
+    wo_std: float = Field(0.01, ge=0, le=MAX_INIT_STD,
+                          description="std of the Gaussian init of W_O")
     v_signs: Literal["balanced", "random"] = "balanced"
     gate: bool = Field(True, description="False: fixed Δ = softplus(0), w_Δ not trained")
     train_bc: bool = Field(False, description="also train W_B and W_C")
@@ -191,12 +204,13 @@ class FilteringMamba(nn.Module):
 class MambaStackConfig(StrictModel):
     """Options of `MambaStack`, the standard multi-block Mamba of the paper's Table 3."""
 
-    depth: int = Field(5, ge=1, description="number of Mamba blocks (Table 3: 5)")
-    d_state: int = Field(16, ge=1)
-    expand: int = Field(2, ge=1)
-    d_conv: int = Field(4, ge=1)
-    width: int = Field(32, ge=1, description="m, neurons of the head")
-    wo_std: float = Field(0.01, ge=0)
+    depth: int = Field(5, ge=1, le=MAX_DEPTH, description="number of Mamba blocks (Table 3: 5)")
+    d_state: int = Field(16, ge=1, le=MAX_D_STATE, description="N, state size per channel")
+    expand: int = Field(2, ge=1, le=MAX_EXPAND, description="E = expand · d inner channels")
+    d_conv: int = Field(4, ge=1, le=MAX_D_CONV, description="causal convolution width")
+    width: int = Field(32, ge=1, le=MAX_WIDTH, description="m, neurons of the head")
+    wo_std: float = Field(0.01, ge=0, le=MAX_INIT_STD,
+                          description="std of the Gaussian init of W_O")
 
 
 class MambaStack(nn.Module):

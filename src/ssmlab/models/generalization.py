@@ -51,17 +51,32 @@ from ssmlab.ops.selective_scan import selective_scan
 ForwardPath = Literal["scan", "attention"]
 
 
+# Ranges (sanity limits; the experiments' memory estimates refuse what a machine cannot hold).
+# |s_A| ≤ 10: at a step Δ ≈ 1 the per-step factor exp(Δ s_A) is then already 5e-5 or 2e4, so
+# larger magnitudes only underflow / overflow sooner; the paper's values are within ±0.1.
+MAX_WIDTH = 4096
+MAX_STATES = 1024
+MAX_ABS_SA = 10.0
+MAX_A_SPREAD = 100.0
+MAX_VOCAB = 2**20
+MAX_CLASSES = 10_000
+
+
 class GenSSMConfig(StrictModel):
     """The paper's model. Defaults: the Majority set-up (d = 4, N = 4, s_A = 0, trainable A)."""
 
-    d: int = Field(4, ge=1, description="channels / embedding width")
-    N: int = Field(4, ge=1, description="states per channel")
-    s_A: float = Field(0.0, description="spectral abscissa at init (max(A) = s_A)")
+    d: int = Field(4, ge=1, le=MAX_WIDTH, description="channels / embedding width")
+    N: int = Field(4, ge=1, le=MAX_STATES, description="states per channel")
+    s_A: float = Field(0.0, ge=-MAX_ABS_SA, le=MAX_ABS_SA,
+                       description="spectral abscissa at init (max(A) = s_A)")
     fix_A: bool = Field(False, description="A ≡ s_A, not trained (the code's fix_sA buffer)")
-    a_spread: float = Field(10.0, ge=0, description="A = s_A - a_spread·U[0,1), A[:,0] = s_A")
+    a_spread: float = Field(10.0, ge=0, le=MAX_A_SPREAD,
+                            description="A = s_A - a_spread·U[0,1), A[:,0] = s_A")
     use_delta: bool = Field(True, description="Δ_t = softplus(p + q^T u_t); False: Δ_t ≡ 1")
-    vocab_size: int | None = Field(None, ge=1, description="token embedding size; None = real inputs")
-    num_classes: int = Field(1, ge=1, description="1 = binary score w^T y_T; K > 1 = logits W y_T")
+    vocab_size: int | None = Field(None, ge=1, le=MAX_VOCAB,
+                                   description="token embedding size; None = real inputs")
+    num_classes: int = Field(1, ge=1, le=MAX_CLASSES,
+                             description="1 = binary score w^T y_T; K > 1 = logits W y_T")
     path: ForwardPath = Field("attention", description="forward path (module docstring)")
     scan_backend: str = Field("auto", description="backend of ssmlab.ops' selective scan")
 

@@ -42,33 +42,55 @@ Sampler = Callable[[int], Batch]  # step -> (inputs, labels), for online data
 Probe = Callable[[nn.Module, int], dict[str, Any]]
 
 
+# Ranges of TrainConfig (sanity limits, not recommendations; what a machine can hold is the
+# memory estimate's job). Step counts: 10**8 updates is years of CPU time at the sizes here,
+# and admits the callers' "no epoch limit" sentinel epochs=10**6 and eval_every=10**6.
+MAX_STEPS = 10**8
+MAX_BATCH = 2**24
+MAX_LR = 1e6  # admits deliberately divergent steps (the trainer's divergence tests use 1e6)
+MAX_WEIGHT_DECAY = 100.0
+MAX_GRAD_CLIP = 1e6
+MAX_PATIENCE = 10**6
+# A float32 loss above ~3.4e38 is inf, already caught as non-finite.
+MAX_LOSS = 1e38
+MAX_FROZEN = 256
+
+
 class TrainConfig(StrictModel):
-    """Optimisation settings. Defaults are the filtering paper's: hinge loss, full-batch GD."""
+    """Optimisation settings. Defaults are the filtering paper's: hinge loss, full-batch GD.
+
+    Every number has a range (the module constants above): sizes and counts >= 1 (epochs and
+    max_steps may be 0: no update), rates > 0, the plateau threshold (relative, as
+    ReduceLROnPlateau's default mode) in [0, 1], error rates in [0, 1]."""
 
     optimizer: Literal["gd", "sgd", "adam", "adamw"] = "gd"
-    lr: float = Field(0.1, gt=0)
+    lr: float = Field(0.1, gt=0, le=MAX_LR)
     momentum: float = Field(0.0, ge=0, lt=1)
-    weight_decay: float = Field(0.0, ge=0)
+    weight_decay: float = Field(0.0, ge=0, le=MAX_WEIGHT_DECAY)
     loss: LossName = "hinge"
-    batch_size: int | None = Field(None, ge=1, description="None = full batch")
-    epochs: int = Field(100, ge=0, description="passes over the data (= steps for full batch)")
-    max_steps: int | None = Field(None, ge=0, description="stop after this many updates")
-    grad_clip: float | None = Field(None, gt=0, description="clip the global gradient norm")
+    batch_size: int | None = Field(None, ge=1, le=MAX_BATCH, description="None = full batch")
+    epochs: int = Field(100, ge=0, le=MAX_STEPS,
+                        description="passes over the data (= steps for full batch)")
+    max_steps: int | None = Field(None, ge=0, le=MAX_STEPS, description="stop after this many updates")
+    grad_clip: float | None = Field(None, gt=0, le=MAX_GRAD_CLIP,
+                                    description="clip the global gradient norm")
     schedule: Literal["constant", "plateau", "cosine"] = "constant"
     plateau_factor: float = Field(0.9, gt=0, lt=1)
-    plateau_patience: int = Field(5, ge=0)
-    plateau_threshold: float = Field(0.01, ge=0)
-    eval_every: int = Field(1, ge=1, description="record metrics every k steps")
-    probe_every: int = Field(1, ge=1)
+    plateau_patience: int = Field(5, ge=0, le=MAX_PATIENCE)
+    plateau_threshold: float = Field(0.01, ge=0, le=1, description="relative improvement")
+    eval_every: int = Field(1, ge=1, le=MAX_STEPS, description="record metrics every k steps")
+    probe_every: int = Field(1, ge=1, le=MAX_STEPS)
     converge_error: float | None = Field(
-        0.0, ge=0, description="steps_to_converge = first step with train error <= this"
+        0.0, ge=0, le=1, description="steps_to_converge = first step with train error <= this"
     )
     converge_loss: float | None = Field(
-        None, ge=0, description="and (if set) train loss <= this; e.g. 0 = every hinge margin >= 1"
+        None, ge=0, le=MAX_LOSS,
+        description="and (if set) train loss <= this; e.g. 0 = every hinge margin >= 1"
     )
     stop_on_converge: bool = False
-    diverge_loss: float = Field(1e6, gt=0)
-    frozen: tuple[str, ...] = Field((), description="parameter-name prefixes not trained")
+    diverge_loss: float = Field(1e6, gt=0, le=MAX_LOSS)
+    frozen: tuple[str, ...] = Field((), max_length=MAX_FROZEN,
+                                    description="parameter-name prefixes not trained")
 
     @model_validator(mode="after")
     def _check(self) -> TrainConfig:

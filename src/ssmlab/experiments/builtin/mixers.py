@@ -20,7 +20,7 @@ from ssmlab.experiments.base import (
     RunResult,
     register,
 )
-from ssmlab.experiments.builtin.model import LastPositions
+from ssmlab.experiments.builtin.model import LastPositions, last_positions_bytes
 from ssmlab.experiments.builtin.selective_copying import selective_copying
 from ssmlab.seeding import split_seed
 from ssmlab.train.trainer import TrainConfig, train
@@ -35,18 +35,18 @@ DEFAULT_MIXER_OPTIONS: dict[str, dict[str, Any]] = {
 class MixersConfig(ExperimentConfig):
     """Selective copying sizes, the model, training, and the claim's margin."""
 
-    mixers: tuple[str, ...] = Field(("s6", "s4d", "linear"), min_length=1,
+    mixers: tuple[str, ...] = Field(("s6", "s4d", "linear"), min_length=1, max_length=16,
                                     description="mixer names (ssmlab.layers.registry)")
     mixer_options: dict[str, dict[str, Any]] = Field(
         default_factory=lambda: {k: dict(v) for k, v in DEFAULT_MIXER_OPTIONS.items()},
         description="per-mixer keyword arguments for build_mixer")
     seq_len: int = Field(16, ge=2, le=100_000, description="noisy region length")
-    n_tokens: int = Field(4, ge=1, description="data tokens to copy (K)")
+    n_tokens: int = Field(4, ge=1, le=100_000, description="data tokens to copy (K), <= seq_len")
     vocab: int = Field(8, ge=2, le=10_000, description="distinct data tokens")
     d_model: int = Field(24, ge=1, le=4096)
     n_layers: int = Field(2, ge=1, le=64)
-    n_train: int = Field(4096, ge=1)
-    n_test: int = Field(1024, ge=1)
+    n_train: int = Field(4096, ge=1, le=10**7)
+    n_test: int = Field(1024, ge=1, le=10**7)
     train: TrainConfig = Field(default_factory=lambda: TrainConfig(
         optimizer="adam", lr=5e-3, loss="ce", batch_size=64, epochs=1000, max_steps=400,
         eval_every=50))
@@ -121,6 +121,14 @@ class Mixers(Experiment):
 
     def cells(self, cfg: MixersConfig) -> list[dict[str, Any]]:
         return [{"mixer": m} for m in cfg.mixers]
+
+    def memory_bytes(self, cfg: MixersConfig) -> int:
+        """The largest mixer's run (model.last_positions_bytes: data, weights and Adam, a
+        training step, the trainer's evaluations in chunks of 4096)."""
+        return max(last_positions_bytes(m, cfg.mixer_options.get(m, {}), cfg.vocab, cfg.d_model,
+                                        cfg.n_layers, cfg.seq_len + cfg.n_tokens, cfg.n_train,
+                                        cfg.n_test, cfg.train.batch_size, cfg.n_tokens)
+                   for m in cfg.mixers)
 
     def run(self, cfg: MixersConfig, params: dict[str, Any], seed: int) -> RunResult:
         mixer = params["mixer"]

@@ -18,12 +18,19 @@ from ssmlab.experiments.base import (
     register,
 )
 from ssmlab.experiments.filtering.common import (
+    MAX_SAMPLES,
+    MAX_STEPS,
+    MAX_TOL,
     PAPER,
     GDSpec,
     failed_note,
+    filtering_mamba_bytes,
     fit_gd,
     fmt,
+    gd_history_bytes,
     ok_runs,
+    runtime_bytes,
+    splits_bytes,
     thin,
 )
 from ssmlab.models.filtering import FilteringMamba, FilteringMambaConfig
@@ -41,13 +48,16 @@ class AlignmentConfig(ExperimentConfig):
         L=16, d=32, alpha_r=0.4375, alpha_c=0.25, tau=0.01))
     model: FilteringMambaConfig = Field(default_factory=lambda: FilteringMambaConfig(width=16))
     gd: GDSpec = Field(default_factory=lambda: GDSpec(lr=0.5, max_steps=4000, probe_every=10))
-    n_train: int = Field(100, ge=2)
-    n_test: int = Field(1000, ge=2)
-    history_every: int = Field(1, ge=1, description="keep every k-th probe row in the store")
-    cos_min: float = Field(0.5, description="final cos(w_Δ, o_+) must reach this")
-    irr_cos_bound: float = Field(0.1, description="'small bound' on max_j |cos(w_Δ, o_j)|")
-    growth_exponent: float = Field(1.0, description="'about linearly': log-log growth slope")
-    growth_tol: float = Field(0.5)
+    n_train: int = Field(100, ge=2, le=MAX_SAMPLES)
+    n_test: int = Field(1000, ge=2, le=MAX_SAMPLES)
+    history_every: int = Field(1, ge=1, le=MAX_STEPS,
+                               description="keep every k-th probe row in the store")
+    cos_min: float = Field(0.5, ge=-1, le=1, description="final cos(w_Δ, o_+) must reach this")
+    irr_cos_bound: float = Field(0.1, ge=0, le=1,
+                                 description="'small bound' on max_j |cos(w_Δ, o_j)|")
+    growth_exponent: float = Field(1.0, ge=0, le=MAX_TOL,
+                                   description="'about linearly': log-log growth slope")
+    growth_tol: float = Field(0.5, ge=0, le=MAX_TOL)
 
 
 @register
@@ -80,6 +90,15 @@ class Alignment(Experiment):
                                                           "alpha_c": 0.25, "tau": 0.01},
                   "model": {"width": 64}, "gd": {"lr": 0.5, "max_steps": 20000}},
     }
+
+    def memory_bytes(self, cfg: AlignmentConfig) -> int:
+        """Both splits, the closed-form model on the full training batch, the per-step and
+        per-probe histories (common.py)."""
+        L, d, m = cfg.data.L, cfg.data.d, cfg.model.width
+        return (runtime_bytes() + splits_bytes(cfg.n_train, cfg.n_test, L, d)
+                + filtering_mamba_bytes(cfg.n_train, cfg.n_test, L, d, m,
+                                        cfg.model.state_size or d)
+                + gd_history_bytes(cfg.gd, probe_keys=len(KEYS) + 12))
 
     def run(self, cfg: AlignmentConfig, params: dict[str, Any], seed: int) -> RunResult:
         tr = cfg.data.build(cfg.n_train, seed, "train")

@@ -4,12 +4,12 @@ slides "Performance on locality-structured data")."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, Literal
 
 import numpy as np
-from pydantic import Field
+from pydantic import Field, model_validator
 
-from ssmlab.data.filtering import LocalityConfig
+from ssmlab.data.filtering import MAX_L, LocalityConfig
 from ssmlab.experiments.base import (
     Claim,
     Experiment,
@@ -18,12 +18,26 @@ from ssmlab.experiments.base import (
     RunResult,
     register,
 )
-from ssmlab.experiments.filtering.common import PAPER, failed_note, ok_runs
+from ssmlab.experiments.filtering.common import (
+    MAX_GRID,
+    MAX_SAMPLES,
+    PAPER,
+    Distinct,
+    SampleSize,
+    attention_head_bytes,
+    failed_note,
+    filtering_mamba_bytes,
+    ok_runs,
+    runtime_bytes,
+    splits_bytes,
+    train_history_bytes,
+)
 from ssmlab.models.filtering import FilteringMamba, FilteringMambaConfig, MixerHead
 from ssmlab.report import figures
 from ssmlab.report.stats import mean_std
 from ssmlab.train.trainer import TrainConfig, train
 
+ModelName = Literal["mamba", "local", "softmax", "softmax_bidir"]
 LABELS = {"mamba": "Mamba (paper's model)", "local": "local attention",
           "softmax": "global softmax attention (causal)",
           "softmax_bidir": "global softmax attention (bidirectional)"}
@@ -33,13 +47,24 @@ class AttentionConfig(ExperimentConfig):
     data: LocalityConfig = Field(default_factory=lambda: LocalityConfig(
         L=16, d=32, delta_close=2, delta_far=10, tau=0.01))
     model: FilteringMambaConfig = Field(default_factory=lambda: FilteringMambaConfig(width=16))
-    models: tuple[str, ...] = ("mamba", "local", "softmax", "softmax_bidir")
-    window: int = Field(3, ge=1, description="local attention window (includes the query)")
+    models: Annotated[tuple[ModelName, ...], Distinct] = Field(
+        ("mamba", "local", "softmax", "softmax_bidir"), min_length=1, max_length=4)
+    window: int = Field(3, ge=1, le=MAX_L,
+                        description="local attention window (includes the query), ≤ data.L")
     train_cfg: TrainConfig = Field(default_factory=lambda: TrainConfig(
         optimizer="adam", lr=0.02, loss="hinge", epochs=150, eval_every=50))
-    sample_sizes: tuple[int, ...] = (100, 400)
-    n_test: int = Field(1000, ge=2)
-    chance_tol: float = Field(0.1, description="'near chance': |accuracy - 0.5| ≤ this")
+    sample_sizes: Annotated[tuple[SampleSize, ...], Distinct] = Field(
+        (100, 400), min_length=1, max_length=MAX_GRID, description="training sequences N")
+    n_test: int = Field(1000, ge=2, le=MAX_SAMPLES)
+    chance_tol: float = Field(0.1, ge=0, le=0.5,
+                              description="'near chance': |accuracy - 0.5| ≤ this")
+
+    @model_validator(mode="after")
+    def _check_window(self) -> AttentionConfig:
+        if self.window > self.data.L:
+            raise ValueError(f"window={self.window} exceeds data.L={self.data.L} (a window "
+                             "of L or more is global causal attention)")
+        return self
 
 
 @register
@@ -78,6 +103,26 @@ class AttentionComparison(Experiment):
 
     def cells(self, cfg: AttentionConfig) -> list[dict[str, Any]]:
         return [{"model": m, "n_train": int(n)} for n in cfg.sample_sizes for m in cfg.models]
+
+    def memory_bytes(self, cfg: AttentionConfig) -> int:
+        """The largest cell: the largest N with the heaviest model (common.py). Both splits,
+        the model trained on full batches (or train_cfg.batch_size) with its optimiser state,
+        the test set evaluated in chunks every eval_every steps, the trainer's history."""
+        L, d, m, tc = cfg.data.L, cfg.data.d, cfg.model.width, cfg.train_cfg
+        N = max(cfg.sample_sizes)
+        B = min(N, tc.batch_size or N)
+        per = []
+        for kind in cfg.models:
+            if kind == "mamba":
+                per.append(filtering_mamba_bytes(B, cfg.n_test, L, d, m,
+                                                 cfg.model.state_size or d, tc.optimizer))
+            elif kind == "local":
+                per.append(attention_head_bytes(B, cfg.n_test, L, d, m, cfg.window,
+                                                tc.optimizer, window=cfg.window))
+            else:
+                per.append(attention_head_bytes(B, cfg.n_test, L, d, m, L, tc.optimizer))
+        return (runtime_bytes() + splits_bytes(N, cfg.n_test, L, d) + max(per)
+                + train_history_bytes(tc, N))
 
     def run(self, cfg: AttentionConfig, params: dict[str, Any], seed: int) -> RunResult:
         tr = cfg.data.build(params["n_train"], seed, "train")

@@ -4,10 +4,10 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import numpy as np
-from pydantic import Field
+from pydantic import Field, ValidationError, model_validator
 
 from ssmlab.data.filtering import MajorityConfig
 from ssmlab.experiments.base import (
@@ -19,11 +19,22 @@ from ssmlab.experiments.base import (
     register,
 )
 from ssmlab.experiments.filtering.common import (
+    MAX_GRID,
+    MAX_SAMPLES,
+    MAX_TOL,
     PAPER,
+    AlphaR,
+    Distinct,
     GDSpec,
+    LearningRate,
+    Length,
     failed_note,
+    filtering_mamba_bytes,
     fit_gd,
+    gd_history_bytes,
     ok_runs,
+    runtime_bytes,
+    splits_bytes,
 )
 from ssmlab.models.filtering import FilteringMamba, FilteringMambaConfig
 from ssmlab.probes.filtering import gate_alignment
@@ -37,15 +48,35 @@ class ConvergenceConfig(ExperimentConfig):
         L=16, d=32, alpha_r=0.5, alpha_c=0.25, tau=0.01))
     model: FilteringMambaConfig = Field(default_factory=lambda: FilteringMambaConfig(width=16))
     gd: GDSpec = Field(default_factory=lambda: GDSpec(lr=2.0, max_steps=3000, probe_every=50))
-    n_train: int = Field(100, ge=2)
-    n_test: int = Field(500, ge=2)
-    alpha_rs: tuple[float, ...] = Field((0.375, 0.4375, 0.5, 0.625, 0.75),
-                                        description="α_r grid at the reference η and L")
-    lrs: tuple[float, ...] = Field((1.0, 2.0, 4.0), description="η grid at the reference gap, L")
-    lengths: tuple[int, ...] = Field((8, 16, 32), description="L grid at the reference gap, η")
-    gap_tol: float = Field(0.5, description="slope vs gap: -2 ± this")
-    lr_tol: float = Field(0.25, description="slope vs η: -1 ± this")
-    length_tol: float = Field(0.5, description="slope vs L: at most 2 + this")
+    n_train: int = Field(100, ge=2, le=MAX_SAMPLES)
+    n_test: int = Field(500, ge=2, le=MAX_SAMPLES)
+    alpha_rs: Annotated[tuple[AlphaR, ...], Distinct] = Field(
+        (0.375, 0.4375, 0.5, 0.625, 0.75), min_length=1, max_length=MAX_GRID,
+        description="α_r grid at the reference η and L")
+    lrs: Annotated[tuple[LearningRate, ...], Distinct] = Field(
+        (1.0, 2.0, 4.0), min_length=1, max_length=MAX_GRID,
+        description="η grid at the reference gap, L")
+    lengths: Annotated[tuple[Length, ...], Distinct] = Field(
+        (8, 16, 32), min_length=1, max_length=MAX_GRID,
+        description="L grid at the reference gap, η")
+    gap_tol: float = Field(0.5, ge=0, le=MAX_TOL, description="slope vs gap: -2 ± this")
+    lr_tol: float = Field(0.25, ge=0, le=MAX_TOL, description="slope vs η: -1 ± this")
+    length_tol: float = Field(0.5, ge=0, le=MAX_TOL, description="slope vs L: at most 2 + this")
+
+    @model_validator(mode="after")
+    def _check_cells(self) -> ConvergenceConfig:
+        """Every cell's data must be valid: each α_r of the grid at the reference L and α_c, and
+        each L of the grid at the reference α_r, α_c (else the cell's run fails)."""
+        for name, key, grid in (("alpha_rs", "alpha_r", self.alpha_rs),
+                                ("lengths", "L", self.lengths)):
+            for v in grid:
+                try:
+                    MajorityConfig.model_validate(self.data.model_dump() | {key: v})
+                except ValidationError as e:
+                    msg = e.errors()[0]["msg"].removeprefix("Value error, ")
+                    raise ValueError(f"{name} value {v} with data ({key} replaced): "
+                                     f"{msg}") from None
+        return self
 
 
 def _ref(cfg: ConvergenceConfig) -> dict[str, Any]:
@@ -102,6 +133,15 @@ class Convergence(Experiment):
             if c not in uniq:
                 uniq.append(c)
         return uniq
+
+    def memory_bytes(self, cfg: ConvergenceConfig) -> int:
+        """The largest cell: the longest L of the grid (or the reference L); both splits, the
+        closed-form model on the full training batch and the per-step history (common.py)."""
+        L, d, m = max(cfg.data.L, *cfg.lengths), cfg.data.d, cfg.model.width
+        return (runtime_bytes() + splits_bytes(cfg.n_train, cfg.n_test, L, d)
+                + filtering_mamba_bytes(cfg.n_train, cfg.n_test, L, d, m,
+                                        cfg.model.state_size or d)
+                + gd_history_bytes(cfg.gd))
 
     def run(self, cfg: ConvergenceConfig, params: dict[str, Any], seed: int) -> RunResult:
         data = cfg.data.model_copy(update={"alpha_r": params["alpha_r"], "L": params["L"]})

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, Literal
 
 import numpy as np
 from pydantic import Field
@@ -18,11 +18,17 @@ from ssmlab.experiments.base import (
     register,
 )
 from ssmlab.experiments.filtering.common import (
+    MAX_SAMPLES,
     PAPER,
+    Distinct,
     GDSpec,
     failed_note,
+    filtering_mamba_bytes,
     fit_gd,
+    gd_history_bytes,
     ok_runs,
+    runtime_bytes,
+    splits_bytes,
 )
 from ssmlab.models.filtering import FilteringMamba, FilteringMambaConfig
 from ssmlab.probes.filtering import gate_stats
@@ -37,10 +43,12 @@ class GateAblationConfig(ExperimentConfig):
         L=8, d=32, delta_close=1, delta_far=6, tau=0.01))
     model: FilteringMambaConfig = Field(default_factory=lambda: FilteringMambaConfig(width=16))
     gd: GDSpec = Field(default_factory=lambda: GDSpec(lr=2.0, max_steps=1000, probe_every=50))
-    n_train: int = Field(200, ge=2)
-    n_test: int = Field(1000, ge=2)
-    datasets: tuple[str, ...] = ("majority", "locality")
-    min_gain: float = Field(0.1, description="'much' test accuracy lost without the gate")
+    n_train: int = Field(200, ge=2, le=MAX_SAMPLES)
+    n_test: int = Field(1000, ge=2, le=MAX_SAMPLES)
+    datasets: Annotated[tuple[Literal["majority", "locality"], ...], Distinct] = Field(
+        ("majority", "locality"), min_length=1, max_length=2)
+    min_gain: float = Field(0.1, ge=0, le=1,
+                            description="'much' test accuracy lost without the gate")
 
 
 @register
@@ -72,6 +80,18 @@ class GateAblation(Experiment):
 
     def cells(self, cfg: GateAblationConfig) -> list[dict[str, Any]]:
         return [{"data": d, "gate": g} for d in cfg.datasets for g in (True, False)]
+
+    def memory_bytes(self, cfg: GateAblationConfig) -> int:
+        """The larger data set's cell: both splits, the closed-form model on the full training
+        batch and GD's per-step history (common.py); the gate does not change the sizes."""
+        m = cfg.model.width
+        per = []
+        for name in cfg.datasets:
+            data = cfg.majority if name == "majority" else cfg.locality
+            per.append(splits_bytes(cfg.n_train, cfg.n_test, data.L, data.d)
+                       + filtering_mamba_bytes(cfg.n_train, cfg.n_test, data.L, data.d, m,
+                                               cfg.model.state_size or data.d))
+        return runtime_bytes() + max(per) + gd_history_bytes(cfg.gd)
 
     def run(self, cfg: GateAblationConfig, params: dict[str, Any], seed: int) -> RunResult:
         data = cfg.majority if params["data"] == "majority" else cfg.locality

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import numpy as np
-from pydantic import Field
+from pydantic import Field, ValidationError, model_validator
 
 from ssmlab.data.filtering import LocalityConfig
 from ssmlab.experiments.base import (
@@ -18,11 +18,21 @@ from ssmlab.experiments.base import (
     register,
 )
 from ssmlab.experiments.filtering.common import (
+    MAX_GRID,
+    MAX_RATIO,
+    MAX_SAMPLES,
+    MAX_STEPS,
     PAPER,
+    Distance,
+    Distinct,
     GDSpec,
     failed_note,
+    filtering_mamba_bytes,
     fit_gd,
+    gd_history_bytes,
     ok_runs,
+    runtime_bytes,
+    splits_bytes,
     thin,
 )
 from ssmlab.models.filtering import FilteringMamba, FilteringMambaConfig
@@ -41,12 +51,27 @@ class LocalityExpConfig(ExperimentConfig):
     model: FilteringMambaConfig = Field(default_factory=lambda: FilteringMambaConfig(width=16))
     gd: GDSpec = Field(default_factory=lambda: GDSpec(
         lr=2.0, max_steps=2500, converge="error", error_target=0.25, probe_every=25))
-    n_train: int = Field(300, ge=2)
-    n_test: int = Field(1000, ge=2)
-    deltas_close: tuple[int, ...] = Field((1, 2, 3), description="ΔL⁺ grid (ΔL⁻ fixed)")
-    history_every: int = Field(2, ge=1)
-    irr_ratio: float = Field(2.0, description="'strongly negative': mean irrelevant projection "
-                                              "at least this many times the relevant |projection|")
+    n_train: int = Field(300, ge=2, le=MAX_SAMPLES)
+    n_test: int = Field(1000, ge=2, le=MAX_SAMPLES)
+    deltas_close: Annotated[tuple[Distance, ...], Distinct] = Field(
+        (1, 2, 3), min_length=1, max_length=MAX_GRID, description="ΔL⁺ grid (ΔL⁻ fixed)")
+    history_every: int = Field(2, ge=1, le=MAX_STEPS)
+    irr_ratio: float = Field(2.0, ge=0, le=MAX_RATIO,
+                             description="'strongly negative': mean irrelevant projection at "
+                                         "least this many times the relevant |projection|")
+
+    @model_validator(mode="after")
+    def _check_cells(self) -> LocalityExpConfig:
+        """Each ΔL⁺ of the grid must give valid data with the fixed ΔL⁻ and L (else its runs
+        fail): ΔL⁺ < data.delta_far and both pairs placeable."""
+        for k in self.deltas_close:
+            try:
+                LocalityConfig.model_validate(self.data.model_dump() | {"delta_close": k})
+            except ValidationError as e:
+                msg = e.errors()[0]["msg"].removeprefix("Value error, ")
+                raise ValueError(f"deltas_close value {k} with data.delta_far="
+                                 f"{self.data.delta_far}, data.L={self.data.L}: {msg}") from None
+        return self
 
 
 @register
@@ -86,6 +111,15 @@ class Locality(Experiment):
 
     def cells(self, cfg: LocalityExpConfig) -> list[dict[str, Any]]:
         return [{"delta_close": int(k)} for k in cfg.deltas_close]
+
+    def memory_bytes(self, cfg: LocalityExpConfig) -> int:
+        """Both splits, the closed-form model on the full training batch, the per-step and
+        per-probe histories (common.py); ΔL⁺ does not change the sizes."""
+        L, d, m = cfg.data.L, cfg.data.d, cfg.model.width
+        return (runtime_bytes() + splits_bytes(cfg.n_train, cfg.n_test, L, d)
+                + filtering_mamba_bytes(cfg.n_train, cfg.n_test, L, d, m,
+                                        cfg.model.state_size or d)
+                + gd_history_bytes(cfg.gd, probe_keys=16))
 
     def run(self, cfg: LocalityExpConfig, params: dict[str, Any], seed: int) -> RunResult:
         data = LocalityConfig.model_validate(cfg.data.model_dump() | params)

@@ -7,7 +7,7 @@ from typing import Any
 
 import numpy as np
 import torch
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from ssmlab.data.filtering import MajorityConfig
 from ssmlab.experiments.base import (
@@ -19,12 +19,22 @@ from ssmlab.experiments.base import (
     register,
 )
 from ssmlab.experiments.filtering.common import (
+    MAX_RATIO,
+    MAX_SAMPLES,
     PAPER,
     GDSpec,
     failed_note,
+    filtering_mamba_bytes,
     fit_gd,
+    gd_history_bytes,
+    mamba_block_params,
+    mamba_blocks_bytes,
     ok_runs,
+    runtime_bytes,
+    splits_bytes,
+    train_history_bytes,
 )
+from ssmlab.memory import nbytes
 from ssmlab.models.filtering import (
     FilteringMamba,
     FilteringMambaConfig,
@@ -48,14 +58,24 @@ class LuckyConfig(ExperimentConfig):
         depth=5, d_state=8, width=16))
     stack_train: TrainConfig = Field(default_factory=lambda: TrainConfig(
         optimizer="adam", lr=3e-3, loss="hinge", epochs=30, eval_every=10))
-    n_train: int = Field(100, ge=2)
-    n_train_stack: int = Field(200, ge=2)
-    n_test: int = Field(500, ge=2)
-    n_probe: int = Field(32, ge=1, description="sequences for the Δ-sensitivity probe")
-    lucky_threshold: float = Field(0.5, description="cos ≥ this with o_± makes a neuron lucky")
-    lucky_expected: float = Field(0.5, description="predicted lucky fraction")
-    lucky_tol: float = Field(0.2)
-    ratio_min: float = Field(3.0, description="class vs irrelevant per-feature cosine ratio")
+    n_train: int = Field(100, ge=2, le=MAX_SAMPLES)
+    n_train_stack: int = Field(200, ge=2, le=MAX_SAMPLES)
+    n_test: int = Field(500, ge=2, le=MAX_SAMPLES)
+    n_probe: int = Field(32, ge=1, le=MAX_SAMPLES,
+                         description="sequences for the Δ-sensitivity probe")
+    lucky_threshold: float = Field(0.5, ge=0, le=1,
+                                   description="cos ≥ this with o_± makes a neuron lucky")
+    lucky_expected: float = Field(0.5, ge=0, le=1, description="predicted lucky fraction")
+    lucky_tol: float = Field(0.2, ge=0, le=1)
+    ratio_min: float = Field(3.0, ge=0, le=MAX_RATIO,
+                             description="class vs irrelevant per-feature cosine ratio")
+
+    @model_validator(mode="after")
+    def _check_probe(self) -> LuckyConfig:
+        if self.n_probe > self.n_train_stack:
+            raise ValueError(f"n_probe={self.n_probe} exceeds n_train_stack="
+                             f"{self.n_train_stack}: the probe reads training sequences")
+        return self
 
 
 @register
@@ -98,6 +118,29 @@ class Lucky(Experiment):
 
     def cells(self, cfg: LuckyConfig) -> list[dict[str, Any]]:
         return [{"model": "filtering"}, {"model": "mamba5"}]
+
+    def memory_bytes(self, cfg: LuckyConfig) -> int:
+        """The larger of the two cells (common.py). "filtering": both splits, the closed-form
+        model on the full training batch and GD's per-step history. "mamba5": both splits, the
+        block stack trained on full batches (or stack_train.batch_size), the head's (B, L, m)
+        activations, the test set evaluated in chunks, and the Δ-sensitivity probe (a forward
+        through the first block with autograd on n_probe sequences)."""
+        L, d = cfg.data.L, cfg.data.d
+        fm = (splits_bytes(cfg.n_train, cfg.n_test, L, d)
+              + filtering_mamba_bytes(cfg.n_train, cfg.n_test, L, d, cfg.model.width,
+                                      cfg.model.state_size or d)
+              + gd_history_bytes(cfg.gd))
+        st, tc = cfg.stack, cfg.stack_train
+        B = min(cfg.n_train_stack, tc.batch_size or cfg.n_train_stack)
+        n_params = st.depth * mamba_block_params(d, st.expand, st.d_state, st.d_conv) \
+            + st.width * d
+        m5 = (splits_bytes(cfg.n_train_stack, cfg.n_test, L, d)
+              + mamba_blocks_bytes(B, cfg.n_test, L, d, st.depth, st.expand, st.d_state,
+                                   n_params, tc.optimizer)
+              + 3 * nbytes(B, L, st.width)
+              + mamba_blocks_bytes(cfg.n_probe, 0, L, d, 1, st.expand, st.d_state, 0, "gd")
+              + train_history_bytes(tc, cfg.n_train_stack))
+        return max(runtime_bytes() + fm, runtime_bytes(numba=True) + m5)
 
     def run(self, cfg: LuckyConfig, params: dict[str, Any], seed: int) -> RunResult:
         kind = params["model"]

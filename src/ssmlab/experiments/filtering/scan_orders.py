@@ -5,15 +5,17 @@ from __future__ import annotations
 
 import functools
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
+import annotated_types as at
 import numpy as np
 import torch
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from ssmlab.data import fashion_mnist as fm
 from ssmlab.data.locality2d import LocalityGridConfig, pair_distances
-from ssmlab.data.scan_orders import ORDER_NAMES, flatten, locality, scan_order
+from ssmlab.data.scan_orders import ORDER_NAMES, OrderName, flatten, locality, scan_order
+from ssmlab.errors import UserError
 from ssmlab.experiments.base import (
     Claim,
     Experiment,
@@ -22,8 +24,21 @@ from ssmlab.experiments.base import (
     RunResult,
     register,
 )
-from ssmlab.experiments.filtering.common import PAPER, failed_note, ok_runs
-from ssmlab.models.classifier import SequenceClassifier
+from ssmlab.experiments.filtering.common import (
+    MAX_SAMPLES,
+    PAPER,
+    Distinct,
+    failed_note,
+    mamba_block_params,
+    mamba_blocks_bytes,
+    ok_runs,
+    runtime_bytes,
+    splits_bytes,
+    train_history_bytes,
+)
+from ssmlab.memory import nbytes
+from ssmlab.models.classifier import Pooling, SequenceClassifier
+from ssmlab.models.filtering import MAX_D_STATE, MAX_DEPTH
 from ssmlab.report import figures
 from ssmlab.report.stats import mean_std
 from ssmlab.seeding import numpy_rng, split_seed
@@ -61,18 +76,37 @@ def _bar(acc: dict[str, tuple[float, float]], title: str, figdir: Path, name: st
     return figures.save(fig, figdir, name)
 
 
+MAX_D_MODEL = 4096
+MAMBA_EXPAND = 2  # SequenceClassifier's MambaBlock default: E = 2 · d_model
+MAX_PAD = 256  # padded image side: L = (pad_to / patch)² tokens
+
+
+def classifier_bytes(B_train: int, n_eval: int, L: int, d_input: int, d_model: int, depth: int,
+                     d_state: int, n_out: int, optimizer: str) -> int:
+    """A SequenceClassifier with MambaBlocks (linear encoder d_input → d_model, `depth` blocks,
+    pooling, linear head): the blocks as in common.mamba_blocks_bytes, plus the encoder's
+    output and gradient, 2 × (B, L, d_model)."""
+    n_params = d_input * d_model + d_model \
+        + depth * mamba_block_params(d_model, MAMBA_EXPAND, d_state, 4) \
+        + (depth + 1) * d_model + (d_model + 1) * n_out
+    return (mamba_blocks_bytes(B_train, n_eval, L, d_model, depth, MAMBA_EXPAND, d_state,
+                               n_params, optimizer)
+            + 2 * nbytes(B_train, L, d_model))
+
+
 class ScanOrdersConfig(ExperimentConfig):
     data: LocalityGridConfig = Field(default_factory=lambda: LocalityGridConfig(
         H=8, W=8, d=8, tau=0.01, far_min=4))
-    d_model: int = Field(32, ge=1)
-    depth: int = Field(1, ge=1)
-    d_state: int = Field(8, ge=1)
-    pooling: str = "mean"
+    d_model: int = Field(32, ge=1, le=MAX_D_MODEL)
+    depth: int = Field(1, ge=1, le=MAX_DEPTH)
+    d_state: int = Field(8, ge=1, le=MAX_D_STATE)
+    pooling: Pooling = "mean"
     train_cfg: TrainConfig = Field(default_factory=lambda: TrainConfig(
         optimizer="adam", lr=3e-3, loss="hinge", batch_size=50, epochs=12, eval_every=10**6))
-    orders: tuple[str, ...] = ORDER_NAMES
-    n_train: int = Field(1000, ge=2)
-    n_test: int = Field(1000, ge=2)
+    orders: Annotated[tuple[OrderName, ...], Distinct] = Field(
+        ORDER_NAMES, min_length=1, max_length=len(ORDER_NAMES))
+    n_train: int = Field(1000, ge=2, le=MAX_SAMPLES)
+    n_test: int = Field(1000, ge=2, le=MAX_SAMPLES)
 
 
 @register
@@ -111,6 +145,18 @@ class ScanOrders(Experiment):
 
     def cells(self, cfg: ScanOrdersConfig) -> list[dict[str, Any]]:
         return [{"order": o} for o in cfg.orders]
+
+    def memory_bytes(self, cfg: ScanOrdersConfig) -> int:
+        """Both splits (row-major) and their flattened copies, the classifier trained on
+        minibatches of train_cfg.batch_size, the test and training sets evaluated in chunks of
+        ≤ 4096 (common.py); the order does not change the sizes."""
+        L, d, tc = cfg.data.L, cfg.data.d, cfg.train_cfg
+        B = min(cfg.n_train, tc.batch_size or cfg.n_train)
+        return (runtime_bytes(numba=True) + splits_bytes(cfg.n_train, cfg.n_test, L, d)
+                + nbytes(cfg.n_train + cfg.n_test, L, d)
+                + classifier_bytes(B, max(cfg.n_train, cfg.n_test), L, d, cfg.d_model,
+                                   cfg.depth, cfg.d_state, 1, tc.optimizer)
+                + train_history_bytes(tc, cfg.n_train))
 
     def run(self, cfg: ScanOrdersConfig, params: dict[str, Any], seed: int) -> RunResult:
         H, W = cfg.data.H, cfg.data.W
@@ -187,20 +233,34 @@ def _fmnist(split: str, root: str) -> fm.ImageSet:
     return fm.load(split, root)
 
 
+FashionClass = Annotated[int, at.Ge(0), at.Le(len(fm.CLASSES) - 1)]
+EVAL_BATCH = 500  # the test set's evaluation batch in FashionScan.run
+
+
 class FashionScanConfig(ExperimentConfig):
     root: str = Field(str(fm.DEFAULT_ROOT), description="directory of the IDX files")
-    classes: tuple[int, ...] = Field((0, 2, 4, 6), description="T-shirt, pullover, coat, shirt")
-    n_train: int = Field(1000, ge=2)
-    n_test: int = Field(1000, ge=2)
-    patch: int = Field(4, ge=1)
-    pad_to: int = Field(32, ge=28)
-    orders: tuple[str, ...] = ORDER_NAMES
-    d_model: int = Field(32, ge=1)
-    depth: int = Field(1, ge=1)
-    d_state: int = Field(8, ge=1)
-    pooling: str = "mean"
+    classes: Annotated[tuple[FashionClass, ...], Distinct] = Field(
+        (0, 2, 4, 6), min_length=2, max_length=len(fm.CLASSES),
+        description="T-shirt, pullover, coat, shirt")
+    n_train: int = Field(1000, ge=2, le=fm.SIZES["train"],
+                         description="training images (of the 60000)")
+    n_test: int = Field(1000, ge=2, le=fm.SIZES["test"], description="test images (of the 10000)")
+    patch: int = Field(4, ge=1, le=MAX_PAD, description="patch side; divides pad_to")
+    pad_to: int = Field(32, ge=fm.SIDE, le=MAX_PAD, description="padded image side")
+    orders: Annotated[tuple[OrderName, ...], Distinct] = Field(
+        ORDER_NAMES, min_length=1, max_length=len(ORDER_NAMES))
+    d_model: int = Field(32, ge=1, le=MAX_D_MODEL)
+    depth: int = Field(1, ge=1, le=MAX_DEPTH)
+    d_state: int = Field(8, ge=1, le=MAX_D_STATE)
+    pooling: Pooling = "mean"
     train_cfg: TrainConfig = Field(default_factory=lambda: TrainConfig(
         optimizer="adam", lr=3e-3, loss="ce", batch_size=64, epochs=6, eval_every=1000))
+
+    @model_validator(mode="after")
+    def _check_patch(self) -> FashionScanConfig:
+        if self.pad_to % self.patch:
+            raise ValueError(f"patch={self.patch} must divide pad_to={self.pad_to}")
+        return self
 
 
 @register
@@ -233,9 +293,46 @@ class FashionScan(Experiment):
     def cells(self, cfg: FashionScanConfig) -> list[dict[str, Any]]:
         return [{"order": o} for o in cfg.orders]
 
+    def check_inputs(self, cfg: FashionScanConfig) -> None:
+        """Corrupt IDX files (bad magic, sizes that do not match the file, truncated or corrupt
+        gzip, bad labels) and class subsets larger than the files hold are UserErrors here,
+        before anything runs; absent files are not (the runs are stored as skipped)."""
+        if not fm.available(cfg.root):
+            return
+        labels = fm.check_files(cfg.root)
+        for split, n in (("train", cfg.n_train), ("test", cfg.n_test)):
+            have = np.bincount(labels[split], minlength=len(fm.CLASSES))
+            per, extra = divmod(n, len(cfg.classes))
+            for j, c in enumerate(cfg.classes):
+                need = per + (1 if j < extra else 0)
+                if need > have[c]:
+                    stem = fm.FILES[split, "labels"]
+                    raise UserError(f"n_{split}={n} needs {need} images of class {c} but the "
+                                    f"{split} split ({stem} under {cfg.root}) holds {have[c]}")
+
+    def memory_bytes(self, cfg: FashionScanConfig) -> int:
+        """Fashion-MNIST as published (60000 + 10000 uint8 images of 28×28, cached per worker;
+        loading the gzipped training images holds the compressed and the raw bytes at once),
+        the padded patch sequences (the padded images, their patch tokens and the scan-ordered
+        copy while one split is cut; both splits' sequences kept), the classifier trained on
+        minibatches and evaluated in chunks (common.py)."""
+        raw = {k: v * fm.SIDE * fm.SIDE for k, v in fm.SIZES.items()}
+        images = raw["train"] + raw["test"] + raw["train"]  # + the compressed file, ≤ raw
+        g = cfg.pad_to // cfg.patch
+        L, tc = g * g, cfg.train_cfg
+        seqs = nbytes(cfg.n_train + cfg.n_test, L, cfg.patch**2) \
+            + 2 * nbytes(max(cfg.n_train, cfg.n_test), cfg.pad_to, cfg.pad_to)
+        B = min(cfg.n_train, tc.batch_size or cfg.n_train)
+        n_eval = max(min(cfg.n_train, 4096), min(cfg.n_test, EVAL_BATCH))
+        return (runtime_bytes(numba=True) + images + seqs
+                + classifier_bytes(B, n_eval, L, cfg.patch**2, cfg.d_model, cfg.depth,
+                                   cfg.d_state, len(cfg.classes), tc.optimizer)
+                + train_history_bytes(tc, cfg.n_train))
+
     def run(self, cfg: FashionScanConfig, params: dict[str, Any], seed: int) -> RunResult:
         if not fm.available(cfg.root):
-            return RunResult(status="skipped", reason=f"no Fashion-MNIST at {cfg.root}")
+            return RunResult(status="skipped", reason=f"no Fashion-MNIST at {cfg.root} "
+                             f"(missing {', '.join(fm.missing(cfg.root))})")
         tr_all, te_all = _fmnist("train", cfg.root), _fmnist("test", cfg.root)
         # the same images for every order of a seed: subsets depend on the seed only
         xtr, ytr = fm.subset(tr_all, cfg.classes, cfg.n_train, numpy_rng(seed, "train"))
@@ -252,7 +349,7 @@ class FashionScan(Experiment):
         res = train(model, cfg.train_cfg, (Xtr, ytr_t), None, seed=seed)
         if res.status != "ok":
             return RunResult(status="diverged", reason=f"diverged at step {res.diverged_at}")
-        ev = evaluate(model, (Xte, yte_t), "ce", batch_size=500)
+        ev = evaluate(model, (Xte, yte_t), "ce", batch_size=EVAL_BATCH)
         g = cfg.pad_to // cfg.patch
         loc = locality(scan_order(params["order"], g, g), g, g)
         return RunResult(metrics={"test_accuracy": 1 - ev["error"], "test_loss": ev["loss"],

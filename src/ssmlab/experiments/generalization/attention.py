@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 import torch
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from ssmlab.experiments.base import (
     Claim,
@@ -32,25 +32,36 @@ from ssmlab.experiments.base import (
     register,
 )
 from ssmlab.experiments.generalization.common import (
+    NUMBA_KERNEL,
     ModelSettings,
     PaperTraining,
+    Seeds,
     TaskSettings,
     build_task,
     train_run,
+    train_run_bytes,
 )
+from ssmlab.memory import nbytes
 from ssmlab.report.figures import new_figure, save
 
 PAPER = "generalization"
 
 
 class AttentionConfig(ExperimentConfig):
-    seeds: int = 1
+    seeds: Seeds = 1
     T: int = Field(48, ge=2, le=256, description="length of the example (the matrix is T×T)")
     model: ModelSettings = Field(default_factory=ModelSettings)
     task: TaskSettings = Field(default_factory=TaskSettings)
     training: PaperTraining = Field(default_factory=lambda: PaperTraining(epochs=10))
-    example: int = Field(0, ge=0, description="index of the test input shown")
-    rel_tol: float = Field(1e-9, gt=0)
+    example: int = Field(0, ge=0, le=10**7, description="index of the test input shown (< task.n_test)")
+    rel_tol: float = Field(1e-9, gt=0, le=1, description="relative error allowed")
+
+    @model_validator(mode="after")
+    def _example_exists(self) -> AttentionConfig:
+        if self.example >= self.task.n_test:
+            raise ValueError(f"example={self.example} must be < task.n_test={self.task.n_test} "
+                             "(it indexes the test set)")
+        return self
 
 
 @register
@@ -63,6 +74,16 @@ class AttentionView(Experiment):
     paper = PAPER
     Config = AttentionConfig
     profiles = {"quick": {}, "paper": {"T": 100, "training": {"epochs": 40}}}
+
+    def memory_bytes(self, cfg: AttentionConfig) -> int:
+        """The training run (common.train_run_bytes) plus the float64 attention matrix of one
+        example: implied_attention holds ~6 (d, T, T) float64 tensors (the decay sums, each
+        state's decay and product, the running sum), and the stored history keeps the d·T²
+        numbers as Python floats in lists (~32 bytes each) beside their numpy copy; the float64
+        scan of the check loads one more Numba kernel (common.NUMBA_KERNEL)."""
+        d, T = cfg.model.d, cfg.T
+        lens = NUMBA_KERNEL + 6 * nbytes(d, T, T, itemsize=8) + d * T * T * (32 + 8)
+        return train_run_bytes(cfg.model, cfg.training, "majority", cfg.task, T) + lens
 
     def run(self, cfg: AttentionConfig, params: dict[str, Any], seed: int) -> RunResult:
         data = build_task("majority", cfg.task, cfg.T, seed)

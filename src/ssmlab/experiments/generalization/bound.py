@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from ssmlab.experiments.base import (
     Claim,
@@ -45,11 +45,18 @@ from ssmlab.experiments.base import (
     register,
 )
 from ssmlab.experiments.generalization.common import (
+    MAX_GRID,
+    MAX_SLOPE_TOL,
+    Length,
     ModelSettings,
     PaperTraining,
+    Seeds,
+    SpectralAbscissa,
     TaskSettings,
     build_task,
+    check_unique,
     train_run,
+    train_run_bytes,
 )
 from ssmlab.report.figures import new_figure, save
 from ssmlab.report.stats import linear_fit, mean_std
@@ -69,14 +76,25 @@ PAPER = "generalization"
 
 
 class BoundConfig(ExperimentConfig):
-    seeds: int = 3
-    T_values: list[int] = Field(default_factory=lambda: [25, 50, 100, 200, 300, 400])
-    sA_values: list[float] = Field(default_factory=lambda: [-0.1, 0.0, 0.1])
+    """The grid is T_values × sA_values (both non-empty, values distinct)."""
+
+    seeds: Seeds = 3
+    T_values: list[Length] = Field(default_factory=lambda: [25, 50, 100, 200, 300, 400],
+                                   min_length=1, max_length=MAX_GRID)
+    sA_values: list[SpectralAbscissa] = Field(default_factory=lambda: [-0.1, 0.0, 0.1],
+                                              min_length=1, max_length=MAX_GRID)
     model: ModelSettings = Field(default_factory=lambda: ModelSettings(fix_A=True))
     task: TaskSettings = Field(default_factory=TaskSettings)
     training: PaperTraining = Field(default_factory=lambda: PaperTraining(epochs=40))
-    gap_slope_tol: float = Field(0.05 / 3.75, gt=0, description="per 100 tokens (length_majority)")
+    gap_slope_tol: float = Field(0.05 / 3.75, gt=0, le=MAX_SLOPE_TOL,
+                                 description="per 100 tokens (length_majority)")
     rho_form: RhoForm = Field("code", description="ρ_A form used by the claims (theory module)")
+
+    @field_validator("T_values", "sA_values")
+    @classmethod
+    def _distinct(cls, v: list, info: Any) -> list:
+        check_unique(v, info.field_name)
+        return v
 
 
 def t90(rho: float) -> float:
@@ -114,6 +132,10 @@ class BoundVsT(Experiment):
 
     def cells(self, cfg: BoundConfig) -> list[dict[str, Any]]:
         return [{"T": int(T), "s_A": float(s)} for s in cfg.sA_values for T in cfg.T_values]
+
+    def memory_bytes(self, cfg: BoundConfig) -> int:
+        """One Majority run at the largest T (common.train_run_bytes)."""
+        return train_run_bytes(cfg.model, cfg.training, "majority", cfg.task, max(cfg.T_values))
 
     def run(self, cfg: BoundConfig, params: dict[str, Any], seed: int) -> RunResult:
         data = build_task("majority", cfg.task, int(params["T"]), seed)

@@ -39,8 +39,9 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 import numpy as np
-from pydantic import Field
+from pydantic import Field, field_validator, model_validator
 
+from ssmlab.data.imdb import check_imdb
 from ssmlab.experiments.base import (
     Claim,
     Experiment,
@@ -50,12 +51,18 @@ from ssmlab.experiments.base import (
     register,
 )
 from ssmlab.experiments.generalization.common import (
+    MAX_GRID,
+    MAX_SLOPE_TOL,
+    Length,
     ModelSettings,
     PaperTraining,
+    Seeds,
     Task,
     TaskSettings,
     build_task,
+    check_unique,
     train_run,
+    train_run_bytes,
 )
 from ssmlab.report.figures import mean_band, new_figure, save
 from ssmlab.report.stats import fmt_pm, linear_fit, mean_std
@@ -68,39 +75,63 @@ PAPER_MAJORITY = {25: (0.933, 0.006, 0.859, 0.014), 200: (0.969, 0.009, 0.890, 0
 PAPER_IMDB_TEST = {100: 0.736, 300: 0.814, 500: 0.838, 800: 0.854, 1500: 0.847}
 
 
+def _T_values(default: list[int] | None = None) -> Any:
+    """The T grid field: 1..MAX_GRID distinct lengths in 1..2^16."""
+    kw: dict[str, Any] = {"default_factory": lambda: list(default)} if default else {}
+    return Field(**kw, min_length=1, max_length=MAX_GRID, description="sequence lengths")
+
+
+def _slope_tol(default: float | None = None) -> Any:
+    args = () if default is None else (default,)
+    return Field(*args, gt=0, le=MAX_SLOPE_TOL,
+                 description="|slope of gap vs T| allowed, per 100 tokens")
+
+
 class LengthConfig(ExperimentConfig):
     """Grid over T at fixed s_A; see the module docstring for the defaults of each task."""
 
-    T_values: list[int] = Field(description="sequence lengths")
+    T_values: list[Length] = _T_values()
     model: ModelSettings = Field(default_factory=ModelSettings)
     task: TaskSettings = Field(default_factory=TaskSettings)
     training: PaperTraining = Field(default_factory=PaperTraining)
-    gap_slope_tol: float = Field(gt=0, description="|slope of gap vs T| allowed, per 100 tokens")
-    paper_tol: float = Field(0.04, gt=0, description="allowed |ours - paper| of mean accuracies")
+    gap_slope_tol: float = _slope_tol()
+    paper_tol: float = Field(0.04, gt=0, le=1,
+                             description="allowed |ours - paper| of mean accuracies")
+
+    @field_validator("T_values")
+    @classmethod
+    def _distinct(cls, v: list[int]) -> list[int]:
+        check_unique(v, "T_values")
+        return v
 
 
 class MajorityLengthConfig(LengthConfig):
-    seeds: int = 5
-    T_values: list[int] = Field(default_factory=lambda: list(range(25, 401, 25)))
-    gap_slope_tol: float = 0.05 / 3.75
+    seeds: Seeds = 5
+    T_values: list[Length] = _T_values(list(range(25, 401, 25)))
+    gap_slope_tol: float = _slope_tol(0.05 / 3.75)
 
 
 class ListOpsLengthConfig(LengthConfig):
-    seeds: int = 5
-    T_values: list[int] = Field(default_factory=lambda: list(range(100, 1001, 100)))
+    seeds: Seeds = 5
+    T_values: list[Length] = _T_values(list(range(100, 1001, 100)))
     model: ModelSettings = Field(default_factory=lambda: ModelSettings(d=16, N=4))
     task: TaskSettings = Field(default_factory=lambda: TaskSettings(data_seed=0))
     training: PaperTraining = Field(default_factory=lambda: PaperTraining(epochs=50))
-    gap_slope_tol: float = 0.05 / 9
+    gap_slope_tol: float = _slope_tol(0.05 / 9)
+
+    @model_validator(mode="after")
+    def _window_fits(self) -> ListOpsLengthConfig:
+        self.task.check_lengths("listops", self.T_values, "T_values")
+        return self
 
 
 class ImdbLengthConfig(LengthConfig):
-    seeds: int = 3
-    T_values: list[int] = Field(default_factory=lambda: list(range(100, 1501, 100)))
+    seeds: Seeds = 3
+    T_values: list[Length] = _T_values(list(range(100, 1501, 100)))
     model: ModelSettings = Field(default_factory=lambda: ModelSettings(d=16, N=4))
     task: TaskSettings = Field(default_factory=lambda: TaskSettings(n_train=25000, n_test=25000))
     training: PaperTraining = Field(default_factory=lambda: PaperTraining(epochs=30, batch_size=256))
-    gap_slope_tol: float = 0.05 / 14
+    gap_slope_tol: float = _slope_tol(0.05 / 14)
 
 
 class _LengthBase(Experiment):
@@ -109,6 +140,10 @@ class _LengthBase(Experiment):
 
     def cells(self, cfg: LengthConfig) -> list[dict[str, Any]]:
         return [{"T": int(T)} for T in cfg.T_values]
+
+    def memory_bytes(self, cfg: LengthConfig) -> int:
+        """One run at the largest T (common.train_run_bytes: data, model, gate tensors)."""
+        return train_run_bytes(cfg.model, cfg.training, self.task, cfg.task, max(cfg.T_values))
 
     def run(self, cfg: LengthConfig, params: dict[str, Any], seed: int) -> RunResult:
         data = build_task(self.task, cfg.task, int(params["T"]), seed)
@@ -294,6 +329,11 @@ class ImdbLength(_LengthBase):
                   "task": {"n_train": 2000, "n_test": 2000}, "training": {"epochs": 5}},
         "paper": {},
     }
+
+    def check_inputs(self, cfg: LengthConfig) -> None:
+        """A configured aclImdb copy that exists must be readable (ssmlab.data.imdb.check_imdb:
+        UserError naming the path and the problem); an absent one leaves the runs skipped."""
+        check_imdb(cfg.task.imdb_dir)
 
     def _paper_hint(self) -> str:
         return "; paper: test 0.736 / 0.814 / 0.838 / 0.854 / 0.847 at T = 100 / 300 / 500 / 800 / 1500"

@@ -31,9 +31,11 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from pydantic import Field
+from pydantic import Field, field_validator, model_validator
 
+from ssmlab.data.imdb import check_imdb
 from ssmlab.experiments.base import (
+    MAX_SEEDS,
     Claim,
     Experiment,
     ExperimentConfig,
@@ -42,34 +44,59 @@ from ssmlab.experiments.base import (
     register,
 )
 from ssmlab.experiments.generalization.common import (
+    MAX_GRID,
+    Length,
     ModelSettings,
     PaperTraining,
+    Seeds,
+    SpectralAbscissa,
     Task,
     TaskSettings,
     build_task,
+    check_unique,
     train_run,
+    train_run_bytes,
 )
+from ssmlab.models.generalization import MAX_ABS_SA
 from ssmlab.report.figures import new_figure, save
 
 PAPER = "generalization"
 
 
 class StabilityConfig(ExperimentConfig):
-    seeds: int = 3
+    """The two sweeps (module docstring). sA_values may be empty (the T sweep alone); T_values
+    may not (the divergence claim is about it)."""
+
+    seeds: Seeds = 3
     task_name: Task = "majority"
-    T_values: list[int] = Field(default_factory=lambda: [50, 100, 150, 200, 250, 300],
-                                description="sweep_T lengths")
-    sweep_T_sA: float = Field(0.1, description="initial s_A of the sweep over T")
-    sA_values: list[float] = Field(
+    T_values: list[Length] = Field(default_factory=lambda: [50, 100, 150, 200, 250, 300],
+                                   min_length=1, max_length=MAX_GRID,
+                                   description="sweep_T lengths")
+    sweep_T_sA: float = Field(0.1, ge=-MAX_ABS_SA, le=MAX_ABS_SA,
+                              description="initial s_A of the sweep over T")
+    sA_values: list[SpectralAbscissa] = Field(
         default_factory=lambda: [round(-0.1 + 0.02 * i, 2) for i in range(11)],
-        description="initial s_A values of the sweep over s_A")
-    sweep_sA_T: int = Field(250, ge=1, description="T of the sweep over s_A")
+        max_length=MAX_GRID, description="initial s_A values of the sweep over s_A")
+    sweep_sA_T: Length = Field(250, description="T of the sweep over s_A")
     model: ModelSettings = Field(default_factory=ModelSettings)
     task: TaskSettings = Field(default_factory=TaskSettings)
     training: PaperTraining = Field(default_factory=lambda: PaperTraining(epochs=10))
-    sA_end_tol: float = Field(0.01, ge=0, description="'ends with s_A ≤ 0' up to this")
+    sA_end_tol: float = Field(0.01, ge=0, le=MAX_ABS_SA,
+                              description="'ends with s_A ≤ 0' up to this")
     sweep_sA_seeds: int | None = Field(
-        None, ge=1, description="runs per cell of the s_A sweep (None = seeds)")
+        None, ge=1, le=MAX_SEEDS, description="runs per cell of the s_A sweep (None = seeds)")
+
+    @field_validator("T_values", "sA_values")
+    @classmethod
+    def _distinct(cls, v: list, info: Any) -> list:
+        check_unique(v, info.field_name)
+        return v
+
+    @model_validator(mode="after")
+    def _window_fits(self) -> StabilityConfig:
+        lengths = list(self.T_values) + ([self.sweep_sA_T] if self.sA_values else [])
+        self.task.check_lengths(self.task_name, lengths, "T_values and sweep_sA_T")
+        return self
 
 
 def _cells(cfg: StabilityConfig) -> list[dict[str, Any]]:
@@ -104,6 +131,16 @@ class StabilityMargin(Experiment):
 
     def cells(self, cfg: StabilityConfig) -> list[dict[str, Any]]:
         return _cells(cfg)
+
+    def memory_bytes(self, cfg: StabilityConfig) -> int:
+        """One run at the largest T of either sweep (common.train_run_bytes)."""
+        Ts = [int(c["T"]) for c in _cells(cfg)]
+        return max(train_run_bytes(cfg.model, cfg.training, cfg.task_name, cfg.task, T) for T in Ts)
+
+    def check_inputs(self, cfg: StabilityConfig) -> None:
+        """With task_name 'imdb', a configured aclImdb copy must be readable (check_imdb)."""
+        if cfg.task_name == "imdb":
+            check_imdb(cfg.task.imdb_dir)
 
     def run(self, cfg: StabilityConfig, params: dict[str, Any], seed: int) -> RunResult:
         T, s_A = int(params["T"]), float(params["s_A"])

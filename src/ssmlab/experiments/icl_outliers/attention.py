@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from ssmlab.data.icl import ICLDataConfig, sample_train
 from ssmlab.experiments.base import (
@@ -18,29 +18,47 @@ from ssmlab.experiments.base import (
     register,
 )
 from ssmlab.experiments.icl_outliers.common import (
+    MAX_LEN,
+    MAX_PROMPTS,
+    MAX_STEPS,
     ModelSpec,
     SGDSpec,
     build_model,
     eval_generator,
     fit,
+    fit_history_bytes,
+    one_layer_only,
     patterns_for,
+    prompts_bytes,
+    runtime_bytes,
+    test_set_bytes,
+    train_bytes,
 )
 from ssmlab.probes.icl import score_probe
 from ssmlab.report import figures
 from ssmlab.report.stats import fmt_pm, mean_std
 
 PAPER = "icl_outliers"
+MAX_GROWTH = 1e6
 
 
 class AttentionConfig(ExperimentConfig):
     data: ICLDataConfig = Field(default_factory=lambda: ICLDataConfig(p_a=0.4))
     model: ModelSpec = Field(default_factory=ModelSpec)
     sgd: SGDSpec = Field(default_factory=SGDSpec)
-    l_tr: int = Field(20, ge=1)
-    n_probe: int = Field(512, ge=1, description="fixed training-distribution prompts probed")
-    probe_every: int = Field(50, ge=1)
-    growth: float = Field(2.0, gt=1, description="same-pattern summed score must grow by this factor")
-    eps_ratio: float = Field(0.1, gt=0, description="'O(ε) elsewhere': |other| ≤ eps_ratio × same")
+    l_tr: int = Field(20, ge=1, le=MAX_LEN)
+    n_probe: int = Field(512, ge=1, le=MAX_PROMPTS,
+                         description="fixed training-distribution prompts probed")
+    probe_every: int = Field(50, ge=1, le=MAX_STEPS)
+    growth: float = Field(2.0, gt=1, le=MAX_GROWTH,
+                          description="same-pattern summed score must grow by this factor")
+    eps_ratio: float = Field(0.1, gt=0, le=1,
+                             description="'O(ε) elsewhere': |other| ≤ eps_ratio × same")
+
+    @model_validator(mode="after")
+    def _check(self) -> AttentionConfig:
+        one_layer_only(self.model.n_layers, "icl_outliers/attention")
+        return self
 
 
 @register
@@ -68,6 +86,15 @@ class Attention(Experiment):
         "paper": {"seeds": 5, "sgd": {"lr": 1.0, "batch_size": 64, "steps": 10000},
                   "probe_every": 200},
     }
+
+    def memory_bytes(self, cfg: AttentionConfig) -> int:
+        """The probe set (n_probe prompts, sampled first and kept all run) and the score probe
+        on all of it, training on fresh batches, and the probes' history (common.py)."""
+        d, l = cfg.data.d, cfg.l_tr
+        probe = test_set_bytes("mamba", cfg.model, d, l, cfg.n_probe, l)
+        return (runtime_bytes(("mamba",), cfg.model) + prompts_bytes(cfg.n_probe, l, d)
+                + max(probe, train_bytes("mamba", cfg.model, cfg.sgd.for_model("mamba"), d, l))
+                + fit_history_bytes(cfg.sgd, cfg.probe_every, 5))
 
     def run(self, cfg: AttentionConfig, params: dict[str, Any], seed: int) -> RunResult:
         pat = patterns_for(cfg.data)

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from ssmlab.data.icl import ICLDataConfig, Placement, Rule, sample_test
 from ssmlab.experiments.base import (
@@ -18,14 +19,24 @@ from ssmlab.experiments.base import (
     register,
 )
 from ssmlab.experiments.icl_outliers.common import (
+    MAX_LEN,
+    MAX_PROMPTS,
+    MAX_TOL,
     ModelSpec,
     SGDSpec,
     build_model,
     error_rate,
     eval_generator,
     fit,
+    fit_history_bytes,
+    one_layer_only,
     patterns_for,
+    placements_need_counts,
+    runtime_bytes,
+    test_set_bytes,
+    train_bytes,
 )
+from ssmlab.memory import nbytes
 from ssmlab.probes.icl import gate_profile
 from ssmlab.report import figures
 from ssmlab.report.stats import fmt_pm, linear_fit, mean_std
@@ -38,16 +49,27 @@ class GatesConfig(ExperimentConfig):
     data: ICLDataConfig = Field(default_factory=ICLDataConfig)
     model: ModelSpec = Field(default_factory=ModelSpec)
     sgd: SGDSpec = Field(default_factory=SGDSpec)
-    l_tr: int = Field(20, ge=1)
-    l_ts: int = Field(20, ge=1)
+    l_tr: int = Field(20, ge=1, le=MAX_LEN)
+    l_ts: int = Field(20, ge=1, le=MAX_LEN)
     alpha: float = Field(0.3, ge=0, le=1, description="Fig. 4: α = 0.3")
     rule: Rule = "flipped"
     placement: Placement = "random"
-    n_test: int = Field(2000, ge=1)
-    fit_ranks: int = Field(8, ge=2, description="fit log₂ G_j over clean ranks j = 1..fit_ranks")
-    bound_power: float = Field(2.0, gt=0, description="outlier gate bound M₁^-power")
-    slope_tol: float = Field(0.5, gt=0, description="Cor. 2 slope -1 ± slope_tol")
+    n_test: int = Field(2000, ge=1, le=MAX_PROMPTS)
+    fit_ranks: int = Field(8, ge=2, le=MAX_LEN,
+                           description="fit log₂ G_j over clean ranks j = 1..fit_ranks")
+    bound_power: float = Field(2.0, gt=0, le=MAX_TOL, description="outlier gate bound M₁^-power")
+    slope_tol: float = Field(0.5, gt=0, le=MAX_TOL, description="Cor. 2 slope -1 ± slope_tol")
     min_r2: float = Field(0.9, ge=0, le=1, description="'exponential decay': R² of the log fit")
+
+    @model_validator(mode="after")
+    def _check(self) -> GatesConfig:
+        one_layer_only(self.model.n_layers, "icl_outliers/gates")
+        placements_need_counts(self.data, self.placement)
+        clean = self.l_ts - int(math.floor(self.alpha * self.l_ts + 0.5))
+        if self.data.count == "exact" and self.fit_ranks > clean:
+            raise ValueError(f"fit_ranks={self.fit_ranks} exceeds the {clean} clean examples of "
+                             f"a test context (l_ts={self.l_ts}, alpha={self.alpha})")
+        return self
 
 
 @register
@@ -75,6 +97,16 @@ class Gates(Experiment):
         "quick": {"seeds": 2, "n_test": 1000, "sgd": {"lr": 1.0, "batch_size": 64, "steps": 2000}},
         "paper": {"seeds": 5, "n_test": 4000, "sgd": {"lr": 1.0, "batch_size": 64, "steps": 10000}},
     }
+
+    def memory_bytes(self, cfg: GatesConfig) -> int:
+        """Training the one-layer Mamba on fresh batches, then one test set of n_test prompts
+        evaluated at once; gate_profile's (n_test, l_ts) gates, ranks and masks (common.py)."""
+        d = cfg.data.d
+        profile = 6 * nbytes(cfg.n_test, cfg.l_ts + 1, itemsize=8)
+        return (runtime_bytes(("mamba",), cfg.model) + fit_history_bytes(cfg.sgd)
+                + max(train_bytes("mamba", cfg.model, cfg.sgd.for_model("mamba"), d, cfg.l_tr),
+                      test_set_bytes("mamba", cfg.model, d, cfg.l_tr, cfg.n_test, cfg.l_ts)
+                      + profile))
 
     def run(self, cfg: GatesConfig, params: dict[str, Any], seed: int) -> RunResult:
         pat = patterns_for(cfg.data)

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
+import annotated_types as at
 import numpy as np
-from pydantic import Field
+from pydantic import Field, ValidationError, model_validator
 
-from ssmlab.data.icl import ICLDataConfig
+from ssmlab.data.icl import MAX_PATTERNS, ICLDataConfig
 from ssmlab.experiments.base import (
     Claim,
     Experiment,
@@ -18,12 +20,23 @@ from ssmlab.experiments.base import (
     register,
 )
 from ssmlab.experiments.icl_outliers.common import (
+    MAX_GRID,
+    MAX_LEN,
+    MAX_PROMPTS,
+    MAX_TOL,
     MODEL_LABELS,
+    ContextLength,
+    Distinct,
     ModelSpec,
+    Probability,
     SGDSpec,
     build_model,
+    history_bytes,
     patterns_for,
+    runtime_bytes,
     steps_to_loss,
+    test_set_bytes,
+    train_bytes,
 )
 from ssmlab.report import figures
 from ssmlab.report.stats import Fit, loglog_fit, mean_std
@@ -36,6 +49,8 @@ from ssmlab.theory.icl import (
 )
 
 PAPER = "icl_outliers"
+MAX_LOSS = 100.0  # the hinge loss starts near 1
+PatternCount = Annotated[int, at.Ge(3), at.Le(MAX_PATTERNS)]  # M₁ ≥ 3 (data/icl.py)
 
 
 class IterationsConfig(ExperimentConfig):
@@ -45,14 +60,34 @@ class IterationsConfig(ExperimentConfig):
     sgd_scaling: SGDSpec = Field(
         default_factory=lambda: SGDSpec(lr=0.01, steps=20000),
         description="SGD for the Mamba-only p_a and M₁ sweeps")
-    target_loss: float = Field(0.1, gt=0, description="converged: held-out hinge loss ≤ this")
-    holdout: int = Field(256, ge=1, description="held-out training-distribution prompts")
-    resolution: float = Field(0.05, gt=0, description="relative resolution of the step count")
-    l_trs: tuple[int, ...] = (10, 20, 40, 80)
-    l_tr_fixed: int = Field(20, ge=1, description="l_tr of the p_a and M₁ sweeps")
-    p_as: tuple[float, ...] = (0.0, 0.3, 0.6, 0.8)
-    M1s: tuple[int, ...] = (3, 6, 12)
-    slope_tol: float = Field(0.5, gt=0, description="each fitted slope within ± this")
+    target_loss: float = Field(0.1, gt=0, le=MAX_LOSS,
+                               description="converged: held-out hinge loss ≤ this")
+    holdout: int = Field(256, ge=1, le=MAX_PROMPTS,
+                         description="held-out training-distribution prompts")
+    resolution: float = Field(0.05, gt=0, le=MAX_TOL,
+                              description="relative resolution of the step count")
+    l_trs: Annotated[tuple[ContextLength, ...], Distinct] = Field(
+        (10, 20, 40, 80), min_length=1, max_length=MAX_GRID)
+    l_tr_fixed: int = Field(20, ge=1, le=MAX_LEN, description="l_tr of the p_a and M₁ sweeps")
+    p_as: Annotated[tuple[Probability, ...], Distinct] = Field(
+        (0.0, 0.3, 0.6, 0.8), min_length=1, max_length=MAX_GRID)
+    M1s: Annotated[tuple[PatternCount, ...], Distinct] = Field(
+        (3, 6, 12), min_length=1, max_length=MAX_GRID)
+    slope_tol: float = Field(0.5, gt=0, le=MAX_TOL, description="each fitted slope within ± this")
+
+    @model_validator(mode="after")
+    def _check_cells(self) -> IterationsConfig:
+        """Each M₁ of the sweep must give a valid data model with the other sizes (as run()
+        builds it: default training shifts), else its runs fail."""
+        for k in self.M1s:
+            try:
+                ICLDataConfig.model_validate(self.data.model_dump() | {"M1": k,
+                                                                       "train_shifts": None})
+            except ValidationError as e:
+                msg = e.errors()[0]["msg"].removeprefix("Value error, ")
+                raise ValueError(f"M1s value {k} with data.M2={self.data.M2}, data.V="
+                                 f"{self.data.V}, data.d={self.data.d}: {msg}") from None
+        return self
 
 
 @register
@@ -98,6 +133,21 @@ class Iterations(Experiment):
         out += [{"sweep": "p_a", "model": "mamba", "p_a": p} for p in cfg.p_as]
         out += [{"sweep": "M1", "model": "mamba", "M1": k} for k in cfg.M1s]
         return out
+
+    def memory_bytes(self, cfg: IterationsConfig) -> int:
+        """The longest context of the cells, for either model (common.py): training on fresh
+        batches, and the fixed held-out set evaluated at once at every check; the checks'
+        history is O(log steps / resolution) numbers."""
+        l, d = max(*cfg.l_trs, cfg.l_tr_fixed), cfg.data.d
+        per = []
+        for kind in ("mamba", "linear"):
+            for sgd in (cfg.sgd.for_model(kind), cfg.sgd_scaling):
+                per.append(max(train_bytes(kind, cfg.model, sgd, d, l),
+                               test_set_bytes(kind, cfg.model, d, l, cfg.holdout, l)))
+        T = max(cfg.sgd.steps, cfg.sgd_scaling.steps)
+        checks = min(T, (1 + math.log(T)) / cfg.resolution) + 2  # steps_to_loss's grid
+        return (runtime_bytes(("mamba", "linear"), cfg.model) + max(per)
+                + history_bytes(int(checks), 2))
 
     def run(self, cfg: IterationsConfig, params: dict[str, Any], seed: int) -> RunResult:
         sweep, kind = params["sweep"], params["model"]

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import numpy as np
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from ssmlab.data.icl import PLACEMENTS, ICLDataConfig, Rule, sample_test
 from ssmlab.experiments.base import (
@@ -18,7 +18,10 @@ from ssmlab.experiments.base import (
     register,
 )
 from ssmlab.experiments.icl_outliers.common import (
+    MAX_LEN,
+    MAX_PROMPTS,
     MODEL_LABELS,
+    Distinct,
     ModelKind,
     ModelSpec,
     SGDSpec,
@@ -27,7 +30,12 @@ from ssmlab.experiments.icl_outliers.common import (
     eval_generator,
     failed_runs_note,
     fit,
+    fit_history_bytes,
     patterns_for,
+    placements_need_counts,
+    runtime_bytes,
+    test_set_bytes,
+    train_bytes,
 )
 from ssmlab.report import figures
 from ssmlab.report.stats import mean_std
@@ -55,15 +63,23 @@ class PlacementConfig(ExperimentConfig):
     model: ModelSpec = Field(default_factory=lambda: ModelSpec(
         n_layers=3, d_model=32, mixer_kwargs={"linear": {"mode": "quadratic"}}))
     sgd: SGDSpec = Field(default_factory=lambda: SGDSpec(optimizer="adam", lr=3e-3, steps=400))
-    models: tuple[ModelKind, ...] = ("mamba", "linear", "softmax")
-    l_tr: int = Field(20, ge=1)
-    l_ts: int = Field(20, ge=1)
+    models: Annotated[tuple[ModelKind, ...], Distinct] = Field(
+        ("mamba", "linear", "softmax"), min_length=1, max_length=3)
+    l_tr: int = Field(20, ge=1, le=MAX_LEN)
+    l_ts: int = Field(20, ge=1, le=MAX_LEN)
     alpha: float = Field(0.5, ge=0, le=1, description="Table 1: α = 0.5")
     rule: Rule = "flipped"
-    n_test: int = Field(2000, ge=1)
-    tol_points: float = Field(5.0, gt=0, description="each accuracy within ± this many points")
-    drop_points: float = Field(5.0, gt=0, description="'Mamba drops when outliers are closest'")
-    flat_points: float = Field(3.0, gt=0, description="'linear Transformer insensitive'")
+    n_test: int = Field(2000, ge=1, le=MAX_PROMPTS)
+    tol_points: float = Field(5.0, gt=0, le=100,
+                              description="each accuracy within ± this many points")
+    drop_points: float = Field(5.0, gt=0, le=100,
+                               description="'Mamba drops when outliers are closest'")
+    flat_points: float = Field(3.0, gt=0, le=100, description="'linear Transformer insensitive'")
+
+    @model_validator(mode="after")
+    def _check(self) -> PlacementConfig:
+        placements_need_counts(self.data, "farthest")  # every placement is run
+        return self
 
 
 @register
@@ -103,6 +119,16 @@ class Placement(Experiment):
 
     def cells(self, cfg: PlacementConfig) -> list[dict[str, Any]]:
         return [{"model": m} for m in cfg.models]
+
+    def memory_bytes(self, cfg: PlacementConfig) -> int:
+        """The heaviest stack's run (common.py): training on fresh batches with its optimiser
+        state, then four test sets of n_test prompts, each sampled while the previous one is
+        still held and evaluated at once (no chunks)."""
+        d = cfg.data.d
+        per = [max(train_bytes(k, cfg.model, cfg.sgd.for_model(k), d, cfg.l_tr),
+                   test_set_bytes(k, cfg.model, d, cfg.l_tr, cfg.n_test, cfg.l_ts, held=True))
+               for k in cfg.models]
+        return runtime_bytes(cfg.models, cfg.model) + max(per) + fit_history_bytes(cfg.sgd)
 
     def run(self, cfg: PlacementConfig, params: dict[str, Any], seed: int) -> RunResult:
         kind = params["model"]

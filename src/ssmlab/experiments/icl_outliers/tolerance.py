@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import numpy as np
 import torch
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from ssmlab.data.icl import ICLDataConfig, Placement, Rule, sample_test
 from ssmlab.experiments.base import (
@@ -19,7 +19,11 @@ from ssmlab.experiments.base import (
     register,
 )
 from ssmlab.experiments.icl_outliers.common import (
+    MAX_LEN,
+    MAX_PROMPTS,
     MODEL_LABELS,
+    Distinct,
+    Fraction,
     ModelKind,
     ModelSpec,
     SGDSpec,
@@ -28,7 +32,13 @@ from ssmlab.experiments.icl_outliers.common import (
     eval_generator,
     failed_runs_note,
     fit,
+    fit_history_bytes,
+    one_layer_only,
     patterns_for,
+    placements_need_counts,
+    runtime_bytes,
+    test_set_bytes,
+    train_bytes,
 )
 from ssmlab.report import figures
 from ssmlab.report.stats import mean_std
@@ -41,16 +51,35 @@ class ToleranceConfig(ExperimentConfig):
     data: ICLDataConfig = Field(default_factory=ICLDataConfig)
     model: ModelSpec = Field(default_factory=ModelSpec)
     sgd: SGDSpec = Field(default_factory=lambda: SGDSpec(lr_by_model={"linear": 0.1}))
-    models: tuple[ModelKind, ...] = ("mamba", "linear")
-    l_tr: int = Field(20, ge=1)
-    l_ts: int = Field(20, ge=1)
-    alphas: tuple[float, ...] = (0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
-    rules: tuple[Rule, ...] = ("flipped", "one_label", "random")
+    models: Annotated[tuple[ModelKind, ...], Distinct] = Field(
+        ("mamba", "linear"), min_length=1, max_length=3)
+    l_tr: int = Field(20, ge=1, le=MAX_LEN)
+    l_ts: int = Field(20, ge=1, le=MAX_LEN)
+    alphas: Annotated[tuple[Fraction, ...], Distinct] = Field(
+        (0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9), min_length=1, max_length=101,
+        description="outlier fractions α (distinct at 2 decimals: they name the metrics)")
+    rules: Annotated[tuple[Rule, ...], Distinct] = Field(
+        ("flipped", "one_label", "random"), min_length=1, max_length=3)
     placement: Placement = "random"
-    n_test: int = Field(2000, ge=1, description="test prompts per (α, rule)")
-    err_tol: float = Field(0.01, gt=0, description="'error < 0.01' (Fig. 2)")
-    paper_alpha: float = Field(0.8, description="Fig. 2: Mamba error < 0.01 up to α ≈ 0.8")
-    large_error: float = Field(0.1, gt=0, description="'large' error of the linear Transformer")
+    n_test: int = Field(2000, ge=1, le=MAX_PROMPTS, description="test prompts per (α, rule)")
+    err_tol: float = Field(0.01, gt=0, le=1, description="'error < 0.01' (Fig. 2)")
+    paper_alpha: float = Field(0.8, ge=0, le=1,
+                               description="Fig. 2: Mamba error < 0.01 up to α ≈ 0.8")
+    large_error: float = Field(0.1, gt=0, le=1,
+                               description="'large' error of the linear Transformer")
+
+    @model_validator(mode="after")
+    def _check(self) -> ToleranceConfig:
+        names: dict[str, float] = {}
+        for a in self.alphas:
+            k = key("", a)
+            if k in names:
+                raise ValueError(f"alphas {names[k]} and {a} share the metric name "
+                                 f"err_<rule>{k[4:]}: alphas must differ at 2 decimals")
+            names[k] = a
+        one_layer_only(self.model.n_layers, "icl_outliers/tolerance")
+        placements_need_counts(self.data, self.placement)
+        return self
 
 
 def key(rule: str, alpha: float) -> str:
@@ -93,6 +122,16 @@ class Tolerance(Experiment):
 
     def cells(self, cfg: ToleranceConfig) -> list[dict[str, Any]]:
         return [{"model": m} for m in cfg.models]
+
+    def memory_bytes(self, cfg: ToleranceConfig) -> int:
+        """The heavier model's run (common.py): training on fresh batches, then one test set
+        of n_test prompts per (α, rule), each sampled while the previous one is still held and
+        evaluated at once."""
+        d = cfg.data.d
+        per = [max(train_bytes(k, cfg.model, cfg.sgd.for_model(k), d, cfg.l_tr),
+                   test_set_bytes(k, cfg.model, d, cfg.l_tr, cfg.n_test, cfg.l_ts, held=True))
+               for k in cfg.models]
+        return runtime_bytes(cfg.models, cfg.model) + max(per) + fit_history_bytes(cfg.sgd)
 
     def run(self, cfg: ToleranceConfig, params: dict[str, Any], seed: int) -> RunResult:
         kind = params["model"]

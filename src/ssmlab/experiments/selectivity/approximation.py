@@ -43,7 +43,7 @@ from typing import Any
 
 import numpy as np
 import torch
-from pydantic import Field
+from pydantic import Field, field_validator, model_validator
 
 from ssmlab.data.piecewise import PiecewiseConfig, PiecewiseTarget, piecewise_constant
 from ssmlab.experiments.base import (
@@ -54,7 +54,19 @@ from ssmlab.experiments.base import (
     RunResult,
     register,
 )
+from ssmlab.experiments.selectivity.common import (
+    MAX_GRID,
+    MAX_LR,
+    MAX_STATE,
+    MAX_STEPS,
+    NUMBA_KERNEL,
+    TORCH_RUNTIME,
+    StateSize,
+    check_names,
+    check_unique,
+)
 from ssmlab.layers.s4d import S4D
+from ssmlab.memory import nbytes
 from ssmlab.models.selectivity import ClockS6Kernel
 from ssmlab.report import figures
 from ssmlab.report.stats import linear_fit, loglog_fit
@@ -69,17 +81,48 @@ LABELS = {"s6_construction": "S6 (Haar construction)", "s4d": "S4D (trained)",
 
 class ApproximationConfig(ExperimentConfig):
     target: PiecewiseConfig = Field(default_factory=lambda: PiecewiseConfig(pieces=8, grid=1024))
-    n_states: tuple[int, ...] = (2, 4, 8, 16, 32, 64)
-    construction_step: int = Field(2, ge=1, description="construction evaluated every k states")
-    models: tuple[str, ...] = MODELS
-    steps: int = Field(100, ge=0, description="Adam steps per trained fit")
-    lr: float = Field(0.01, gt=0)
+    n_states: tuple[StateSize, ...] = Field((2, 4, 8, 16, 32, 64), min_length=1,
+                                            max_length=MAX_GRID, description="state sizes N")
+    construction_step: int = Field(2, ge=1, le=MAX_STATE,
+                                   description="construction evaluated every k states")
+    models: tuple[str, ...] = Field(MODELS, min_length=1, max_length=len(MODELS),
+                                    description=f"any of {', '.join(MODELS)}")
+    steps: int = Field(100, ge=0, le=MAX_STEPS, description="Adam steps per trained fit")
+    lr: float = Field(0.01, gt=0, le=MAX_LR)
     s4d_init: str = Field("lin", description="S4D init: 'lin' (complex) or 'real'")
-    s4d_dt: float = Field(2.0, gt=0, description="S4D Δ·L at init")
-    fit_min_n: int = Field(16, ge=2, description="smallest N in the geometric-rate fit")
-    s4d_slope: float = -1.0
-    s4d_slope_tol: float = Field(0.4, gt=0)
-    floor: float = Field(1e-13, ge=0, description="errors below this are float noise, not fitted")
+    s4d_dt: float = Field(2.0, gt=0, le=1e4, description="S4D Δ·L at init")
+    fit_min_n: int = Field(16, ge=2, le=MAX_STATE,
+                           description="smallest N in the geometric-rate fit")
+    s4d_slope: float = Field(-1.0, ge=-10, le=10, description="the paper's S4D rate")
+    s4d_slope_tol: float = Field(0.4, gt=0, le=10)
+    floor: float = Field(1e-13, ge=0, le=1, description="errors below this are float noise, not fitted")
+
+    @field_validator("n_states")
+    @classmethod
+    def _distinct(cls, v: tuple[int, ...]) -> tuple[int, ...]:
+        check_unique(v, "n_states")
+        return v
+
+    @field_validator("models")
+    @classmethod
+    def _known(cls, v: tuple[str, ...]) -> tuple[str, ...]:
+        check_names(v, MODELS, "models")
+        return v
+
+    @field_validator("s4d_init")
+    @classmethod
+    def _init(cls, v: str) -> str:
+        if v not in ("lin", "real"):
+            raise ValueError(f"s4d_init must be 'lin' or 'real', got {v!r}")
+        return v
+
+    @model_validator(mode="after")
+    def _consistent(self) -> ApproximationConfig:
+        odd = [N for N in self.n_states if N % 2]
+        if "s4d" in self.models and self.s4d_init == "lin" and odd:
+            raise ValueError(f"n_states {odd} are odd: s4d_init='lin' needs even N "
+                             "(conjugate pairs); use s4d_init='real' or even sizes")
+        return self
 
 
 def err_key(N: int) -> str:
@@ -163,6 +206,20 @@ class Approximation(Experiment):
 
     def cells(self, cfg: ApproximationConfig) -> list[dict[str, Any]]:
         return [{"model": m} for m in cfg.models]
+
+    def memory_bytes(self, cfg: ApproximationConfig) -> int:
+        """The largest model's run at the largest N and grid L: the construction's scan holds
+        ~6 (1, N, L) float64 tensors and its synthesis 2 (N, L), the greedy search float64
+        coefficient arrays over the L - 1 wavelets and their Python tuples (~150 bytes each);
+        a trained S4D ~10 (N, L) complex64 (powers, kernel, gradients, least-squares design);
+        the trained clock S6 ~20 (L, N) float32 (steps, decay sums, decays and gradients).
+        Plus the runtime: the trained fits' first backward (common.TORCH_RUNTIME), the
+        construction's float64 scan kernel (common.NUMBA_KERNEL)."""
+        L, N = cfg.target.grid, max(cfg.n_states)
+        per = {"s6_construction": NUMBA_KERNEL + 8 * nbytes(N, L, itemsize=8) + L * (150 + 48),
+               "s4d": TORCH_RUNTIME + 10 * nbytes(N, L, itemsize=8),
+               "s6_trained": TORCH_RUNTIME + 20 * nbytes(N, L)}
+        return max(per[m] for m in cfg.models)
 
     def run(self, cfg: ApproximationConfig, params: dict[str, Any], seed: int) -> RunResult:
         model = params["model"]

@@ -19,11 +19,12 @@ Unpublished choices: the constructions themselves (derived in the theory modules
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
+import annotated_types as at
 import numpy as np
 import torch
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from ssmlab.data.mqar import MQARConfig
 from ssmlab.data.piecewise import PiecewiseConfig, piecewise_constant
@@ -35,7 +36,19 @@ from ssmlab.experiments.base import (
     RunResult,
     register,
 )
-from ssmlab.experiments.selectivity.common import MIXER_LABELS, PAPER, failed_note
+from ssmlab.experiments.selectivity.common import (
+    MAX_GRID,
+    MAX_LEN,
+    MIXER_LABELS,
+    NUMBA_KERNEL,
+    PAPER,
+    TORCH_RUNTIME,
+    check_unique,
+    construction_weights_bytes,
+    failed_note,
+    mqar_construction_bytes,
+)
+from ssmlab.memory import nbytes
 from ssmlab.seeding import numpy_rng
 from ssmlab.theory.haar import (
     all_wavelets,
@@ -50,13 +63,43 @@ from ssmlab.theory.haar import (
 )
 from ssmlab.theory.mqar import MIXERS, construct, construction_sizes, mqar_accuracy
 
+MAX_CONSTRUCTION_VOCAB = 4096  # the S4D construction's width grows like vocab²/4
+
 
 class ConstructionsConfig(ExperimentConfig):
-    grid: int = Field(1024, ge=2, description="Haar grid L (power of two)")
-    haar_tol: float = Field(1e-6, gt=0, description="max |S6 - direct| / max|f|")
-    vocab_size: int = Field(16, ge=6)
-    seq_lens: tuple[int, ...] = (32, 128, 512)
-    n_test: int = Field(64, ge=1)
+    grid: int = Field(1024, ge=2, le=MAX_LEN, description="Haar grid L (power of two)")
+    haar_tol: float = Field(1e-6, gt=0, le=1, description="max |S6 - direct| / max|f|")
+    vocab_size: int = Field(16, ge=6, le=MAX_CONSTRUCTION_VOCAB,
+                            description="MQAR |V| (≥ 6: one key, one value, the blank)")
+    seq_lens: tuple[Annotated[int, at.Ge(4), at.Le(MAX_LEN)], ...] = Field(
+        (32, 128, 512), min_length=1, max_length=MAX_GRID,
+        description="MQAR lengths (even, ≥ 4 = one pair and its query)")
+    n_test: int = Field(64, ge=1, le=10**6)
+
+    @field_validator("grid")
+    @classmethod
+    def _power_of_two(cls, v: int) -> int:
+        if v & (v - 1):
+            raise ValueError(f"grid must be a power of two (Haar cells), got {v}")
+        return v
+
+    @field_validator("seq_lens")
+    @classmethod
+    def _even_distinct(cls, v: tuple[int, ...]) -> tuple[int, ...]:
+        odd = [L for L in v if L % 2]
+        if odd:
+            raise ValueError(f"seq_lens must be even (MQAR pairs), got {odd}")
+        check_unique(v, "seq_lens")
+        return v
+
+
+def haar_bytes(L: int) -> int:
+    """Peak bytes of the Haar cell at grid L: the full wavelet set needs L boxes, so the scan
+    of s6_box_integrals holds ~6 (1, L, L) float64 tensors (the signal on every channel, Δ
+    before / after bias and softplus, the output, the reverse pass' inputs), and the synthesis
+    builds the (L - 1, L) wavelet matrix twice (list and stack) while that output is alive;
+    plus the wavelet lists (Python tuples, ~150 bytes each)."""
+    return 6 * nbytes(L, L, itemsize=8) + 150 * L
 
 
 def wavelet_sets(L: int, rng: np.random.Generator) -> dict[str, list[tuple[int, int]]]:
@@ -83,6 +126,16 @@ class Constructions(Experiment):
 
     def cells(self, cfg: ConstructionsConfig) -> list[dict[str, Any]]:
         return [{"part": "haar"}, {"part": "mqar"}]
+
+    def memory_bytes(self, cfg: ConstructionsConfig) -> int:
+        """The larger of the two cells (each a run): Haar at the grid, MQAR at the longest
+        length with the constructions' weights (haar_bytes; common.mqar_construction_bytes,
+        construction_weights_bytes), plus the torch runtime and the float64 forward scan kernel
+        (common.TORCH_RUNTIME, NUMBA_KERNEL): measured ~100 MiB on top of the tensors at the
+        quick profile although nothing trains."""
+        mqar = (mqar_construction_bytes(cfg.vocab_size, max(cfg.seq_lens), cfg.n_test)
+                + construction_weights_bytes(cfg.vocab_size))
+        return TORCH_RUNTIME + NUMBA_KERNEL + max(haar_bytes(cfg.grid), mqar)
 
     def run(self, cfg: ConstructionsConfig, params: dict[str, Any], seed: int) -> RunResult:
         if params["part"] == "haar":

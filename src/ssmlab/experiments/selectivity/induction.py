@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from pydantic import Field
+from pydantic import Field, field_validator, model_validator
 
 from ssmlab.data.induction import InductionConfig
 from ssmlab.experiments.base import (
@@ -35,12 +35,20 @@ from ssmlab.experiments.base import (
     register,
 )
 from ssmlab.experiments.selectivity.common import (
+    MAX_GRID,
     MIXER_LABELS,
+    MIXERS,
     PAPER,
+    StateSize,
     TrainSpec,
+    Width,
     build_lm,
+    check_mamba2_widths,
+    check_names,
+    check_unique,
     failed_note,
     fit,
+    lm_run_bytes,
     run_metrics,
     token_accuracy,
 )
@@ -51,10 +59,29 @@ from ssmlab.report.stats import group_by, mean_std
 class InductionExpConfig(ExperimentConfig):
     data: InductionConfig = Field(default_factory=lambda: InductionConfig(vocab_size=16, seq_len=32))
     train: TrainSpec = Field(default_factory=TrainSpec)
-    mixers: tuple[str, ...] = ("mamba", "mamba_dt")
-    sizes: tuple[int, ...] = (8, 16)
-    d_state: int = Field(8, ge=1)
-    tol: float = Field(0.02, ge=0)
+    mixers: tuple[str, ...] = Field(("mamba", "mamba_dt"), min_length=1, max_length=len(MIXERS),
+                                    description=f"any of {MIXERS}")
+    sizes: tuple[Width, ...] = Field((8, 16), min_length=1, max_length=MAX_GRID,
+                                     description="d_model values")
+    d_state: StateSize = 8
+    tol: float = Field(0.02, ge=0, le=1)
+
+    @field_validator("mixers")
+    @classmethod
+    def _known(cls, v: tuple[str, ...]) -> tuple[str, ...]:
+        check_names(v, MIXERS, "mixers")
+        return v
+
+    @field_validator("sizes")
+    @classmethod
+    def _distinct(cls, v: tuple[int, ...]) -> tuple[int, ...]:
+        check_unique(v, "sizes")
+        return v
+
+    @model_validator(mode="after")
+    def _widths(self) -> InductionExpConfig:
+        check_mamba2_widths(self.mixers, self.sizes, 2, "sizes")  # build_lm's expand = 2
+        return self
 
 
 @register
@@ -74,6 +101,11 @@ class Induction(Experiment):
 
     def cells(self, cfg: InductionExpConfig) -> list[dict[str, Any]]:
         return [{"mixer": m, "d_model": d} for m in cfg.mixers for d in cfg.sizes]
+
+    def memory_bytes(self, cfg: InductionExpConfig) -> int:
+        """The largest cell's training and evaluation (common.lm_run_bytes)."""
+        return max(lm_run_bytes(m, cfg.data.vocab_size, d, cfg.d_state, cfg.data.seq_len,
+                                cfg.train) for m in cfg.mixers for d in cfg.sizes)
 
     def run(self, cfg: InductionExpConfig, params: dict[str, Any], seed: int) -> RunResult:
         mixer, d = params["mixer"], params["d_model"]

@@ -33,11 +33,12 @@ drops between steps 400 and 600), hence the quick grid stops at 64 and the paper
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
+import annotated_types as at
 import numpy as np
 import torch
-from pydantic import Field
+from pydantic import Field, field_validator, model_validator
 
 from ssmlab.data.keep_nth import KeepNthConfig
 from ssmlab.experiments.base import (
@@ -49,15 +50,23 @@ from ssmlab.experiments.base import (
     register,
 )
 from ssmlab.experiments.selectivity.common import (
+    MAX_GRID,
+    MAX_LEN,
     PAPER,
+    StateSize,
     TrainSpec,
+    Width,
     build_lm,
+    check_names,
+    check_unique,
     failed_note,
     fit,
+    lm_run_bytes,
     run_metrics,
     token_accuracy,
 )
 from ssmlab.layers.s6 import MambaBlock
+from ssmlab.memory import nbytes
 from ssmlab.models.selectivity import S4DBlock, TokenLM
 from ssmlab.report import figures
 from ssmlab.report.stats import group_by, mean_std
@@ -67,16 +76,42 @@ LABELS = {"mamba_pe": "Mamba + PE", "mamba": "Mamba, no PE", "s4d_pe": "S4D + PE
 BINS = np.linspace(0.0, 1.0, 21)
 
 
+FACTOR_SAMPLES = 128  # test inputs whose memory factors are histogrammed
+
+
 class MemoryConfig(ExperimentConfig):
+    """data.seq_len is replaced by each of seq_lens; data.n must fit in every one of them."""
+
     data: KeepNthConfig = Field(default_factory=lambda: KeepNthConfig(vocab_size=8, n=4))
     train: TrainSpec = Field(default_factory=TrainSpec)
-    seq_lens: tuple[int, ...] = (16, 32, 64)
-    models: tuple[str, ...] = tuple(MODELS)
-    d_model: int = Field(16, ge=1)
-    d_state: int = Field(8, ge=1)
+    seq_lens: tuple[Annotated[int, at.Ge(1), at.Le(MAX_LEN)], ...] = Field(
+        (16, 32, 64), min_length=1, max_length=MAX_GRID, description="lengths T")
+    models: tuple[str, ...] = Field(tuple(MODELS), min_length=1, max_length=len(MODELS),
+                                    description=f"any of {', '.join(MODELS)}")
+    d_model: Width = 16
+    d_state: StateSize = 8
     solve_acc: float = Field(0.95, gt=0, le=1)
-    drop: float = Field(0.1, ge=0)
-    level_tol: float = Field(0.15, ge=0)
+    drop: float = Field(0.1, ge=0, le=1, description="accuracy drop S4D must show")
+    level_tol: float = Field(0.15, ge=0, le=1, description="|acc(Mamba) - acc(S4D)| allowed")
+
+    @field_validator("seq_lens")
+    @classmethod
+    def _distinct(cls, v: tuple[int, ...]) -> tuple[int, ...]:
+        check_unique(v, "seq_lens")
+        return v
+
+    @field_validator("models")
+    @classmethod
+    def _known(cls, v: tuple[str, ...]) -> tuple[str, ...]:
+        check_names(v, MODELS, "models")
+        return v
+
+    @model_validator(mode="after")
+    def _n_fits(self) -> MemoryConfig:
+        if self.data.n > min(self.seq_lens):
+            raise ValueError(f"data.n={self.data.n} must be <= every seq_lens value "
+                             f"(smallest {min(self.seq_lens)}): the kept token is x_n")
+        return self
 
 
 @torch.no_grad()
@@ -113,6 +148,19 @@ class Memory(Experiment):
     def cells(self, cfg: MemoryConfig) -> list[dict[str, Any]]:
         return [{"model": m, "seq_len": T} for m in cfg.models for T in cfg.seq_lens]
 
+    def memory_bytes(self, cfg: MemoryConfig) -> int:
+        """The largest cell: training and evaluating the model (common.lm_run_bytes) plus the
+        memory factors of FACTOR_SAMPLES test inputs, (128, E, N, T) float32, with the copies
+        the statistics make (the before / after slices, the median's partition and the
+        histogram's float64 temporaries: ~8 factor-sized arrays)."""
+        T = max(cfg.seq_lens)
+        E = 2 * cfg.d_model
+        factors = 8 * nbytes(min(FACTOR_SAMPLES, cfg.train.n_test), E, cfg.d_state, T)
+        return factors + max(
+            lm_run_bytes(MODELS[m][0], cfg.data.vocab_size, cfg.d_model, cfg.d_state, T,
+                         cfg.train, pos_encoding=MODELS[m][1] is not None)
+            for m in cfg.models)
+
     def run(self, cfg: MemoryConfig, params: dict[str, Any], seed: int) -> RunResult:
         model, T = params["model"], params["seq_len"]
         mixer, pe = MODELS[model]
@@ -126,7 +174,7 @@ class Memory(Experiment):
             return RunResult(status="diverged", reason=f"diverged at step {res.diverged_at}")
         metrics = run_metrics(lm, res)
         metrics["test_acc"] = token_accuracy(lm, test_data.inputs, test_data.labels)
-        f = memory_factors(lm, test_data.inputs[:128])  # (B, E, N, L)
+        f = memory_factors(lm, test_data.inputs[:FACTOR_SAMPLES])  # (B, E, N, L)
         n = cfg.data.n
         before, after = f[..., : n - 1].flatten().numpy(), f[..., n:].flatten().numpy()
         metrics["factor_mean_at_n"] = float(f[..., n - 1].mean())  # the step that writes x_n

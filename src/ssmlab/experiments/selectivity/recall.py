@@ -25,11 +25,12 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
+import annotated_types as at
 import numpy as np
 from matplotlib.ticker import NullFormatter, ScalarFormatter
-from pydantic import Field
+from pydantic import Field, field_validator, model_validator
 
 from ssmlab.data.mqar import MQARConfig
 from ssmlab.experiments.base import (
@@ -41,12 +42,21 @@ from ssmlab.experiments.base import (
     register,
 )
 from ssmlab.experiments.selectivity.common import (
+    MAX_GRID,
     MIXER_LABELS,
+    MIXERS,
     PAPER,
+    StateSize,
     TrainSpec,
+    Width,
     build_lm,
+    check_mamba2_widths,
+    check_names,
+    check_unique,
+    construction_weights_bytes,
     failed_note,
     fit,
+    lm_run_bytes,
     run_metrics,
     token_accuracy,
 )
@@ -55,17 +65,37 @@ from ssmlab.report import figures
 from ssmlab.report.stats import group_by, mean_std
 from ssmlab.theory.mqar import construction_sizes
 
+Cell = Annotated[tuple[Width, StateSize], at.MaxLen(2)]
+
 
 class RecallConfig(ExperimentConfig):
     data: MQARConfig = Field(default_factory=lambda: MQARConfig(vocab_size=16, seq_len=32,
                                                                 num_kv_pairs=4))
     train: TrainSpec = Field(default_factory=TrainSpec)
-    mixers: tuple[str, ...] = ("mamba2", "mamba", "s4d")
-    grid: tuple[tuple[int, int], ...] = Field(((8, 8), (16, 8), (32, 8), (32, 2)),
-                                              description="(d_model, N) cells")
-    expand: int = Field(2, ge=1)
-    d_conv: int = Field(4, ge=2)
+    mixers: tuple[str, ...] = Field(("mamba2", "mamba", "s4d"), min_length=1,
+                                    max_length=len(MIXERS), description=f"any of {MIXERS}")
+    grid: tuple[Cell, ...] = Field(((8, 8), (16, 8), (32, 8), (32, 2)), min_length=1,
+                                   max_length=MAX_GRID, description="(d_model, N) cells")
+    expand: int = Field(2, ge=1, le=16)
+    d_conv: int = Field(4, ge=2, le=64)
     success_acc: float = Field(0.99, gt=0, le=1)
+
+    @field_validator("mixers")
+    @classmethod
+    def _known(cls, v: tuple[str, ...]) -> tuple[str, ...]:
+        check_names(v, MIXERS, "mixers")
+        return v
+
+    @field_validator("grid")
+    @classmethod
+    def _distinct(cls, v: tuple[tuple[int, int], ...]) -> tuple[tuple[int, int], ...]:
+        check_unique(v, "grid")
+        return v
+
+    @model_validator(mode="after")
+    def _widths(self) -> RecallConfig:
+        check_mamba2_widths(self.mixers, [d for d, _ in self.grid], self.expand, "grid")
+        return self
 
 
 @register
@@ -85,6 +115,16 @@ class Recall(Experiment):
 
     def cells(self, cfg: RecallConfig) -> list[dict[str, Any]]:
         return [{"mixer": m, "d_model": d, "d_state": n} for m in cfg.mixers for d, n in cfg.grid]
+
+    def memory_bytes(self, cfg: RecallConfig) -> int:
+        """The largest cell's training and evaluation (common.lm_run_bytes), or the analysis'
+        construction sizes when they cost more: `analyze` builds the three MQAR constructions
+        for data.vocab_size, whose S4D width grows like |V|²/4
+        (common.construction_weights_bytes); that too must fit before anything is stored."""
+        run = max(lm_run_bytes(m, cfg.data.vocab_size, d, n, cfg.data.seq_len, cfg.train,
+                               d_conv=cfg.d_conv, expand=cfg.expand)
+                  for m in cfg.mixers for d, n in cfg.grid)
+        return max(run, construction_weights_bytes(cfg.data.vocab_size))
 
     def run(self, cfg: RecallConfig, params: dict[str, Any], seed: int) -> RunResult:
         mixer, d, N = params["mixer"], params["d_model"], params["d_state"]

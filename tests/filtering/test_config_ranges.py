@@ -1,0 +1,197 @@
+"""Every number of a filtering config has a range and every grid is bounded and duplicate-free:
+bad `--set` values (0, -1, huge sizes, .nan, .inf, true, repeated or empty grids, inconsistent
+fields) are one-line UserErrors naming the field, never a run that fails or allocates."""
+
+from __future__ import annotations
+
+import json
+import math
+import types
+import typing
+from typing import Any, Union
+
+import pytest
+from pydantic import BaseModel
+
+from ssmlab.errors import UserError
+from ssmlab.runner.registry import load_registry, resolve_config
+
+REG = load_registry()
+EXPERIMENTS = sorted(k for k in REG if k.startswith("filtering/"))
+# TrainConfig (train_cfg, stack_train) is the trainer's model, checked with the trainer.
+SKIP_PREFIXES = ("train_cfg.", "stack_train.")
+
+
+def _leaves(d: Any, prefix: str = "") -> dict[str, Any]:
+    if isinstance(d, dict) and d:
+        out: dict[str, Any] = {}
+        for k, v in d.items():
+            out.update(_leaves(v, f"{prefix}.{k}" if prefix else k))
+        return out
+    return {prefix: d}
+
+
+def _strip(tp: Any) -> Any:
+    while True:
+        origin = typing.get_origin(tp)
+        if origin is typing.Annotated:
+            tp = typing.get_args(tp)[0]
+        elif origin in (Union, types.UnionType):
+            tp = next(a for a in typing.get_args(tp) if a is not type(None))
+        else:
+            return tp
+
+
+def _annotation(model: type[BaseModel], path: str) -> Any:
+    tp: Any = model
+    for part in path.split("."):
+        tp = _strip(tp)
+        if not (isinstance(tp, type) and issubclass(tp, BaseModel)):
+            return Any
+        tp = tp.model_fields[part].annotation
+    return _strip(tp)
+
+
+def numeric_leaves(cls) -> list[tuple[str, bool]]:
+    """(dotted path, is a list of numbers) for every number the user can set."""
+    out = []
+    for path, value in _leaves(resolve_config(cls, "quick").model_dump(mode="json")).items():
+        if path.startswith(SKIP_PREFIXES):
+            continue
+        tp = _annotation(cls.Config, path)
+        if isinstance(value, list) and value and all(
+                isinstance(v, int | float) and not isinstance(v, bool) for v in value):
+            out.append((path, True))
+        elif (isinstance(value, int | float) and not isinstance(value, bool)) or (
+                value is None and tp in (int, float)):
+            out.append((path, False))
+    return out
+
+
+def rejected(cls, *overrides: str) -> str:
+    with pytest.raises(UserError) as err:
+        resolve_config(cls, "quick", overrides=list(overrides))
+    msg = str(err.value)
+    assert "\n" not in msg, msg
+    return msg
+
+
+@pytest.mark.parametrize("exp_id", EXPERIMENTS)
+def test_every_number_rejects_out_of_range_and_non_finite(exp_id):
+    cls = REG[exp_id]
+    leaves = numeric_leaves(cls)
+    assert len(leaves) >= 8, leaves  # the walk found the config's numbers
+    for path, is_list in leaves:
+        for bad in ("1000000000000", "-1000000000000", ".nan", ".inf", "-.inf", "true"):
+            value = f"[{bad}]" if is_list else bad
+            msg = rejected(cls, f"{path}={value}")
+            where = f"{path}.0" if is_list else path
+            assert f"'{where}'" in msg, (path, bad, msg)
+
+
+def test_quick_and_paper_profiles_resolve():
+    for exp_id in EXPERIMENTS:
+        for profile in REG[exp_id].profiles:
+            cfg = resolve_config(REG[exp_id], profile)
+            assert resolve_config(REG[exp_id], profile, overrides=[]) == cfg
+
+
+# (experiment, overrides, words the one-line message must contain)
+CASES: list[tuple[str, tuple[str, ...], tuple[str, ...]]] = [
+    ("filtering/alignment", ("n_train=0",), ("n_train", "greater than or equal to 2")),
+    ("filtering/alignment", ("n_test=-1",), ("n_test",)),
+    ("filtering/alignment", ("data.L=1000000",), ("data.L", "less than or equal")),
+    ("filtering/alignment", ("data.d=0",), ("data.d",)),
+    ("filtering/alignment", ("data.tau=.nan",), ("data.tau",)),
+    ("filtering/alignment", ("gd.lr=0",), ("gd.lr", "greater than 0")),
+    ("filtering/alignment", ("gd.lr=.inf",), ("gd.lr",)),
+    ("filtering/alignment", ("model.width=true",), ("model.width",)),
+    ("filtering/alignment", ("gd.max_steps=100000000",), ("gd.max_steps",)),
+    ("filtering/alignment", ("gd.error_target=1",), ("gd.error_target",)),
+    ("filtering/alignment", ("model.state_size=0",), ("model.state_size",)),
+    ("filtering/alignment", ("cos_min=2",), ("cos_min",)),
+    ("filtering/alignment", ("data.alpha_c=0.5",), ("data", "alpha_r", "alpha_c")),
+    ("filtering/convergence", ("lengths=[8, 8]",), ("lengths", "listed twice")),
+    ("filtering/convergence", ("lrs=[]",), ("lrs", "at least 1")),
+    ("filtering/convergence", ("lengths=[2]",), ("lengths.0",)),
+    ("filtering/convergence", ("lrs=[0.0]",), ("lrs.0",)),
+    ("filtering/convergence", ("alpha_rs=[0.5, 1.5]",), ("alpha_rs.1",)),
+    ("filtering/convergence", ("alpha_rs=[0.25]",), ("alpha_rs", "0.25", "alpha_c")),
+    ("filtering/convergence", ("data.alpha_c=0.375", "alpha_rs=[0.5]", "lengths=[16, 4]"),
+     ("lengths value 4", "round(alpha_c*L)=2")),
+    ("filtering/convergence", ("lrs=" + json.dumps([0.1 * i + 0.1 for i in range(65)]),),
+     ("lrs", "at most 64")),
+    ("filtering/convergence", ("gap_tol=-1",), ("gap_tol",)),
+    ("filtering/locality", ("deltas_close=[]",), ("deltas_close",)),
+    ("filtering/locality", ("deltas_close=[1, 2, 1]",), ("deltas_close", "listed twice")),
+    ("filtering/locality", ("deltas_close=[0]",), ("deltas_close.0",)),
+    ("filtering/locality", ("deltas_close=[6]",), ("deltas_close", "delta_far")),
+    ("filtering/locality", ("data.delta_far=8",), ("data", "delta_far", "L=8")),
+    ("filtering/locality", ("history_every=0",), ("history_every",)),
+    ("filtering/locality", ("irr_ratio=-1",), ("irr_ratio",)),
+    ("filtering/lucky", ("n_probe=300",), ("n_probe", "n_train_stack")),
+    ("filtering/lucky", ("stack.depth=0",), ("stack.depth",)),
+    ("filtering/lucky", ("stack.d_state=100000",), ("stack.d_state",)),
+    ("filtering/lucky", ("stack.expand=1000",), ("stack.expand",)),
+    ("filtering/lucky", ("lucky_tol=2",), ("lucky_tol",)),
+    ("filtering/gate_ablation", ("datasets=[]",), ("datasets",)),
+    ("filtering/gate_ablation", ("datasets=[majority, majority]",), ("datasets", "twice")),
+    ("filtering/gate_ablation", ("datasets=[images]",), ("datasets.0",)),
+    ("filtering/gate_ablation", ("majority.alpha_r=0.375",), ("majority", "alpha_r")),
+    ("filtering/gate_ablation", ("locality.delta_close=6",), ("locality", "delta_close")),
+    ("filtering/gate_ablation", ("min_gain=1.5",), ("min_gain",)),
+    ("filtering/attention", ("window=17",), ("window=17", "data.L=16")),
+    ("filtering/attention", ("window=0",), ("window",)),
+    ("filtering/attention", ("sample_sizes=[100, 100]",), ("sample_sizes", "twice")),
+    ("filtering/attention", ("sample_sizes=[1]",), ("sample_sizes.0",)),
+    ("filtering/attention", ("sample_sizes=[]",), ("sample_sizes",)),
+    ("filtering/attention", ("models=[transformer]",), ("models.0",)),
+    ("filtering/attention", ("chance_tol=0.6",), ("chance_tol",)),
+    ("filtering/scan_orders", ("data.H=1000",), ("data.H",)),
+    ("filtering/scan_orders", ("data.W=1",), ("data.W",)),
+    ("filtering/scan_orders", ("orders=[hilbert, hilbert]",), ("orders", "twice")),
+    ("filtering/scan_orders", ("orders=[spiral]",), ("orders.0",)),
+    ("filtering/scan_orders", ("orders=[]",), ("orders",)),
+    ("filtering/scan_orders", ("pooling=max",), ("pooling",)),
+    ("filtering/scan_orders", ("depth=0",), ("depth",)),
+    ("filtering/scan_orders", ("data.far_min=15",), ("data", "far_min=15", "diameter")),
+    ("filtering/scan_orders", ("data.H=256", "data.W=256", "data.far_min=480"),
+     ("data", "far_min=480", "far enough")),
+    ("filtering/scan_orders_fmnist", ("classes=[0, 0]",), ("classes", "twice")),
+    ("filtering/scan_orders_fmnist", ("classes=[10]",), ("classes.0",)),
+    ("filtering/scan_orders_fmnist", ("classes=[-1, 2]",), ("classes.0",)),
+    ("filtering/scan_orders_fmnist", ("classes=[3]",), ("classes", "at least 2")),
+    ("filtering/scan_orders_fmnist", ("patch=3",), ("patch=3", "pad_to=32")),
+    ("filtering/scan_orders_fmnist", ("patch=0",), ("patch",)),
+    ("filtering/scan_orders_fmnist", ("pad_to=27",), ("pad_to",)),
+    ("filtering/scan_orders_fmnist", ("n_train=60001",), ("n_train",)),
+    ("filtering/scan_orders_fmnist", ("n_test=10001",), ("n_test",)),
+    ("filtering/scan_orders_fmnist", ("d_state=0",), ("d_state",)),
+]
+
+
+@pytest.mark.parametrize("exp_id, overrides, words", CASES,
+                         ids=[f"{e}:{' '.join(o)[:40]}" for e, o, _ in CASES])
+def test_bad_override_is_a_one_line_error_naming_the_field(exp_id, overrides, words):
+    msg = rejected(REG[exp_id], *overrides)
+    for w in words:
+        assert w in msg, (w, msg)
+
+
+def test_every_experiment_has_cases():
+    assert {e for e, _, _ in CASES} == set(EXPERIMENTS)
+
+
+@pytest.mark.parametrize("exp_id, overrides", [
+    ("filtering/convergence", ("lengths=[8, 16, 32, 64, 128]", "alpha_rs=[0.375]")),
+    ("filtering/locality", ("deltas_close=[1, 2, 3, 4, 5]",)),
+    ("filtering/attention", ("window=16", "sample_sizes=[50]")),
+    ("filtering/scan_orders", ("data.far_min=14",)),  # the 8×8 diameter: two cell pairs
+    ("filtering/scan_orders_fmnist", ("patch=8", "pad_to=64", "classes=[0, 9]")),
+    ("filtering/lucky", ("n_probe=200",)),
+])
+def test_values_at_the_edges_are_accepted(exp_id, overrides):
+    """The cross-field rules refuse only what cannot run: values on their edges pass."""
+    cfg = resolve_config(REG[exp_id], "quick", overrides=list(overrides))
+    assert cfg.model_dump() != resolve_config(REG[exp_id], "quick").model_dump()
+    assert math.isfinite(REG[exp_id]().memory_bytes(cfg))

@@ -1,0 +1,144 @@
+"""Memory estimates of the filtering experiments: they grow with every size field, a config that
+is in range but far too large for the machine is refused before anything runs, and (slow) the
+estimate matches the peak RSS of a real run within a factor of 2."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from ssmlab.errors import UserError
+from ssmlab.memory import LIMIT_ENV, check_memory
+from ssmlab.runner.registry import load_registry, resolve_config
+
+REG = load_registry()
+EXPERIMENTS = sorted(k for k in REG if k.startswith("filtering/"))
+
+
+def estimate(exp_id: str, *overrides: str) -> int:
+    cls = REG[exp_id]
+    est = cls().memory_bytes(resolve_config(cls, "quick", overrides=list(overrides)))
+    assert isinstance(est, int) and est > 0
+    return est
+
+
+# (experiment, one override that makes a size larger than the quick profile's)
+GROWS = [
+    ("filtering/alignment", "n_train=200"),
+    ("filtering/alignment", "n_test=2000"),
+    ("filtering/alignment", "data.L=32"),
+    ("filtering/alignment", "data.d=64"),
+    ("filtering/alignment", "model.width=64"),
+    ("filtering/alignment", "gd.max_steps=40000"),
+    ("filtering/convergence", "n_train=200"),
+    ("filtering/convergence", "lengths=[8, 16, 32, 64]"),
+    ("filtering/convergence", "data.d=64"),
+    ("filtering/locality", "n_train=600"),
+    ("filtering/locality", "data.L=16"),
+    ("filtering/locality", "n_test=4000"),
+    ("filtering/lucky", "n_train_stack=400"),
+    ("filtering/lucky", "stack.depth=10"),
+    ("filtering/lucky", "stack.expand=4"),
+    ("filtering/lucky", "data.L=32"),
+    ("filtering/gate_ablation", "n_train=400"),
+    ("filtering/gate_ablation", "majority.L=32"),
+    ("filtering/gate_ablation", "n_test=2000"),
+    ("filtering/attention", "sample_sizes=[100, 800]"),
+    ("filtering/attention", "data.L=32"),
+    ("filtering/attention", "n_test=8000"),
+    ("filtering/scan_orders", "n_train=2000"),
+    ("filtering/scan_orders", "data.H=16"),
+    ("filtering/scan_orders", "d_model=64"),
+    ("filtering/scan_orders", "depth=2"),
+    ("filtering/scan_orders_fmnist", "n_train=2000"),
+    ("filtering/scan_orders_fmnist", "patch=2"),
+    ("filtering/scan_orders_fmnist", "d_model=64"),
+    ("filtering/scan_orders_fmnist", "train_cfg.batch_size=128"),
+]
+
+
+@pytest.mark.parametrize("exp_id, override", GROWS)
+def test_estimate_grows_with_the_sizes(exp_id, override):
+    assert estimate(exp_id, override) > estimate(exp_id)
+
+
+def test_estimate_scales_with_the_batch_held_in_memory():
+    """Full-batch GD on the closed form holds (N, L, L) tensors: beyond the fixed runtime the
+    estimate is linear in N and quadratic in L."""
+    def e(n: int, L: int) -> int:
+        return estimate("filtering/alignment", f"n_train={n}", "n_test=2", f"data.L={L}")
+
+    assert (e(4000, 64) - e(2000, 64)) / (e(2000, 64) - e(1000, 64)) == pytest.approx(2, rel=0.02)
+    assert (e(2000, 128) - e(2000, 64)) / (e(2000, 64) - e(2000, 32)) > 3  # linear: 2
+
+
+# (experiment, overrides of a config inside every range whose run cannot fit 16 GiB)
+TOO_LARGE = {
+    "filtering/alignment": ("n_train=1000000", "data.L=4096"),
+    "filtering/convergence": ("n_train=100000", "lengths=[16384]", "alpha_rs=[0.5]"),
+    "filtering/locality": ("n_train=1000000", "data.L=1024"),
+    "filtering/lucky": ("n_train_stack=1000000", "stack.depth=64"),
+    "filtering/gate_ablation": ("n_train=1000000", "majority.L=4096"),
+    "filtering/attention": ("sample_sizes=[1000000]", "data.L=4096"),
+    "filtering/scan_orders": ("n_train=1000000", "data.H=256", "data.W=256"),
+    "filtering/scan_orders_fmnist": ("n_train=60000", "pad_to=256", "patch=1",
+                                     "d_model=4096"),
+}
+
+
+@pytest.mark.parametrize("exp_id", EXPERIMENTS)
+def test_a_config_far_too_large_is_refused(exp_id, monkeypatch):
+    monkeypatch.setenv(LIMIT_ENV, "16G")
+    check_memory(exp_id, estimate(exp_id), 1)  # the quick profile fits
+    for profile in REG[exp_id].profiles:  # and so does every profile
+        check_memory(exp_id, REG[exp_id]().memory_bytes(resolve_config(REG[exp_id], profile)), 1)
+    big = estimate(exp_id, *TOO_LARGE[exp_id])  # in range: resolve_config accepted it
+    with pytest.raises(UserError, match=rf"^{exp_id}: estimated peak memory .* exceeds"):
+        check_memory(exp_id, big, 1)
+
+
+def test_every_experiment_has_growth_and_refusal_cases():
+    assert {e for e, _ in GROWS} == set(EXPERIMENTS) == set(TOO_LARGE)
+
+
+MEASURE = r"""
+import json, resource, sys
+import torch
+from ssmlab.runner.registry import load_registry, resolve_config
+from ssmlab.runner.worker import seed_everything
+exp_id, cell, over = sys.argv[1], json.loads(sys.argv[2]), sys.argv[3:]
+cls = load_registry()[exp_id]
+cfg = resolve_config(cls, "quick", overrides=over)
+params = next(c for c in cls().cells(cfg) if all(c.get(k) == v for k, v in cell.items()))
+torch.set_num_threads(1)
+seed_everything(0)
+base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+res = cls().run(cfg, params, 0)
+peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+print(json.dumps({"status": res.status, "measured": (peak - base) * 1024,
+                  "estimate": cls().memory_bytes(cfg)}))
+"""
+
+
+def measure(exp_id: str, cell: dict, *overrides: str) -> dict:
+    out = subprocess.run([sys.executable, "-c", MEASURE, exp_id, json.dumps(cell), *overrides],
+                         capture_output=True, text=True, timeout=600, check=True)
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("exp_id, cell, overrides", [
+    ("filtering/alignment", {}, ("n_train=2000", "data.L=64", "gd.max_steps=5")),
+    ("filtering/scan_orders", {"order": "hilbert"},
+     ("n_train=2000", "n_test=2000", "train_cfg.epochs=1")),
+])
+def test_estimate_matches_the_peak_rss_of_a_run(exp_id, cell, overrides):
+    """Sizes where the run's tensors (≥ 200 MiB) dwarf the allocator's noise; the baseline is
+    taken after imports and the config, so the run pays the lazy imports of its first
+    optimiser step and the Numba kernels, as a fresh worker's first run does."""
+    r = measure(exp_id, cell, *overrides)
+    assert r["status"] == "ok"
+    assert 0.5 <= r["measured"] / r["estimate"] <= 2.0, r

@@ -1,0 +1,140 @@
+"""Memory estimates of the icl_outliers experiments: they grow with every size field, a config that
+is in range but far too large for the machine is refused before anything runs, and (slow) the
+estimate matches the peak RSS of a real run within a factor of 2."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from ssmlab.errors import UserError
+from ssmlab.memory import LIMIT_ENV, check_memory
+from ssmlab.runner.registry import load_registry, resolve_config
+
+REG = load_registry()
+EXPERIMENTS = sorted(k for k in REG if k.startswith("icl_outliers/"))
+
+
+def estimate(exp_id: str, *overrides: str) -> int:
+    cls = REG[exp_id]
+    est = cls().memory_bytes(resolve_config(cls, "quick", overrides=list(overrides)))
+    assert isinstance(est, int) and est > 0
+    return est
+
+
+# (experiment, one override that makes a size larger than the quick profile's)
+GROWS = [
+    ("icl_outliers/tolerance", "n_test=4000"),
+    ("icl_outliers/tolerance", "l_ts=40"),
+    ("icl_outliers/tolerance", "data.d=60"),
+    ("icl_outliers/tolerance", "l_tr=200"),  # the state size m = l_tr + 1
+    ("icl_outliers/tolerance", "sgd.batch_size=65536"),
+    ("icl_outliers/iterations", "l_trs=[10, 20, 40, 160]"),
+    ("icl_outliers/iterations", "holdout=100000"),
+    ("icl_outliers/iterations", "data.d=60"),
+    ("icl_outliers/gates", "n_test=4000"),
+    ("icl_outliers/gates", "l_ts=40"),
+    ("icl_outliers/gates", "data.d=60"),
+    ("icl_outliers/attention", "n_probe=100000"),
+    ("icl_outliers/attention", "l_tr=40"),
+    ("icl_outliers/attention", "sgd.batch_size=65536"),
+    ("icl_outliers/placement", "n_test=4000"),
+    ("icl_outliers/placement", "l_ts=40"),
+    ("icl_outliers/placement", "model.n_layers=6"),
+    ("icl_outliers/placement", "model.d_model=64"),
+    ("icl_outliers/placement", "model.mixer_kwargs.mamba.expand=4"),
+    ("icl_outliers/placement", "sgd.batch_size=65536"),
+]
+
+
+@pytest.mark.parametrize("exp_id, override", GROWS)
+def test_estimate_grows_with_the_sizes(exp_id, override):
+    assert estimate(exp_id, override) > estimate(exp_id)
+
+
+def test_estimate_scales_with_the_test_set():
+    """The test prompts (n, l + 1, d + 1) and the stacks' activations on all of them at once
+    dominate a large run: beyond the fixed runtime the estimate is linear in n_test."""
+    def e(n: int) -> int:
+        return estimate("icl_outliers/placement", f"n_test={n}")
+
+    assert (e(80000) - e(40000)) / (e(40000) - e(20000)) == pytest.approx(2, rel=0.05)
+
+
+def test_recurrent_linear_attention_state_is_counted():
+    """mode='recurrent' materialises (n, H, L, P, P + 1) running states: per test prompt far
+    more than the quadratic form's (n, H, L, L) scores at d_model = 32, L = 21."""
+    def per_prompt(*mode: str) -> int:
+        def e(n: int) -> int:
+            return estimate("icl_outliers/placement", "models=[linear]", f"n_test={n}", *mode)
+        return e(8000) - e(4000)
+
+    assert per_prompt("model.mixer_kwargs.linear.mode=recurrent") > 3 * per_prompt()
+
+
+# (experiment, overrides of a config inside every range whose run cannot fit 16 GiB)
+TOO_LARGE = {
+    "icl_outliers/tolerance": ("n_test=1000000", "l_ts=16384"),
+    "icl_outliers/iterations": ("holdout=1000000", "l_trs=[16384]"),
+    "icl_outliers/gates": ("n_test=1000000", "l_ts=4096", "fit_ranks=8"),
+    "icl_outliers/attention": ("n_probe=1000000", "l_tr=16384"),
+    "icl_outliers/placement": ("n_test=1000000", "model.d_model=4096"),
+}
+
+
+@pytest.mark.parametrize("exp_id", EXPERIMENTS)
+def test_a_config_far_too_large_is_refused(exp_id, monkeypatch):
+    monkeypatch.setenv(LIMIT_ENV, "16G")
+    check_memory(exp_id, estimate(exp_id), 1)  # the quick profile fits
+    for profile in REG[exp_id].profiles:  # and so does every profile
+        check_memory(exp_id, REG[exp_id]().memory_bytes(resolve_config(REG[exp_id], profile)), 1)
+    big = estimate(exp_id, *TOO_LARGE[exp_id])  # in range: resolve_config accepted it
+    with pytest.raises(UserError, match=rf"^{exp_id}: estimated peak memory .* exceeds"):
+        check_memory(exp_id, big, 1)
+
+
+def test_every_experiment_has_growth_and_refusal_cases():
+    assert {e for e, _ in GROWS} == set(EXPERIMENTS) == set(TOO_LARGE)
+
+
+MEASURE = r"""
+import json, resource, sys
+import torch
+from ssmlab.runner.registry import load_registry, resolve_config
+from ssmlab.runner.worker import seed_everything
+exp_id, cell, over = sys.argv[1], json.loads(sys.argv[2]), sys.argv[3:]
+cls = load_registry()[exp_id]
+cfg = resolve_config(cls, "quick", overrides=over)
+params = next(c for c in cls().cells(cfg) if all(c.get(k) == v for k, v in cell.items()))
+torch.set_num_threads(1)
+seed_everything(0)
+base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+res = cls().run(cfg, params, 0)
+peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+print(json.dumps({"status": res.status, "measured": (peak - base) * 1024,
+                  "estimate": cls().memory_bytes(cfg)}))
+"""
+
+
+def measure(exp_id: str, cell: dict, *overrides: str) -> dict:
+    out = subprocess.run([sys.executable, "-c", MEASURE, exp_id, json.dumps(cell), *overrides],
+                         capture_output=True, text=True, timeout=600, check=True)
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("exp_id, cell, overrides", [
+    ("icl_outliers/tolerance", {"model": "mamba"},
+     ("n_test=20000", "alphas=[0.0, 0.5]", "rules=[flipped]", "sgd.steps=50")),
+    ("icl_outliers/placement", {"model": "mamba"}, ("n_test=4000", "sgd.steps=20")),
+])
+def test_estimate_matches_the_peak_rss_of_a_run(exp_id, cell, overrides):
+    """Sizes where the run's tensors (≥ 200 MiB) dwarf the allocator's noise; the baseline is
+    taken after imports and the config, so the run pays the lazy imports of its first
+    optimiser step and the Numba kernels, as a fresh worker's first run does."""
+    r = measure(exp_id, cell, *overrides)
+    assert r["status"] == "ok"
+    assert 0.5 <= r["measured"] / r["estimate"] <= 2.0, r
