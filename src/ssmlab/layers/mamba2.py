@@ -13,7 +13,9 @@ Glossary (code name -> paper symbol):
     A_log       A = -exp(A_log) < 0, one scalar per head, (H,)
     D           skip, per head, (H,)
     norm        gated RMSNorm: RMSNorm(y ⊙ SiLU(z)) (norm_before_gate=False); option rmsnorm=False
-                replaces it by y ⊙ SiLU(z)
+                replaces it by y ⊙ SiLU(z); norm_per_group=True normalises each of the G groups of
+                d_inner / G channels separately (mamba_ssm's Mamba2, transformers' Mamba2Mixer),
+                False (default) over all of d_inner (Mamba2Simple); norm_eps its ε (1e-5)
     out_proj    E·D -> D
 
 Recurrence per head h (state (P, N)):
@@ -52,7 +54,9 @@ class Mamba2(Mixer):
     ngroups=1; A_init_range=(1, 16); dt_min=0.001; dt_max=0.1; dt_init_floor=1e-4;
     rmsnorm=True (gated RMSNorm before out_proj); conv_bias=True; bias=False;
     chunk_size=64 (passed to ssmlab.ops.ssd); backend="auto" (passed to ssmlab.ops.ssd: "auto" =
-    "chunked", "chunked", "reference").
+    "chunked", "chunked", "reference"); norm_per_group=False (True: the gated norm normalises
+    each group of d_inner / ngroups channels on its own, as mamba_ssm's Mamba2 and transformers'
+    Mamba2Mixer — needed to load their checkpoints with ngroups > 1); norm_eps=1e-5.
     """
 
     def __init__(self, d_model: int, d_state: int = 64, d_conv: int = 4, expand: int = 2,
@@ -60,7 +64,7 @@ class Mamba2(Mixer):
                  A_init_range: tuple[float, float] = (1.0, 16.0), dt_min: float = 0.001,
                  dt_max: float = 0.1, dt_init_floor: float = 1e-4, rmsnorm: bool = True,
                  conv_bias: bool = True, bias: bool = False, chunk_size: int = 64,
-                 backend: str = "auto"):
+                 backend: str = "auto", norm_per_group: bool = False, norm_eps: float = 1e-5):
         super().__init__()
         check_dims(d_model=d_model, d_state=d_state, d_conv=d_conv, expand=expand,
                    headdim=headdim, ngroups=ngroups, chunk_size=chunk_size)
@@ -94,7 +98,10 @@ class Mamba2(Mixer):
         for p in (self.dt_bias, self.A_log, self.D):
             p._no_weight_decay = True
             p._no_reinit = True
-        self.norm = GatedRMSNorm(d_inner, eps=1e-5) if rmsnorm else None
+        if not norm_eps > 0:
+            raise UserError(f"norm_eps must be > 0, got {norm_eps}")
+        group_size = d_inner // ngroups if norm_per_group else None
+        self.norm = GatedRMSNorm(d_inner, eps=norm_eps, group_size=group_size) if rmsnorm else None
         self.out_proj = nn.Linear(d_inner, d_model, bias=bias)
 
     @property
