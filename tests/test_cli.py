@@ -104,7 +104,7 @@ def test_run_show_export_report(stored, capsys, tmp_path):
     assert cli("show", run.run_id[:8], "--json", "--results", str(stored)) == 0
     assert json.loads(capsys.readouterr().out)["metrics"] == run.metrics
 
-    csv = tmp_path / "x" / "runs.csv"
+    csv = tmp_path / "runs.csv"
     assert cli("export", "--format", "csv", "--out", str(csv), "--results", str(stored)) == 0
     assert csv.read_text().count("\n") == 13
 
@@ -165,3 +165,47 @@ def test_help_and_no_args(capsys):
     assert cli("--help") == 0
     assert "reproduce" in capsys.readouterr().out
     assert cli() == 0
+
+
+def test_run_exits_1_when_runs_fail_and_0_once_retried(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("FLAKY_FAIL", "1")
+    assert cli("run", "builtin/test_flaky", "-e", "serial", "-q", "--results", str(tmp_path)) == 1
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: ") and "runs of builtin/test_flaky failed" in err
+    monkeypatch.delenv("FLAKY_FAIL")
+    assert cli("run", "builtin/test_flaky", "-e", "serial", "-q", "--results", str(tmp_path)) == 0
+
+
+def test_reproduce_exits_1_when_runs_fail(tmp_path, capsys, monkeypatch):
+    from ssmlab.experiments.base import REGISTRY
+    from ssmlab.runner import registry
+
+    monkeypatch.setenv("FLAKY_FAIL", "1")
+    monkeypatch.setattr(registry, "experiments_of",
+                        lambda papers=None: {"builtin": [REGISTRY["builtin/test_flaky"]]})
+    assert cli("reproduce", "builtin", "-e", "serial", "-q", "--results", str(tmp_path)) == 1
+    assert "runs failed in builtin/test_flaky" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("executor", ["serial", "local"])
+def test_ctrl_c_says_how_to_resume(tmp_path, executor):
+    """SIGINT mid-sweep: exit 130 and the resume hint (typer used to swallow it)."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    env = {**os.environ, "SSMLAB_PLUGINS": "ssmlab.runner.testing"}
+    p = subprocess.Popen([sys.executable, "-m", "ssmlab.cli", "run", "builtin/test_sleepy",
+                          "--set", "sleep=1", "-e", executor, "-q", "--results", str(tmp_path)],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    deadline = time.time() + 60
+    while not (tmp_path / "ssmlab.db").exists() and time.time() < deadline:
+        time.sleep(0.2)
+    time.sleep(2)
+    p.send_signal(signal.SIGINT)
+    _, err = p.communicate(timeout=60)
+    assert p.returncode == 130, err
+    assert "interrupted: finished runs are stored; rerun to resume" in err

@@ -140,7 +140,9 @@ def _claims_table(results: list[Any], title: str) -> Any:
 def _sweep_line(r: Any) -> str:
     st = ", ".join(f"{k} {v}" for k, v in sorted(r.statuses.items()))
     return (f"{r.experiment} [{r.profile}] config {r.cfg_hash}: {r.total} runs "
-            f"({r.cached} reused, {r.ran} ran; {st}) in {r.seconds:.1f} s")
+            f"({r.cached} reused, {r.ran} ran"
+            + (f", {r.others} by another process" if r.others else "")
+            + f"; {st}) in {r.seconds:.1f} s")
 
 
 @app.command("list")
@@ -194,23 +196,36 @@ def run_cmd(
     results: ResultsOpt = None,
     quiet: QuietOpt = False,
 ) -> None:
-    """Run (or resume) one experiment's sweep, analyse it, print its claims."""
+    """Run (or resume) one experiment's sweep, analyse it, print its claims.
+
+    Exits 1 when runs failed (they are stored as failed and retried by the next run)."""
+    from ssmlab.runner.registry import get_experiment, resolve_config
     from ssmlab.runner.store import Store
+    from ssmlab.runner.sweep import preflight
 
     res = _results(results)
-    from ssmlab.runner.registry import get_experiment, resolve_config
-
     cls = get_experiment(experiment)
-    resolve_config(cls, profile, config, list(set_ or []), seeds)  # bad input before the store
+    cfg = resolve_config(cls, profile, config, list(set_ or []), seeds)
+    preflight(cls, cfg, executor, workers, scheduler)  # every user-input check before the store
     with Store.open(res) as store, _Progress(quiet, executor) as prog:
         r = _run_one(experiment, profile=profile, config_file=config, overrides=list(set_ or []),
                      seeds=seeds, results=res, executor=executor, workers=workers,
                      scheduler=scheduler, progress=prog, store=store)
+        db = store.path
     con = _console()
     con.print(_sweep_line(r), markup=False)
     con.print(_claims_table([r], f"claims of {r.experiment}"))
-    con.print(f"figures: {r.figdir}   store: {res / 'ssmlab.db'}   report: ssmlab report",
+    con.print(f"figures: {r.figdir}   store: {db}   report: ssmlab report",
               markup=False)
+    if r.failed:
+        _fail(f"{r.failed} of {r.total} runs of {r.experiment} failed; `ssmlab show RUN` has "
+              f"their errors, rerun to retry them")
+
+
+def _fail(message: str) -> None:
+    """Runs or experiments failed: say so on stderr and exit 1 (2 is kept for bad input)."""
+    print(f"error: {one_line(message)}", file=sys.stderr)
+    raise typer.Exit(1)
 
 
 @app.command("reproduce")
@@ -229,15 +244,16 @@ def reproduce_cmd(
     """Run every experiment of the given papers, print the claims, write the report.
 
     Exits 0 even when claims FAIL (a FAIL is a finding); 1 when an experiment crashed (its
-    package failed to import, or its sweep raised), after running the others and writing the
-    report; 2 for bad input."""
+    package failed to import, or its sweep raised) or runs failed, after running the others and
+    writing the report; 2 for bad input (checked for every experiment before anything runs)."""
     import traceback
 
     from ssmlab.experiments.base import MAX_SEEDS
     from ssmlab.report.render import write_report
     from ssmlab.runner.executors import check_executor
-    from ssmlab.runner.registry import experiments_of, load_errors
+    from ssmlab.runner.registry import experiments_of, load_errors, resolve_config
     from ssmlab.runner.store import Store
+    from ssmlab.runner.sweep import preflight
 
     res = _results(results)
     groups = experiments_of(papers)
@@ -247,6 +263,16 @@ def reproduce_cmd(
         raise UserError(f"unknown profile {profile!r}; profiles: {', '.join(sorted(known))}")
     if seeds is not None and not 1 <= seeds <= MAX_SEEDS:
         raise UserError(f"--seeds must be in 1..{MAX_SEEDS}, got {seeds}")
+    broken: dict[str, tuple[Exception, str]] = {}
+    for exps in groups.values():  # every experiment's checks before the store is touched
+        for cls in exps:
+            cfg = resolve_config(cls, profile, seeds=seeds)
+            try:
+                preflight(cls, cfg, executor, workers, scheduler)
+            except UserError:
+                raise
+            except Exception as e:  # a bug in one experiment: report it, run the others
+                broken[cls.id] = (e, traceback.format_exc())
     con, err_con = _console(), _console(stderr=True)
     notes: list[str] = []
     crashed: list[str] = []
@@ -264,6 +290,8 @@ def reproduce_cmd(
                     notes.append(f"no experiments yet for {paper}")
                 for cls in exps:
                     try:
+                        if cls.id in broken:
+                            raise broken[cls.id][0]
                         r = _run_one(cls.id, profile=profile, config_file=None, overrides=[],
                                      seeds=seeds, results=res, executor=executor,
                                      workers=workers, scheduler=scheduler, progress=prog,
@@ -274,17 +302,20 @@ def reproduce_cmd(
                         err_con.print(f"error: {cls.id} crashed: {type(e).__name__}: {e}",
                                       markup=False)
                         if not quiet:
-                            err_con.print(traceback.format_exc(), markup=False)
+                            tb = broken[cls.id][1] if cls.id in broken else \
+                                traceback.format_exc()
+                            err_con.print(tb, markup=False)
                         continue
                     con.print(_sweep_line(r), markup=False)
                     done.append(r)
-        out = write_report(store, res, notes=notes)
+        out = write_report(store, store.folder, notes=notes)
     con.print(_claims_table(done, f"claims ({profile} profile)"))
     con.print(f"report: {out / 'index.html'}  and  {out / 'report.md'}", markup=False)
-    if crashed:
-        err_con.print(f"error: {len(crashed)} experiment(s) crashed: {', '.join(crashed)}",
-                      markup=False)
-        raise typer.Exit(1)
+    failed = [f"{r.experiment} ({r.failed} of {r.total})" for r in done if r.failed]
+    if crashed or failed:
+        _fail("; ".join(
+            ([f"{len(crashed)} experiment(s) crashed: {', '.join(crashed)}"] if crashed else [])
+            + ([f"runs failed in {', '.join(failed)}; rerun to retry them"] if failed else [])))
 
 
 @app.command("report")
@@ -299,7 +330,7 @@ def report_cmd(
 
     res = _results(results)
     with Store.open(res, create=False) as store:
-        out = write_report(store, res, all_configs=all_configs)
+        out = write_report(store, store.folder, all_configs=all_configs)
     _console().print(f"report: {out / 'index.html'}  and  {out / 'report.md'}", markup=False)
 
 
@@ -354,7 +385,8 @@ def show_cmd(
 
 @app.command("export")
 def export_cmd(
-    fmt: Annotated[str, typer.Option("--format", "-f", help="csv | parquet")] = "csv",
+    fmt: Annotated[str | None, typer.Option(
+        "--format", "-f", help="csv | parquet (default: from -o's suffix, else csv)")] = None,
     out: Annotated[Path | None, typer.Option(
         "--out", "-o", help="output file (default: results/runs.<format>)")] = None,
     experiment: Annotated[str | None, typer.Option(
@@ -368,12 +400,47 @@ def export_cmd(
     from ssmlab.runner.store import Store
 
     res = _results(results)
+    if fmt is None:
+        fmt = "parquet" if out is not None and out.suffix.lower() in (".parquet", ".pq") else "csv"
     if fmt not in ("csv", "parquet"):
         raise UserError(f"unknown export format {fmt!r}; formats: csv, parquet")
-    path = out or res / f"runs.{fmt}"
     with Store.open(res, create=False) as store:
+        path = out or store.folder / f"runs.{fmt}"
         n = export_runs(store, path, fmt, experiment=experiment, histories=histories)
     _console().print(f"exported {n} runs to {path}", markup=False)
+
+
+@app.command("probe")
+def probe_cmd(
+    path: Annotated[Path, typer.Argument(
+        help="a local checkpoint: a transformers directory (config.json + model.safetensors, "
+             "Mamba or Mamba-2) or a mamba_ssm state dict; never a hub id")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="output folder")],
+    text_file: Annotated[Path | None, typer.Option(
+        "--text-file", help="UTF-8 text, tokenised with tokenizer.json beside the model")] = None,
+    tokens: Annotated[str | None, typer.Option(
+        "--tokens", help="comma-separated token ids, e.g. 1,2,3")] = None,
+    layers: Annotated[str | None, typer.Option(
+        "--layers", help="layer indices and ranges, e.g. 0,5,10-12 (default: all)")] = None,
+    channels: Annotated[str | None, typer.Option(
+        "--channels", help="channels (Mamba) or heads (Mamba-2) to draw, e.g. 0,7,42 "
+                           "(default: 8 evenly spaced)")] = None,
+    quiet: QuietOpt = False,
+) -> None:
+    """The papers' quantities on a real checkpoint: per layer the spectrum of A, where Δ opens,
+    implied attention, memory factors and the capacity term; writes index.html + probe.json."""
+    from ssmlab.interop.cli import probe_command
+
+    page = probe_command(path, out, text_file, tokens, layers, channels, quiet)
+    _console().print(f"probe: {page}  and  {page.parent / 'probe.json'}", markup=False)
+
+
+INTERRUPTED = 130  # the shell's code for a process ended by SIGINT
+
+
+def one_line(text: str) -> str:
+    """Error messages are one line (a wrapped library message must not become several)."""
+    return " ".join(text.split())
 
 
 def _click_exceptions() -> Any:
@@ -392,19 +459,20 @@ def main(argv: list[str] | None = None) -> None:
     try:
         rc = app(args=argv, standalone_mode=False, prog_name="ssmlab")
     except UserError as e:
-        print(f"error: {e}", file=sys.stderr)
+        print(f"error: {one_line(str(e))}", file=sys.stderr)
         sys.exit(2)
     except no_args as e:  # `ssmlab` alone: the help, exit 0
         print(e.ctx.get_help() if e.ctx else "")
         sys.exit(0)
     except ce.ClickException as e:  # usage errors: unknown option, missing argument, bad type
-        print(f"error: {e.format_message()}", file=sys.stderr)
+        print(f"error: {one_line(e.format_message())}", file=sys.stderr)
         sys.exit(2)
     except (typer.Exit, getattr(ce, "Exit", typer.Exit)) as e:
         sys.exit(getattr(e, "exit_code", 0))
     except (typer.Abort, getattr(ce, "Abort", typer.Abort), KeyboardInterrupt):
+        rc = INTERRUPTED
+    if rc == INTERRUPTED:  # typer turns Ctrl-C into a returned 130 when not standalone
         print("interrupted: finished runs are stored; rerun to resume", file=sys.stderr)
-        sys.exit(130)
     sys.exit(rc if isinstance(rc, int) else 0)
 
 

@@ -28,10 +28,12 @@ LOAD_ERRORS: dict[str, str] = {}
 
 
 def load_registry() -> dict[str, type[Experiment]]:
-    """Import every paper package and plugin module (once); return REGISTRY."""
-    modules = [f"ssmlab.experiments.{p}" for p in PAPER_PACKAGES]
-    modules += [m.strip() for m in os.environ.get(PLUGINS_ENV, "").split(",") if m.strip()]
-    for name in modules:
+    """Import every paper package and plugin module (once); return REGISTRY.
+
+    A built-in paper package that fails to import is recorded in LOAD_ERRORS (the others still
+    load); a plugin module named in SSMLAB_PLUGINS that cannot be imported is the user's input
+    and a UserError."""
+    for name in [f"ssmlab.experiments.{p}" for p in PAPER_PACKAGES]:
         if name in LOAD_ERRORS:
             continue
         try:
@@ -39,6 +41,12 @@ def load_registry() -> dict[str, type[Experiment]]:
         except Exception as e:  # a broken package must not hide the others
             LOAD_ERRORS[name] = f"{type(e).__name__}: {e}"
             LOAD_ERRORS[name + ":traceback"] = traceback.format_exc()
+    for name in [m.strip() for m in os.environ.get(PLUGINS_ENV, "").split(",") if m.strip()]:
+        try:
+            importlib.import_module(name)
+        except Exception as e:
+            raise UserError(f"{PLUGINS_ENV} names module {name!r}, which cannot be imported: "
+                            f"{type(e).__name__}: {e}") from None
     return REGISTRY
 
 
