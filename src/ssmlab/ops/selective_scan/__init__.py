@@ -9,10 +9,15 @@ Glossary (code name -> Mamba paper symbol, Gu & Dao 2023, Alg. 2; shapes as mamb
     h_t = Ā_t ⊙ h_{t-1} + Δ_t x_t B_t   (Euler for B, as mamba_ssm),
     y_t = (C_t · h_t + D x_t) · silu(z_t).
 
-Backends (explicit, no silent fallback; see docs/ops.md):
-    "fused"     Numba kernel, one pass over L per (batch, channel), checkpointed reverse pass;
-                CPU, float32/float64; gradients for every input; works under torch.func
-                (vmap, grad, vmap(grad)). Single backward only (no double backward).
+Backends (explicit; see docs/ops.md):
+    "fused"     fused CPU kernel, one pass over L per (batch, channel), checkpointed reverse
+                pass; float32/float64; gradients for every input; works under torch.func
+                (vmap, grad, vmap(grad)). Single backward only (no double backward). Runs the
+                C kernel (scan_kernel.c, built with the system C compiler on first use, see
+                cscan.py) and, where no compiler is available, the Numba kernel (kernels.py),
+                saying so once on stderr.
+    "fused_c"   the C kernel only (error if it cannot be built);
+    "fused_numba"  the Numba kernel only.
     "pscan"     Blelloch parallel scan in PyTorch (baseline; any device; memory O(B·D·L·N)).
     "reference" the sequential loop of reference.py (the specification; slow).
     "auto"      "fused" for CPU tensors, "pscan" for any other device.
@@ -27,11 +32,17 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from ssmlab.ops.errors import OpsInputError
-from ssmlab.ops.selective_scan.fused import DEFAULT_CHECKPOINT_EVERY, fused_scan_core
+from ssmlab.ops.selective_scan import cscan
+from ssmlab.ops.selective_scan.fused import (
+    DEFAULT_CHECKPOINT_EVERY,
+    default_impl,
+    fused_scan_core,
+)
 from ssmlab.ops.selective_scan.pscan import pscan_scan_core
 from ssmlab.ops.selective_scan.reference import expand_groups, prepare_delta, selective_scan_ref
 
-BACKENDS = ("auto", "fused", "pscan", "reference")
+BACKENDS = ("auto", "fused", "fused_c", "fused_numba", "pscan", "reference")
+FUSED = {"fused": None, "fused_c": "c", "fused_numba": "numba"}  # backend -> kernel impl
 
 __all__ = ["BACKENDS", "selective_scan", "selective_scan_ref", "resolve_backend"]
 
@@ -44,10 +55,14 @@ def resolve_backend(backend: str, u: Tensor) -> str:
         )
     if backend == "auto":
         return "fused" if u.device.type == "cpu" else "pscan"
-    if backend == "fused" and u.device.type != "cpu":
+    if backend in FUSED and u.device.type != "cpu":
         raise OpsInputError(
-            f"backend 'fused' is a CPU (Numba) kernel but the inputs are on {u.device}; "
+            f"backend {backend!r} is a CPU kernel but the inputs are on {u.device}; "
             "move them to the CPU or use backend='pscan'"
+        )
+    if backend == "fused_c" and cscan.load() is None:
+        raise OpsInputError(
+            f"backend 'fused_c' is unavailable: {cscan.status()}; use backend='fused_numba'"
         )
     return backend
 
@@ -90,7 +105,7 @@ def _check_fused_dtypes(*tensors: Tensor | None) -> None:
     dtypes = {t.dtype for t in tensors if t is not None}
     if len(dtypes) != 1 or next(iter(dtypes)) not in (torch.float32, torch.float64):
         raise OpsInputError(
-            "backend 'fused' needs every tensor in one dtype, float32 or float64; got "
+            "the fused backends need every tensor in one dtype, float32 or float64; got "
             f"{sorted(str(d) for d in dtypes)}: cast them, or use backend='reference'"
         )
 
@@ -122,8 +137,9 @@ def selective_scan(
     """Selective scan with mamba_ssm's selective_scan_fn semantics -> y (B, D, L) [, h_L (B, D, N)].
 
     Same arguments and result as `selective_scan_ref` (the specification), plus `backend`
-    (module doc; default "auto" = the fused CPU kernel) and `checkpoint_every` (fused backend
-    only: the reverse pass keeps one state per this many steps, memory O(B·D·N·L/K); default 64).
+    (module doc; default "auto" = the fused CPU kernel: C, or Numba without a compiler) and
+    `checkpoint_every` (fused backends only: the reverse pass keeps one state per this many
+    steps, memory O(B·D·N·L/K); default 64).
     """
     name = resolve_backend(backend, u)
     _check_inputs(u, delta, A, B, C, D, z, delta_bias, h0)
@@ -133,8 +149,7 @@ def selective_scan(
             return_last_state=return_last_state, h0=h0,
         )  # fmt: skip
     Dch = u.shape[1]
-    dt = prepare_delta(delta, delta_bias, delta_softplus)  # (B, D, L)
-    if name == "fused":
+    if name in FUSED:
         _check_fused_dtypes(u, delta, A, B, C, D, z, delta_bias, h0)
         if int(checkpoint_every) < 1:
             raise OpsInputError(f"checkpoint_every must be >= 1, got {checkpoint_every}")
@@ -143,11 +158,16 @@ def selective_scan(
         G = math.lcm(gB, gC)  # divides D since both do
         Bt = _grouped(B, G).transpose(-1, -2)  # (B, G, L, N)
         Ct = _grouped(C, G).transpose(-1, -2)  # (B, G, L, N)
-        y, h_last = fused_scan_core(u, dt, A, Bt, Ct, h0, checkpoint_every)
+        impl = FUSED[name] or default_impl()
+        y, h_last = fused_scan_core(
+            u, delta, A, Bt, Ct, h0, checkpoint_every, Dskip=D, delta_bias=delta_bias,
+            delta_softplus=delta_softplus, impl=impl,
+        )  # fmt: skip
     else:
+        dt = prepare_delta(delta, delta_bias, delta_softplus)  # (B, D, L)
         y, h_last = pscan_scan_core(u, dt, A, expand_groups(B, Dch), expand_groups(C, Dch), h0)
-    if D is not None:
-        y = y + D[None, :, None] * u  # (B, D, L)
+        if D is not None:
+            y = y + D[None, :, None] * u  # (B, D, L)
     if z is not None:
         y = y * F.silu(z)  # (B, D, L)
     return (y, h_last) if return_last_state else y
