@@ -153,16 +153,15 @@ def list_cmd(
     from rich.table import Table
     from rich.text import Text
 
-    from ssmlab.experiments.base import PAPERS
     from ssmlab.runner.registry import experiments_of, load_errors, resolve_config
     from ssmlab.runner.sweep import plan
 
     groups = experiments_of(paper)
     t = Table(title="ssmlab experiments")
-    for col in ("id", "paper", "reproduces", "profiles (runs)"):
+    for col in ("id", "reproduces", "profiles (runs)", "module"):
         t.add_column(col, overflow="fold")
-    for p in PAPERS:
-        for cls in groups.get(p, []):
+    for exps in groups.values():
+        for cls in exps:
             doc = " ".join((cls.__doc__ or "").strip().split("\n\n")[0].split())
             sizes = []
             for prof in cls.profiles:
@@ -170,8 +169,8 @@ def list_cmd(
                     sizes.append(f"{prof} ({len(plan(cls(), resolve_config(cls, prof)))})")
                 except Exception as e:  # a broken profile must still be listed
                     sizes.append(f"{prof} (invalid: {str(e).splitlines()[0][:60]})")
-            t.add_row(Text(cls.id), Text(cls.paper),
-                      Text(doc[:200] + ("…" if len(doc) > 200 else "")), Text(", ".join(sizes)))
+            t.add_row(Text(cls.id), Text(doc[:200] + ("…" if len(doc) > 200 else "")),
+                      Text(", ".join(sizes)), Text(cls.__module__))
     con = _console()
     con.print(t)
     for p, exps in groups.items():
@@ -248,10 +247,10 @@ def reproduce_cmd(
     writing the report; 2 for bad input (checked for every experiment before anything runs)."""
     import traceback
 
-    from ssmlab.experiments.base import MAX_SEEDS
+    from ssmlab.experiment import MAX_SEEDS
     from ssmlab.report.render import write_report
     from ssmlab.runner.executors import check_executor
-    from ssmlab.runner.registry import experiments_of, load_errors, resolve_config
+    from ssmlab.runner.registry import experiments_of, load_errors, paper_packages, resolve_config
     from ssmlab.runner.store import Store
     from ssmlab.runner.sweep import preflight
 
@@ -277,7 +276,8 @@ def reproduce_cmd(
     notes: list[str] = []
     crashed: list[str] = []
     for mod, err in load_errors().items():
-        if mod.rsplit(".", 1)[-1] in groups or not mod.startswith("ssmlab.experiments."):
+        paper = {pkg: p for p, pkg in paper_packages().items()}.get(mod)
+        if paper is None or paper in groups:  # a plugin, or a paper asked for
             crashed.append(mod)
             notes.append(f"{mod} failed to import: {err}")
             err_con.print(f"error: {mod} failed to import: {err}", markup=False)

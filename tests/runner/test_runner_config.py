@@ -6,7 +6,7 @@ import pytest
 
 from ssmlab.config import build_config, config_hash
 from ssmlab.errors import UserError
-from ssmlab.experiments.builtin.mixers import Mixers, MixersConfig
+from ssmlab.papers.builtin.experiments.mixers import Mixers, MixersConfig
 from ssmlab.runner.registry import get_experiment, resolve_config
 from ssmlab.runner.sweep import cell_hash_of, cfg_key_of
 

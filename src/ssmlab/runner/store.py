@@ -54,7 +54,7 @@ from typing import Any
 from urllib.parse import quote
 
 from ssmlab.errors import UserError
-from ssmlab.experiments.base import Claim, RunRecord
+from ssmlab.records import Claim, RunRecord
 
 SCHEMA_VERSION = 1  # the leases table is additive (created when missing): still version 1
 DB_NAME = "ssmlab.db"

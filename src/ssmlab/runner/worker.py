@@ -89,7 +89,7 @@ def worker_provenance() -> dict[str, Any]:
 
 
 def _resolve(task: dict[str, Any]) -> Any:
-    from ssmlab.experiments.base import REGISTRY
+    from ssmlab.experiment import REGISTRY
 
     module = task.get("module")
     if module and module != "__main__":
@@ -124,7 +124,7 @@ def execute(task: dict[str, Any]) -> dict[str, Any]:
     """Run one task; never raises for errors of the experiment itself."""
     import torch
 
-    from ssmlab.experiments.base import RunResult
+    from ssmlab.records import RunResult
 
     started = now_iso()
     t0 = time.perf_counter()
