@@ -20,6 +20,10 @@ SCAN_CASES = {
     "linear-elu-norm": ("linear_recurrence", {}),
     "mamba2": ("ssd", {"chunk_size": 4}),
     "mamba2-groups-nonorm": ("ssd", {"chunk_size": 3}),
+    "retnet": ("gated_linear", {"chunk_size": 4}),
+    "retnet-norotary-rms-nogate-chunk4": ("gated_linear", {"chunk_size": 3}),
+    "gla": ("gated_linear", {"chunk_size": 4}),
+    "gla-nonorm-chunk4": ("gated_linear", {"chunk_size": 3}),
 }
 
 

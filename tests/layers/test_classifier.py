@@ -17,7 +17,8 @@ from ssmlab.models.lm import CausalLM, CausalLMConfig
 
 SMALL = {"mamba": dict(d_state=4), "s6": dict(d_state=4), "s4d": dict(d_state=4),
          "mamba2": dict(d_state=4, headdim=4), "mamba_dt": dict(d_state=4),
-         "softmax": dict(n_heads=2), "linear": dict(n_heads=2), "local": dict(window=3)}
+         "softmax": dict(n_heads=2), "linear": dict(n_heads=2), "local": dict(window=3),
+         "retnet": dict(n_heads=2), "gla": dict(n_heads=2)}
 
 
 def _recording_factory(cls, created: list, **kwargs):

@@ -7,9 +7,11 @@ import pytest
 from ssmlab.errors import UserError
 from ssmlab.layers.attention import LinearAttention, LocalAttention, SoftmaxAttention
 from ssmlab.layers.base import Mixer
+from ssmlab.layers.gla import GLA
 from ssmlab.layers.mamba2 import Mamba2
 from ssmlab.layers.mamba_dt import MambaDeltaT
 from ssmlab.layers.registry import MIXERS, build_mixer, mixer_names, mixer_options
+from ssmlab.layers.retnet import RetNet
 from ssmlab.layers.s4d import S4D
 from ssmlab.layers.s6 import S6, MambaBlock
 
@@ -17,7 +19,8 @@ from ssmlab.layers.s6 import S6, MambaBlock
 def test_names_map_to_classes():
     assert MIXERS == {"s6": S6, "mamba": MambaBlock, "s4d": S4D, "mamba2": Mamba2,
                       "mamba_dt": MambaDeltaT, "softmax": SoftmaxAttention,
-                      "linear": LinearAttention, "local": LocalAttention}
+                      "linear": LinearAttention, "local": LocalAttention, "retnet": RetNet,
+                      "gla": GLA}
     assert mixer_names() == sorted(MIXERS)
     assert all(issubclass(c, Mixer) for c in MIXERS.values())
 

@@ -9,6 +9,8 @@
     "softmax"   SoftmaxAttention (causal)                     ssmlab.layers.attention
     "linear"    LinearAttention (causal)                      ssmlab.layers.attention
     "local"     LocalAttention (sliding window, causal)       ssmlab.layers.attention
+    "retnet"    RetNet (multi-scale retention, fixed decay)   ssmlab.layers.retnet
+    "gla"       GLA (gated linear attention, data-dependent)  ssmlab.layers.gla
 
 `build_mixer(name, d_model, **kwargs)` checks the name and the keyword arguments against the
 class's constructor and raises `UserError` naming the problem (never a TypeError traceback).
@@ -22,8 +24,10 @@ from typing import Any
 from ssmlab.errors import UserError
 from ssmlab.layers.attention import LinearAttention, LocalAttention, SoftmaxAttention
 from ssmlab.layers.base import Mixer
+from ssmlab.layers.gla import GLA
 from ssmlab.layers.mamba2 import Mamba2
 from ssmlab.layers.mamba_dt import MambaDeltaT
+from ssmlab.layers.retnet import RetNet
 from ssmlab.layers.s4d import S4D
 from ssmlab.layers.s6 import S6, MambaBlock
 
@@ -36,6 +40,8 @@ MIXERS: dict[str, type[Mixer]] = {
     "softmax": SoftmaxAttention,
     "linear": LinearAttention,
     "local": LocalAttention,
+    "retnet": RetNet,
+    "gla": GLA,
 }
 
 
