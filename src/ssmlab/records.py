@@ -69,3 +69,31 @@ class Claim(StrictModel):
     @property
     def verdict(self) -> str:
         return "SKIP" if self.passed is None else ("PASS" if self.passed else "FAIL")
+
+
+class SkipRun(Exception):
+    """Raised inside `Experiment.run` when the run cannot be done for a reason that is not an
+    error (its data is absent, the cell does not apply): the runner stores it as a skipped run
+    carrying the message, and retries it on the next sweep. Instead of returning `X | str`."""
+
+
+def not_ok_note(runs: list[RunRecord], key: str | None = None) -> str:
+    """One sentence on the runs that are not ok (diverged, skipped; failed runs never reach an
+    analysis): '2 of 12 runs not ok: 1 diverged, 1 skipped (no IMDb data at X)'. With `key`,
+    one clause per value of that cell parameter: 'mamba: 1 of 3 runs diverged (...)'. Empty
+    when every run is ok."""
+    if key is not None:
+        parts = []
+        for v in sorted({str(r.params.get(key)) for r in runs}):
+            note = not_ok_note([r for r in runs if str(r.params.get(key)) == v])
+            if note:
+                parts.append(f"{v}: {note}")
+        return "; ".join(parts)
+    bad = [r for r in runs if r.status != "ok"]
+    if not bad:
+        return ""
+    counts = ", ".join(f"{sum(r.status == s for r in bad)} {s}"
+                       for s in sorted({r.status for r in bad}))
+    reason = next((r.reason for r in bad if r.reason), "")
+    return f"{len(bad)} of {len(runs)} runs not ok: {counts}" + (f" ({reason})" if reason else "")
+
