@@ -48,7 +48,7 @@ def test_model_shapes(mixer):
 
 
 def test_config_is_strict():
-    with pytest.raises(UserError, match="unknown mixer"):
+    with pytest.raises(UserError, match="mixers.1.*Input should be .s6."):
         resolve_config(Mixers, overrides=["mixers=[s6, lstm]"])
     with pytest.raises(UserError, match="has no option"):
         resolve_config(Mixers, overrides=["mixer_options.s6.bogus=1"])

@@ -9,7 +9,6 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import torch
 from pydantic import Field, field_validator, model_validator
 
 from ssmlab.experiment import (
@@ -20,9 +19,10 @@ from ssmlab.experiment import (
     RunResult,
     register,
 )
+from ssmlab.layers.registry import MixerName
 from ssmlab.papers.builtin.data import selective_copying
 from ssmlab.papers.builtin.model import LastPositions, last_positions_bytes
-from ssmlab.seeding import split_seed
+from ssmlab.seeding import seeded, split_seed
 from ssmlab.train.trainer import TrainConfig, train
 
 DEFAULT_MIXER_OPTIONS: dict[str, dict[str, Any]] = {
@@ -35,8 +35,8 @@ DEFAULT_MIXER_OPTIONS: dict[str, dict[str, Any]] = {
 class MixersConfig(ExperimentConfig):
     """Selective copying sizes, the model, training, and the claim's margin."""
 
-    mixers: tuple[str, ...] = Field(("s6", "s4d", "linear"), min_length=1, max_length=16,
-                                    description="mixer names (ssmlab.layers.registry)")
+    mixers: tuple[MixerName, ...] = Field(("s6", "s4d", "linear"), min_length=1, max_length=16,
+                                          description="mixer names (ssmlab.layers.registry)")
     mixer_options: dict[str, dict[str, Any]] = Field(
         default_factory=lambda: {k: dict(v) for k, v in DEFAULT_MIXER_OPTIONS.items()},
         description="per-mixer keyword arguments for build_mixer")
@@ -54,12 +54,7 @@ class MixersConfig(ExperimentConfig):
 
     @field_validator("mixers")
     @classmethod
-    def _known_mixers(cls, v: tuple[str, ...]) -> tuple[str, ...]:
-        from ssmlab.layers.registry import mixer_names
-
-        unknown = [m for m in v if m not in mixer_names()]
-        if unknown:
-            raise ValueError(f"unknown mixer(s) {unknown}; choose from {mixer_names()}")
+    def _once_each(cls, v: tuple[str, ...]) -> tuple[str, ...]:
         if len(set(v)) != len(v):
             raise ValueError(f"mixers repeated: {list(v)}")
         return v
@@ -136,9 +131,9 @@ class Mixers(Experiment):
                                        split_seed(seed, "train"))
         test_data = selective_copying(cfg.n_test, cfg.seq_len, cfg.n_tokens, cfg.vocab,
                                       split_seed(seed, "test"))
-        torch.manual_seed(split_seed(seed, "init"))
-        model = LastPositions(mixer, cfg.vocab + 2, cfg.vocab, cfg.d_model, cfg.n_layers,
-                           cfg.n_tokens, cfg.mixer_options.get(mixer, {}))
+        with seeded(split_seed(seed, "init")):
+            model = LastPositions(mixer, cfg.vocab + 2, cfg.vocab, cfg.d_model, cfg.n_layers,
+                                  cfg.n_tokens, cfg.mixer_options.get(mixer, {}))
         res = train(model, cfg.train, train_data, test_data, seed=split_seed(seed, "train"))
         chance = 1.0 / cfg.vocab
         hist = {k: res.history.get(k, []) for k in ("step", "train_loss", "test_error")}
