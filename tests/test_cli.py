@@ -209,3 +209,18 @@ def test_ctrl_c_says_how_to_resume(tmp_path, executor):
     _, err = p.communicate(timeout=60)
     assert p.returncode == 130, err
     assert "interrupted: finished runs are stored; rerun to resume" in err
+
+
+def test_reproduce_overall_bar_adds_up_the_sweeps():
+    from ssmlab.cli import _Progress
+
+    prog = _Progress(quiet=False)
+    prog.enabled = True  # as on a terminal
+    with prog:
+        prog.overall(7)
+        a, b = prog.callback("a"), prog.callback("b")
+        a(1, 3, None)
+        a(3, 3, None)
+        b(2, 4, None)
+        total = next(t for t in prog.bar.tasks if t.description == "all experiments")
+        assert (total.completed, total.total) == (5, 7)

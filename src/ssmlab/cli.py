@@ -63,6 +63,7 @@ class _Progress:
         self.train_task: Any = None
         self.executor = executor
         self._token: Any = None
+        self.all_task: Any = None
 
     def __enter__(self) -> _Progress:
         if self.enabled:
@@ -100,13 +101,22 @@ class _Progress:
         if self.bar is not None:
             self.bar.__exit__(*exc)
 
+    def overall(self, total: int) -> None:
+        """A bar over every run of a `reproduce`, advanced by the sweeps' bars."""
+        if self.bar is not None:
+            self.all_task = self.bar.add_task("all experiments", total=total)
+
     def callback(self, label: str) -> Any:
         if self.bar is None:
             return None
         task = self.bar.add_task(label, total=None)
+        seen = [0]
 
         def update(done: int, total: int, run: Any) -> None:
             self.bar.update(task, completed=done, total=total)
+            if self.all_task is not None:
+                self.bar.advance(self.all_task, done - seen[0])
+            seen[0] = done
 
         return update
 
@@ -252,7 +262,7 @@ def reproduce_cmd(
     from ssmlab.runner.executors import check_executor
     from ssmlab.runner.registry import experiments_of, load_errors, paper_packages, resolve_config
     from ssmlab.runner.store import Store
-    from ssmlab.runner.sweep import preflight
+    from ssmlab.runner.sweep import plan, preflight
 
     res = _results(results)
     groups = experiments_of(papers)
@@ -263,11 +273,13 @@ def reproduce_cmd(
     if seeds is not None and not 1 <= seeds <= MAX_SEEDS:
         raise UserError(f"--seeds must be in 1..{MAX_SEEDS}, got {seeds}")
     broken: dict[str, tuple[Exception, str]] = {}
+    n_runs = 0
     for exps in groups.values():  # every experiment's checks before the store is touched
         for cls in exps:
             cfg = resolve_config(cls, profile, seeds=seeds)
             try:
                 preflight(cls, cfg, executor, workers, scheduler)
+                n_runs += len(plan(cls(), cfg))
             except UserError:
                 raise
             except Exception as e:  # a bug in one experiment: report it, run the others
@@ -284,6 +296,7 @@ def reproduce_cmd(
     done = []
     with Store.open(res) as store:
         with _Progress(quiet, executor) as prog:
+            prog.overall(n_runs)
             for paper, exps in groups.items():
                 if not exps:
                     con.print(f"no experiments yet for {paper}", markup=False)
@@ -316,6 +329,61 @@ def reproduce_cmd(
         _fail("; ".join(
             ([f"{len(crashed)} experiment(s) crashed: {', '.join(crashed)}"] if crashed else [])
             + ([f"runs failed in {', '.join(failed)}; rerun to retry them"] if failed else [])))
+
+
+@app.command("status")
+def status_cmd(
+    papers: Annotated[list[str] | None, typer.Argument(
+        help="papers (default: all)")] = None,
+    profile: Annotated[list[str] | None, typer.Option(
+        "--profile", "-p", help="profiles to show (default: quick and paper)")] = None,
+    workers: WorkersOpt = None,
+    results: ResultsOpt = None,
+) -> None:
+    """Per experiment and profile: runs done / total, skipped and failed, and the time left
+    (each run still to do priced at its cell's mean time so far, over the workers)."""
+    import os
+
+    from rich.table import Table
+    from rich.text import Text
+
+    from ssmlab.runner.progress import sweep_progress
+    from ssmlab.runner.registry import experiments_of
+    from ssmlab.runner.store import Store
+
+    if workers is not None and workers < 1:
+        raise UserError(f"--workers must be >= 1, got {workers}")
+    groups = experiments_of(papers)
+    profiles = list(profile or ("quick", "paper"))
+    res = _results(results)
+    nworkers = workers or os.cpu_count() or 1
+    t = Table(title=f"ssmlab status ({res}, {nworkers} workers)")
+    for col in ("experiment", "profile", "done / total", "skipped", "failed", "per run",
+                "time left"):
+        t.add_column(col, justify="left" if col in ("experiment", "profile") else "right")
+    with Store.open(res, create=False) as store:
+        for exps in groups.values():
+            for cls in exps:
+                for prof in profiles:
+                    if prof not in cls.profiles:
+                        raise UserError(f"unknown profile {prof!r} for {cls.id}; profiles: "
+                                        f"{', '.join(cls.profiles)}")
+                    p = sweep_progress(store, cls, prof, nworkers)
+                    left = "done" if not p.todo else _duration(p.seconds_left)
+                    t.add_row(Text(p.experiment), Text(p.profile), f"{p.done} / {p.total}",
+                              str(p.skipped or ""), str(p.failed or ""),
+                              _duration(p.seconds_per_run), left)
+    _console().print(t)
+
+
+def _duration(seconds: float | None) -> str:
+    if seconds is None:
+        return "?"
+    if seconds < 90:
+        return f"{seconds:.0f} s"
+    if seconds < 5400:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds / 3600:.1f} h"
 
 
 @app.command("report")

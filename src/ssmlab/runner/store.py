@@ -638,6 +638,14 @@ class Store:
         )
         return {(h, int(s)): (st, int(a)) for h, s, st, a in rows}
 
+    def run_times(self, experiment: str, cfg_key: str) -> dict[tuple[str, int], tuple[str, float]]:
+        """(cell_hash, seed) -> (status, seconds) of the stored runs of one config."""
+        rows = self.conn.execute(
+            "SELECT cell_hash, seed, status, seconds FROM runs WHERE experiment=? AND cfg_key=?",
+            (experiment, cfg_key),
+        )
+        return {(h, int(s)): (st, float(sec or 0.0)) for h, s, st, sec in rows}
+
     def _decode(self, row: Sequence[Any]) -> StoredRun:
         d = dict(zip(_RUN_COLS, row, strict=True))
         for c in _JSON_RUN_COLS:
