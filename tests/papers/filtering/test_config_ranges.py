@@ -66,6 +66,9 @@ CASES: list[tuple[str, tuple[str, ...], tuple[str, ...]]] = [
     ("filtering/attention", ("sample_sizes=[1]",), ("sample_sizes.0",)),
     ("filtering/attention", ("sample_sizes=[]",), ("sample_sizes",)),
     ("filtering/attention", ("models=[transformer]",), ("models.0",)),
+    # a typo is a validation error listing the choices, never a skipped run
+    ("filtering/attention", ("models=[mamab]",), ("models.0", "'mamba', 'local', 'softmax'",
+                                                  "softmax_bidir")),
     ("filtering/attention", ("chance_tol=0.6",), ("chance_tol",)),
     ("filtering/scan_orders", ("data.H=1000",), ("data.H",)),
     ("filtering/scan_orders", ("data.W=1",), ("data.W",)),

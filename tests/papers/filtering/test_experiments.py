@@ -20,6 +20,7 @@ from ssmlab.papers.filtering.experiments import (
     lucky,
     scan_orders,
 )
+from ssmlab.records import SkipRun
 
 TINY_GD = {"lr": 2.0, "max_steps": 20, "probe_every": 5}
 
@@ -194,12 +195,13 @@ def test_scan_orders_run_and_analyze(tmp_path: Path):
 def test_fashion_scan_skips_without_data(tmp_path: Path):
     exp = scan_orders.FashionScan()
     cfg = build_config(exp.Config, {"root": str(tmp_path)})
-    r = exp.run(cfg, {"order": "hilbert"}, 0)
-    assert r.status == "skipped" and str(tmp_path) in r.reason
+    with pytest.raises(SkipRun, match=str(tmp_path)) as skip:
+        exp.run(cfg, {"order": "hilbert"}, 0)
     skipped = RunRecord(exp.id, "h", {"order": "hilbert"}, 0, "skipped", {}, {}, {},
-                        reason=r.reason)
+                        reason=str(skip.value))
     claims = exp.analyze(cfg, [skipped], tmp_path)
     assert verdicts(claims) == ["SKIP"]
+    assert str(tmp_path) in claims[0].measured and "1 skipped" in claims[0].note
     runs = [rec(exp, {"order": o}, 0, {"test_accuracy": a})
             for o, a in (("row_major", 0.80), ("hilbert", 0.83))]
     cfg2 = build_config(exp.Config, {"orders": ["row_major", "hilbert"]})

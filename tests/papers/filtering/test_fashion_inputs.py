@@ -1,6 +1,6 @@
 """Corrupt Fashion-MNIST files are one-line UserErrors naming the file and the problem, raised by
 the experiment's pre-flight `check_inputs` (before anything runs or is stored) and by the loader
-itself; absent files stay skipped runs. Fixtures: tiny IDX files written into tmp_path."""
+itself; absent files stay skipped runs (run raises SkipRun). Fixtures: tiny IDX files written into tmp_path."""
 
 from __future__ import annotations
 
@@ -16,6 +16,7 @@ from ssmlab.config import build_config
 from ssmlab.data import fashion_mnist as fm
 from ssmlab.errors import UserError
 from ssmlab.papers.filtering.experiments.scan_orders import FashionScan
+from ssmlab.records import SkipRun
 
 SIZES = {"train": 40, "test": 20}  # 4 and 2 images per class
 
@@ -183,15 +184,30 @@ def test_class_subset_larger_than_the_files_is_refused(tmp_path):
 def test_absent_data_is_not_an_error_and_its_runs_are_skipped(tmp_path):
     cfg = config(tmp_path)
     FashionScan().check_inputs(cfg)  # nothing there: no error
-    r = FashionScan().run(cfg, {"order": "hilbert"}, 0)
-    assert r.status == "skipped" and str(tmp_path) in r.reason
+    with pytest.raises(SkipRun, match=str(tmp_path)):
+        FashionScan().run(cfg, {"order": "hilbert"}, 0)
     paths = write_set(tmp_path)
     for kind in ("images", "labels"):
         paths["test", kind].unlink()  # half a data set is absent data too
     FashionScan().check_inputs(cfg)
-    r = FashionScan().run(cfg, {"order": "hilbert"}, 0)
-    assert r.status == "skipped" and fm.FILES["test", "images"] in r.reason
-    assert fm.FILES["train", "images"] not in r.reason
+    with pytest.raises(SkipRun) as skip:
+        FashionScan().run(cfg, {"order": "hilbert"}, 0)
+    assert fm.FILES["test", "images"] in str(skip.value)
+    assert fm.FILES["train", "images"] not in str(skip.value)
+
+
+def test_the_worker_stores_absent_data_as_a_skipped_run(tmp_path, monkeypatch):
+    """SkipRun raised by run is caught by the runner's worker: a skipped run with the reason,
+    not a failure."""
+    from ssmlab.runner import worker
+
+    monkeypatch.setattr(worker, "seed_everything", lambda seed: None)  # keep this process's RNGs
+    cfg = config(tmp_path)
+    out = worker.execute({"experiment": FashionScan.id, "module": FashionScan.__module__,
+                   "config": cfg.model_dump(mode="json"), "params": {"order": "hilbert"},
+                   "seed": 0})
+    assert out["status"] == "skipped" and str(tmp_path) in out["reason"]
+    assert not out["error"]
 
 
 def test_a_run_on_the_valid_fixture(tmp_path):

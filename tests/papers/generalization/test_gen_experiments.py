@@ -8,6 +8,7 @@ from collections import Counter
 
 import numpy as np
 import pytest
+import torch
 from pydantic import ValidationError
 
 from ssmlab.experiment import RunRecord
@@ -20,8 +21,10 @@ from ssmlab.papers.generalization.experiments.length import (
 )
 from ssmlab.papers.generalization.experiments.stability import StabilityMargin
 from ssmlab.papers.generalization.theory import NormQuantities, log_capacity_term
+from ssmlab.records import SkipRun
 from ssmlab.runner.registry import resolve_config
 from ssmlab.runner.sweep import plan
+from ssmlab.runner.worker import execute
 
 
 def rec(exp, params, seed, status="ok", metrics=None, history=None, reason=""):
@@ -94,12 +97,23 @@ def test_length_excludes_diverged_runs(tmp_path):
 def test_imdb_without_data_is_skipped(tmp_path):
     exp = ImdbLength()
     cfg = resolve_config(ImdbLength, "quick", overrides=[f"task.imdb_dir={tmp_path / 'none'}"])
-    res = exp.run(cfg, {"T": 100}, 0)
-    assert res.status == "skipped" and res.reason == f"no IMDb data at {tmp_path / 'none'}"
-    runs = [rec(exp, {"T": T}, 0, status="skipped", reason=res.reason) for T in (100, 200)]
+    with pytest.raises(SkipRun) as skip:
+        exp.run(cfg, {"T": 100}, 0)
+    assert str(skip.value) == f"no IMDb data at {tmp_path / 'none'}"
+    runs = [rec(exp, {"T": T}, 0, status="skipped", reason=str(skip.value)) for T in (100, 200)]
     (claim,) = exp.analyze(cfg, runs, tmp_path)
     assert claim.passed is None and claim.verdict == "SKIP"
     assert "no IMDb data at" in claim.measured
+    assert claim.note == f"2 of 2 runs not ok: 2 skipped (no IMDb data at {tmp_path / 'none'})"
+
+
+def test_the_runner_stores_a_missing_imdb_copy_as_a_skipped_run(tmp_path):
+    """SkipRun raised inside run() reaches the store as status 'skipped' with its reason."""
+    cfg = resolve_config(ImdbLength, "quick", overrides=[f"task.imdb_dir={tmp_path / 'none'}"])
+    out = execute({"experiment": ImdbLength.id, "config": cfg.model_dump(mode="json"),
+                   "params": {"T": 100}, "seed": 0})
+    assert out["status"] == "skipped", out
+    assert out["reason"] == f"no IMDb data at {tmp_path / 'none'}"
 
 
 # ----------------------------------------------------------------------------- stability
@@ -238,6 +252,20 @@ def test_toy_runs_end_to_end(tmp_path):
     cfg = resolve_config(BoundVsT, "quick", overrides=TINY_TRAIN)
     r = bd.run(cfg, {"T": 12, "s_A": -0.1}, 0)
     assert r.status == "ok" and r.metrics["s_A"] == pytest.approx(-0.1) and r.metrics["rho_A"] < 1
+
+
+def test_a_run_neither_reads_nor_moves_the_global_rng():
+    """Data, init and shuffling come from the run seed's own generators; the one global draw
+    (nn.Embedding's default init, overwritten) happens inside seeding.seeded and is undone."""
+    exp = MajorityLength()
+    cfg = resolve_config(MajorityLength, "quick", overrides=TINY_TRAIN + ["T_values=[12]"])
+    torch.manual_seed(123)
+    before = torch.random.get_rng_state()
+    r = exp.run(cfg, {"T": 12}, 3)
+    assert torch.equal(torch.random.get_rng_state(), before)
+    torch.manual_seed(456)
+    again = exp.run(cfg, {"T": 12}, 3)
+    assert again.metrics == r.metrics and again.history == r.history
 
 
 @pytest.mark.parametrize("cls", [MajorityLength, ListOpsLength, ImdbLength, StabilityMargin,

@@ -121,3 +121,13 @@ def test_tail_sums_exact_without_cancellation():
 def test_readout_shapes():
     assert _model()(torch.randint(0, 7, (5, 11))).shape == (5,)
     assert _model(num_classes=10)(torch.randint(0, 7, (5, 11))).shape == (5, 10)
+
+
+def test_scan_backend_names_are_the_ops_backends():
+    """GenSSMConfig.scan_backend is a Literal of ssmlab.ops' selective-scan backends."""
+    from typing import get_args
+
+    from ssmlab.ops.selective_scan import BACKENDS
+    from ssmlab.papers.generalization.model import ScanBackend
+
+    assert set(get_args(ScanBackend)) == set(BACKENDS)

@@ -14,6 +14,7 @@ from ssmlab.data.imdb import ImdbConfig, check_imdb, find_imdb, imdb, read_imdb
 from ssmlab.errors import UserError
 from ssmlab.papers.generalization.experiments.length import ImdbLength
 from ssmlab.papers.generalization.experiments.stability import StabilityMargin
+from ssmlab.records import SkipRun
 from ssmlab.runner.registry import resolve_config
 
 TEXT = {"pos": "a wonderful film, loved it", "neg": "a boring film, hated it"}
@@ -65,8 +66,9 @@ def test_absent_data_is_not_an_error_and_runs_are_skipped(tmp_path):
     check_imdb(None)  # the datasets cache: nothing to check
     cfg = imdb_cfg(where)
     ImdbLength().check_inputs(cfg)
-    res = ImdbLength().run(cfg, {"T": 100}, 0)
-    assert res.status == "skipped" and str(where) in res.reason
+    with pytest.raises(SkipRun, match="no IMDb data at") as skip:
+        ImdbLength().run(cfg, {"T": 100}, 0)
+    assert str(where) in str(skip.value)
 
 
 # ----------------------------------------------------------------------------- corrupt copies

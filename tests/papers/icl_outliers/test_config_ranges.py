@@ -82,6 +82,10 @@ CASES: list[tuple[str, tuple[str, ...], tuple[str, ...]]] = [
     ("icl_outliers/placement", ("model.mixer_kwargs.mamba.dt_min=1e300",),
      ("mixer_kwargs.mamba.dt_min",)),
     ("icl_outliers/placement", ("model.mixer_kwargs.rnn.n_heads=1",), ("model.mixer_kwargs",)),
+    # a mistyped model name is a config error naming the field and the choices, never a
+    # skipped run
+    ("icl_outliers/placement", ("models=[mamba, mambaa]",), ("models.1", "'softmax'")),
+    ("icl_outliers/tolerance", ("models=[lineer]",), ("models.0", "'linear'")),
     ("icl_outliers/placement", ("model.d_model=1",), ("model.d_model",)),
     ("icl_outliers/placement", ("tol_points=0",), ("tol_points",)),
     ("icl_outliers/placement", ("alpha=-0.1",), ("alpha",)),

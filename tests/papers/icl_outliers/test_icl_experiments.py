@@ -75,6 +75,28 @@ def test_tolerance_analyze_reports_diverged_runs(tmp_path):
     runs += [rec(E.id, {"model": "linear"}, {}, status="diverged")]
     claims = E.analyze(cfg, runs, tmp_path)
     assert claims[2].verdict == "FAIL" and "diverged" in claims[2].note
+    # one note helper (records.not_ok_note), per model: Mamba's claims stay clean
+    assert claims[0].note == claims[1].note == ""
+    assert claims[2].note.startswith("1 of 1 runs not ok: 1 diverged")
+
+
+def test_not_ok_runs_are_noted_by_every_experiment(tmp_path):
+    """gates / attention note the not-ok runs of the experiment, placement those of the row's
+    model; the verdicts come from the ok runs only."""
+    E, cfg, runs = gate_records(0.001, 0.5)
+    bad = rec(E.id, {}, {}, status="diverged")
+    bad.reason = "diverged at step 7"
+    claims = E.analyze(cfg, [*runs, bad], tmp_path)
+    assert verdicts(claims) == ["PASS", "PASS", "PASS"]
+    assert all(c.note == "1 of 3 runs not ok: 1 diverged (diverged at step 7)" for c in claims)
+    E = exp("icl_outliers/placement")
+    cfg = build_config(E.Config, {})
+    runs = [rec(E.id, {"model": k}, {f"acc_{pl}": v for pl, v in PAPER_TABLE1[k].items()}
+                | {"acc_clean": 100.0}, seed=s) for k in PAPER_TABLE1 for s in range(2)]
+    runs.append(rec(E.id, {"model": "linear"}, {}, status="diverged"))
+    claims = E.analyze(cfg, runs, tmp_path)
+    assert verdicts(claims) == ["PASS"] * 6
+    assert [c.note for c in claims[:3]] == ["", "1 of 3 runs not ok: 1 diverged", ""]
 
 
 def iteration_records(f_m1):
@@ -102,6 +124,9 @@ def test_iterations_analyze(tmp_path):
     assert verdicts(claims) == ["PASS", "PASS", "FAIL"] and claims[2].value == pytest.approx(2.0)
     runs[0].metrics["steps"] = float("nan")  # an unconverged run is reported
     assert "did not reach" in E.analyze(cfg, runs, tmp_path)[0].note
+    runs[1].status = "diverged"
+    note = E.analyze(cfg, runs, tmp_path)[0].note
+    assert note.startswith("1 of ") and "runs not ok: 1 diverged" in note and "did not reach" in note
 
 
 def gate_records(outlier_gate, factor):

@@ -146,3 +146,26 @@ def test_softmax_and_stacks_shapes():
         # causal: the output at the query does not change when nothing is appended; same seed, same net
         net2 = ICLStack(30, kind, n_layers=2, d_model=8, seed=0, mixer_kwargs=kw)
         torch.testing.assert_close(net2(P), out)
+
+
+def test_stack_init_is_seeded_and_leaves_the_global_rng_alone():
+    """ICLStack's init runs inside seeding.seeded: bit-identical to seeding the global RNG by
+    hand (the former fork_rng + manual_seed idiom), and the caller's stream is untouched."""
+    from torch import nn
+
+    from ssmlab.layers.norms import RMSNorm
+    from ssmlab.layers.registry import build_mixer
+
+    torch.manual_seed(123)
+    before = torch.random.get_rng_state()
+    net = ICLStack(30, "mamba", n_layers=2, d_model=8, seed=11)
+    assert torch.equal(torch.random.get_rng_state(), before)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(11)
+        ref = nn.ModuleDict({"embed": nn.Linear(31, 8),
+                             "mixers": nn.ModuleList([build_mixer("mamba", 8) for _ in range(2)]),
+                             "norms": nn.ModuleList([RMSNorm(8) for _ in range(3)]),
+                             "readout": nn.Linear(8, 1)})
+    got, want = net.state_dict(), ref.state_dict()
+    assert list(got) == list(want)
+    assert all(torch.equal(got[k], want[k]) for k in got)

@@ -42,7 +42,7 @@ leaves open"):
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import torch
 import torch.nn.functional as F
@@ -51,7 +51,10 @@ from torch import Tensor, nn
 
 from ssmlab.config import StrictModel
 from ssmlab.ops.attention_lens import gate_matrix
-from ssmlab.seeding import split_seed
+from ssmlab.seeding import seeded, split_seed
+
+if TYPE_CHECKING:
+    from ssmlab.layers.registry import MixerName
 
 Form = Literal["closed", "recurrent", "scan"]
 
@@ -232,8 +235,7 @@ class MambaStack(nn.Module):
         from ssmlab.models.classifier import ResidualBlock, make_norm, mamba_init_
 
         self.cfg = cfg = cfg or MambaStackConfig()
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(split_seed(seed, "init"))
+        with seeded(split_seed(seed, "init")):
             self.blocks = nn.ModuleList(
                 ResidualBlock(MambaBlock(d, d_state=cfg.d_state, d_conv=cfg.d_conv,
                                          expand=cfg.expand), make_norm("rms", d))
@@ -283,13 +285,12 @@ class MixerHead(nn.Module):
     (e.g. "softmax", "local") or "softmax_bidir", then the paper's head with fixed balanced
     v_i = ±1/√m: F = (1/L) Σ_l Σ_i v_i ReLU(W_O[i]·mixer(X)_l). All mixer weights and W_O train."""
 
-    def __init__(self, d: int, mixer: str, width: int = 16, wo_std: float = 0.01, seed: int = 0,
-                 **mixer_kwargs):
+    def __init__(self, d: int, mixer: MixerName | Literal["softmax_bidir"], width: int = 16,
+                 wo_std: float = 0.01, seed: int = 0, **mixer_kwargs):
         super().__init__()
         from ssmlab.layers.registry import build_mixer
 
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(split_seed(seed, "init"))
+        with seeded(split_seed(seed, "init")):
             if mixer == "softmax_bidir":
                 self.mixer = BidirectionalSoftmaxAttention(d)
             else:

@@ -49,6 +49,9 @@ from ssmlab.ops.segsum import segsum
 from ssmlab.ops.selective_scan import selective_scan
 
 ForwardPath = Literal["scan", "attention"]
+# The backends of ssmlab.ops.selective_scan (its BACKENDS; a test keeps the two equal): a typo is a
+# config error naming the field, not a failed run (nor, on the attention path, an unused string).
+ScanBackend = Literal["auto", "fused", "pscan", "reference"]
 
 
 # Ranges (sanity limits; the experiments' memory estimates refuse what a machine cannot hold).
@@ -78,10 +81,11 @@ class GenSSMConfig(StrictModel):
     num_classes: int = Field(1, ge=1, le=MAX_CLASSES,
                              description="1 = binary score w^T y_T; K > 1 = logits W y_T")
     path: ForwardPath = Field("attention", description="forward path (module docstring)")
-    scan_backend: str = Field("auto", description="backend of ssmlab.ops' selective scan")
+    scan_backend: ScanBackend = Field("auto", description="backend of ssmlab.ops' selective scan")
 
 
-def run_scan(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor, backend: str = "auto") -> Tensor:
+def run_scan(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor,
+             backend: ScanBackend = "auto") -> Tensor:
     """ssmlab.ops' selective scan: u, delta (B, D, L); A (D, N); B, C (B, N, L) -> y (B, D, L)."""
     return selective_scan(u, delta, A, B, C, backend=backend)
 

@@ -37,7 +37,7 @@ the shifted test outliers, see data.py).
 from __future__ import annotations
 
 import math
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import torch
 import torch.nn.functional as F
@@ -46,6 +46,10 @@ from torch import Tensor, nn
 from ssmlab.errors import UserError
 from ssmlab.ops.attention_lens import gate_matrix
 from ssmlab.ops.linear_recurrence import linear_recurrence
+from ssmlab.seeding import seeded
+
+if TYPE_CHECKING:
+    from ssmlab.layers.registry import MixerName
 
 __all__ = ["ICLLinearTransformer", "ICLMamba", "ICLSoftmaxAttention", "ICLStack", "gate_matrix",
            "last_column_gates"]
@@ -191,7 +195,7 @@ class ICLStack(nn.Module):
     mixer ∈ {"mamba" (MambaBlock), "linear" (LinearAttention), "softmax" (SoftmaxAttention)}, built
     by ssmlab.layers.registry with their own defaults and `mixer_kwargs`. `seed` seeds the init."""
 
-    def __init__(self, d: int, mixer: str, n_layers: int = 3, d_model: int = 32,
+    def __init__(self, d: int, mixer: MixerName, n_layers: int = 3, d_model: int = 32,
                  seed: int = 0, mixer_kwargs: dict | None = None):
         super().__init__()
         from ssmlab.layers.norms import RMSNorm
@@ -199,8 +203,7 @@ class ICLStack(nn.Module):
 
         if n_layers < 1:
             raise UserError(f"n_layers must be ≥ 1, got {n_layers}")
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(seed)
+        with seeded(seed):  # init draws from the global RNG; restored after
             self.embed = nn.Linear(d + 1, d_model)
             self.mixers = nn.ModuleList(
                 [build_mixer(mixer, d_model, **(mixer_kwargs or {})) for _ in range(n_layers)]

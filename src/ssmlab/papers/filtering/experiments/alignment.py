@@ -23,7 +23,6 @@ from ssmlab.papers.filtering.experiments.common import (
     MAX_TOL,
     PAPER,
     GDSpec,
-    failed_note,
     filtering_mamba_bytes,
     fit_gd,
     fmt,
@@ -35,6 +34,7 @@ from ssmlab.papers.filtering.experiments.common import (
 )
 from ssmlab.papers.filtering.model import FilteringMamba, FilteringMambaConfig
 from ssmlab.papers.filtering.probes import gate_probe, head_probe
+from ssmlab.records import not_ok_note
 from ssmlab.report import figures
 from ssmlab.report.stats import loglog_fit, mean_std
 
@@ -129,10 +129,10 @@ class Alignment(Experiment):
         base = {"paper": PAPER, "experiment": self.id}
         if not ok:
             return [Claim(**base, ref="Fig. 2", claim="cos(w_Δ, o_+) rises", measured="no runs",
-                          expected="-", passed=None, note=failed_note(runs))]
+                          expected="-", passed=None, note=not_ok_note(runs))]
         fig = self._figure(ok, figdir)
         base["figure"] = fig
-        note = failed_note(runs)
+        note = not_ok_note(runs)
         # (1) cosine rises steadily
         rhos, finals = [], []
         for r in ok:

@@ -25,7 +25,6 @@ from ssmlab.papers.filtering.experiments.common import (
     Distinct,
     SampleSize,
     attention_head_bytes,
-    failed_note,
     filtering_mamba_bytes,
     ok_runs,
     runtime_bytes,
@@ -33,10 +32,14 @@ from ssmlab.papers.filtering.experiments.common import (
     train_history_bytes,
 )
 from ssmlab.papers.filtering.model import FilteringMamba, FilteringMambaConfig, MixerHead
+from ssmlab.records import not_ok_note
 from ssmlab.report import figures
 from ssmlab.report.stats import mean_std
 from ssmlab.train.trainer import TrainConfig, train
 
+# The models this comparison accepts: "mamba" is the paper's FilteringMamba, "local" and
+# "softmax" are mixers of ssmlab.layers.registry (MixerName) inside MixerHead, "softmax_bidir" is
+# model.BidirectionalSoftmaxAttention. A typo is a validation error naming `models`.
 ModelName = Literal["mamba", "local", "softmax", "softmax_bidir"]
 LABELS = {"mamba": "Mamba (paper's model)", "local": "local attention",
           "softmax": "global softmax attention (causal)",
@@ -133,10 +136,8 @@ class AttentionComparison(Experiment):
         elif kind == "local":
             model = MixerHead(cfg.data.d, "local", cfg.model.width, cfg.model.wo_std, seed,
                               window=cfg.window)
-        elif kind in ("softmax", "softmax_bidir"):
+        else:  # "softmax" or "softmax_bidir" (models is a Literal: nothing else validates)
             model = MixerHead(cfg.data.d, kind, cfg.model.width, cfg.model.wo_std, seed)
-        else:
-            raise ValueError(f"unknown model {kind!r}")
         res = train(model, cfg.train_cfg, tr.batch, te.batch, seed=seed)
         if res.status != "ok":
             return RunResult(status="diverged", reason=f"diverged at step {res.diverged_at}")
@@ -148,7 +149,7 @@ class AttentionComparison(Experiment):
     def analyze(self, cfg: AttentionConfig, runs: list[RunRecord], figdir: Path) -> list[Claim]:
         ok = ok_runs(runs)
         base = {"paper": PAPER, "experiment": self.id}
-        note0 = failed_note(runs)
+        note0 = not_ok_note(runs)
         acc = {(m, n): mean_std([r.metrics["test_accuracy"] for r in ok
                                  if r.params["model"] == m and r.params["n_train"] == n])
                for m in cfg.models for n in cfg.sample_sizes}

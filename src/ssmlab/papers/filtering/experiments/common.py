@@ -140,14 +140,6 @@ def ok_runs(runs: list[RunRecord]) -> list[RunRecord]:
     return [r for r in runs if r.status == "ok"]
 
 
-def failed_note(runs: list[RunRecord]) -> str:
-    bad = [r for r in runs if r.status not in ("ok", "skipped")]
-    if not bad:
-        return ""
-    kinds = sorted({r.status for r in bad})
-    return f"{len(bad)} of {len(runs)} runs not ok ({', '.join(kinds)}); excluded."
-
-
 def finite(values: Iterable[float | None]) -> np.ndarray:
     a = np.asarray([np.nan if v is None else float(v) for v in values], float)
     return a[np.isfinite(a)]

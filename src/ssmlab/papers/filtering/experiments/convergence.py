@@ -28,7 +28,6 @@ from ssmlab.papers.filtering.experiments.common import (
     GDSpec,
     LearningRate,
     Length,
-    failed_note,
     filtering_mamba_bytes,
     fit_gd,
     gd_history_bytes,
@@ -39,6 +38,7 @@ from ssmlab.papers.filtering.experiments.common import (
 from ssmlab.papers.filtering.model import FilteringMamba, FilteringMambaConfig
 from ssmlab.papers.filtering.probes import gate_alignment
 from ssmlab.papers.filtering.theory import SLOPE_STEPS_VS_GAP, SLOPE_STEPS_VS_L, SLOPE_STEPS_VS_LR
+from ssmlab.records import not_ok_note
 from ssmlab.report import figures
 from ssmlab.report.stats import group_by, loglog_fit, mean_std
 
@@ -172,7 +172,7 @@ class Convergence(Experiment):
         ok = ok_runs(runs)
         ref = _ref(cfg)
         base = {"paper": PAPER, "experiment": self.id}
-        note0 = failed_note(runs)
+        note0 = not_ok_note(runs)
 
         def sweep(var: str) -> list[RunRecord]:
             return [r for r in ok if all(r.params.get(k) == v for k, v in ref.items() if k != var)]

@@ -22,7 +22,6 @@ from ssmlab.papers.filtering.experiments.common import (
     PAPER,
     Distinct,
     GDSpec,
-    failed_note,
     filtering_mamba_bytes,
     fit_gd,
     gd_history_bytes,
@@ -32,6 +31,7 @@ from ssmlab.papers.filtering.experiments.common import (
 )
 from ssmlab.papers.filtering.model import FilteringMamba, FilteringMambaConfig
 from ssmlab.papers.filtering.probes import gate_stats
+from ssmlab.records import not_ok_note
 from ssmlab.report import figures
 from ssmlab.report.stats import mean_std
 
@@ -114,7 +114,7 @@ class GateAblation(Experiment):
     def analyze(self, cfg: GateAblationConfig, runs: list[RunRecord], figdir: Path) -> list[Claim]:
         ok = ok_runs(runs)
         base = {"paper": PAPER, "experiment": self.id}
-        note0 = failed_note(runs)
+        note0 = not_ok_note(runs)
         acc: dict[tuple[str, bool], tuple[float, float]] = {}
         for d in cfg.datasets:
             for g in (True, False):

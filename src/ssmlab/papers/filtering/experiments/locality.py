@@ -26,7 +26,6 @@ from ssmlab.papers.filtering.experiments.common import (
     Distance,
     Distinct,
     GDSpec,
-    failed_note,
     filtering_mamba_bytes,
     fit_gd,
     gd_history_bytes,
@@ -38,6 +37,7 @@ from ssmlab.papers.filtering.experiments.common import (
 from ssmlab.papers.filtering.model import FilteringMamba, FilteringMambaConfig
 from ssmlab.papers.filtering.probes import gate_probe
 from ssmlab.papers.filtering.theory import SLOPE_STEPS_VS_LOCALITY_GAP, locality_gap
+from ssmlab.records import not_ok_note
 from ssmlab.report import figures
 from ssmlab.report.stats import loglog_fit, mean_std
 
@@ -152,7 +152,7 @@ class Locality(Experiment):
     def analyze(self, cfg: LocalityExpConfig, runs: list[RunRecord], figdir: Path) -> list[Claim]:
         ok = ok_runs(runs)
         base = {"paper": PAPER, "experiment": self.id}
-        note0 = failed_note(runs)
+        note0 = not_ok_note(runs)
         if not ok:
             return [Claim(**base, ref="Lemma 4.2", claim="irrelevant projections negative",
                           measured="no runs", expected="-", passed=None, note=note0)]

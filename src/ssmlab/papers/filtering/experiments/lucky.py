@@ -24,7 +24,6 @@ from ssmlab.papers.filtering.experiments.common import (
     MAX_SAMPLES,
     PAPER,
     GDSpec,
-    failed_note,
     filtering_mamba_bytes,
     fit_gd,
     gd_history_bytes,
@@ -42,6 +41,7 @@ from ssmlab.papers.filtering.model import (
     MambaStackConfig,
 )
 from ssmlab.papers.filtering.probes import class_alignment, input_sensitivity, lucky_neurons
+from ssmlab.records import not_ok_note
 from ssmlab.report import figures
 from ssmlab.report.stats import mean_std
 from ssmlab.train.trainer import TrainConfig, evaluate, train
@@ -183,7 +183,7 @@ class Lucky(Experiment):
     def analyze(self, cfg: LuckyConfig, runs: list[RunRecord], figdir: Path) -> list[Claim]:
         ok = ok_runs(runs)
         base = {"paper": PAPER, "experiment": self.id}
-        note0 = failed_note(runs)
+        note0 = not_ok_note(runs)
         fm = [r for r in ok if r.params.get("model") == "filtering"]
         m5 = [r for r in ok if r.params.get("model") == "mamba5"]
         if ok:

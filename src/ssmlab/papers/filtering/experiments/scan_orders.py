@@ -29,7 +29,6 @@ from ssmlab.papers.filtering.experiments.common import (
     MAX_SAMPLES,
     PAPER,
     Distinct,
-    failed_note,
     mamba_block_params,
     mamba_blocks_bytes,
     ok_runs,
@@ -39,9 +38,10 @@ from ssmlab.papers.filtering.experiments.common import (
 )
 from ssmlab.papers.filtering.locality2d import LocalityGridConfig, pair_distances
 from ssmlab.papers.filtering.model import MAX_D_STATE, MAX_DEPTH
+from ssmlab.records import SkipRun, not_ok_note
 from ssmlab.report import figures
 from ssmlab.report.stats import mean_std
-from ssmlab.seeding import numpy_rng, split_seed
+from ssmlab.seeding import numpy_rng, seeded, split_seed
 from ssmlab.train.trainer import TrainConfig, evaluate, train
 
 WSI = {"row_major": (0.870, 0.024), "hilbert": (0.893, 0.019)}  # Jiang et al. 2026, slides
@@ -164,8 +164,7 @@ class ScanOrders(Experiment):
         tr = cfg.data.build(cfg.n_train, seed, "train")
         te = cfg.data.build(cfg.n_test, seed, "test")
         Xtr, Xte = flatten(tr.X, order), flatten(te.X, order)
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(split_seed(seed, "init"))
+        with seeded(split_seed(seed, "init")):  # init; train() shuffles with its own generator
             model = SequenceClassifier("mamba", cfg.d_model, cfg.depth, binary=True,
                                        pooling=cfg.pooling, d_input=cfg.data.d,
                                        mixer_kwargs={"d_state": cfg.d_state})
@@ -186,7 +185,7 @@ class ScanOrders(Experiment):
     def analyze(self, cfg: ScanOrdersConfig, runs: list[RunRecord], figdir: Path) -> list[Claim]:
         ok = ok_runs(runs)
         base = {"paper": PAPER, "experiment": self.id}
-        note0 = failed_note(runs)
+        note0 = not_ok_note(runs)
         H, W = cfg.data.H, cfg.data.W
         loc = {o: locality(scan_order(o, H, W), H, W) for o in cfg.orders}
         acc = _acc_by_order(ok, cfg.orders)
@@ -276,7 +275,8 @@ class FashionScan(Experiment):
 
     Claim: Hilbert accuracy > row-major accuracy (the slides quote 0.893 ± 0.019 vs
     0.870 ± 0.024 on whole-slide images; this is a different data set, the direction is what is
-    compared). Runs are skipped (status "skipped") when the IDX files are missing.
+    compared). Runs are skipped (run raises SkipRun: status "skipped") when the IDX files are
+    missing.
     """
 
     id = "filtering/scan_orders_fmnist"
@@ -331,16 +331,15 @@ class FashionScan(Experiment):
 
     def run(self, cfg: FashionScanConfig, params: dict[str, Any], seed: int) -> RunResult:
         if not fm.available(cfg.root):
-            return RunResult(status="skipped", reason=f"no Fashion-MNIST at {cfg.root} "
-                             f"(missing {', '.join(fm.missing(cfg.root))})")
+            raise SkipRun(f"no Fashion-MNIST at {cfg.root} "
+                          f"(missing {', '.join(fm.missing(cfg.root))})")
         tr_all, te_all = _fmnist("train", cfg.root), _fmnist("test", cfg.root)
         # the same images for every order of a seed: subsets depend on the seed only
         xtr, ytr = fm.subset(tr_all, cfg.classes, cfg.n_train, numpy_rng(seed, "train"))
         xte, yte = fm.subset(te_all, cfg.classes, cfg.n_test, numpy_rng(seed, "test"))
         Xtr = fm.patch_sequences(xtr, params["order"], cfg.patch, cfg.pad_to)
         Xte = fm.patch_sequences(xte, params["order"], cfg.patch, cfg.pad_to)
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(split_seed(seed, "init"))
+        with seeded(split_seed(seed, "init")):  # init; train() shuffles with its own generator
             model = SequenceClassifier("mamba", cfg.d_model, cfg.depth,
                                        n_classes=len(cfg.classes), pooling=cfg.pooling,
                                        d_input=cfg.patch**2,
@@ -365,7 +364,7 @@ class FashionScan(Experiment):
         if not ok:
             reason = skipped[0].reason if skipped else "no runs"
             return [Claim(**base, measured=reason, expected="Hilbert > row-major",
-                          passed=None, note=failed_note(runs))]
+                          passed=None, note=not_ok_note(runs))]
         acc = _acc_by_order(ok, cfg.orders)
         fig = _bar(acc, "Fashion-MNIST patch sequences by scan order", figdir,
                    "filtering_scan_orders_fmnist.png")
@@ -378,4 +377,4 @@ class FashionScan(Experiment):
                       expected=f"Hilbert > row-major (slides: {WSI_TEXT})",
                       passed=bool(ah > ar) if have else None,
                       value=ah - ar if have else None,
-                      note=failed_note(runs))]
+                      note=not_ok_note(runs))]

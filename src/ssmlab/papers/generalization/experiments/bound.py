@@ -67,6 +67,7 @@ from ssmlab.papers.generalization.theory import (
     s2_limit,
     t_dependence,
 )
+from ssmlab.records import not_ok_note
 from ssmlab.report.figures import new_figure, save
 from ssmlab.report.stats import linear_fit, mean_std
 
@@ -139,7 +140,6 @@ class BoundVsT(Experiment):
 
     def run(self, cfg: BoundConfig, params: dict[str, Any], seed: int) -> RunResult:
         data = build_task("majority", cfg.task, int(params["T"]), seed)
-        assert not isinstance(data, str)
         model = cfg.model.model_copy(update={"s_A": float(params["s_A"])})
         return train_run(model, cfg.training, data, seed)
 
@@ -148,7 +148,8 @@ class BoundVsT(Experiment):
                 and all(k in r.metrics for k in NORM_FIELDS)]
         if not done:
             return [Claim(paper=PAPER, experiment=self.id, ref="Thm 3.3", claim="capacity vs T",
-                          measured="no finished runs", expected="-", passed=None)]
+                          measured="no finished runs", expected="-", passed=None,
+                          note=not_ok_note(runs))]
         fig = self._figure(cfg, done, figdir)
         return [self._claim_bounded(cfg, done, fig), self._claim_exponential(cfg, done, fig),
                 self._claim_gap(cfg, done, fig)]

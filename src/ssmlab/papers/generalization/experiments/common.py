@@ -48,9 +48,11 @@ from ssmlab.papers.generalization.model import (
     MAX_WIDTH,
     GenSSMClassifier,
     GenSSMConfig,
+    ScanBackend,
 )
 from ssmlab.papers.generalization.probes import bound_probe, bound_quantities, norm_quantities
-from ssmlab.seeding import generator
+from ssmlab.records import SkipRun
+from ssmlab.seeding import generator, seeded, split_seed
 from ssmlab.train.trainer import (
     MAX_BATCH,
     MAX_GRAD_CLIP,
@@ -154,7 +156,7 @@ class ModelSettings(StrictModel):
     use_delta: bool = True
     path: Literal["scan", "attention"] = Field(
         "attention", description="forward path; both give the same outputs (tested)")
-    scan_backend: str = "auto"
+    scan_backend: ScanBackend = "auto"
 
     def model_config_for(self, vocab_size: int, num_classes: int) -> GenSSMConfig:
         return GenSSMConfig(**self.model_dump(), vocab_size=vocab_size, num_classes=num_classes)
@@ -212,8 +214,9 @@ class TaskData:
         return int(self.train[0].shape[1])
 
 
-def build_task(task: Task, settings: TaskSettings, T: int, seed: int) -> TaskData | str:
-    """The task instance for (T, run seed); a string (the skip reason) when IMDb is absent."""
+def build_task(task: Task, settings: TaskSettings, T: int, seed: int) -> TaskData:
+    """The task instance for (T, run seed). Raises SkipRun ("no IMDb data at PATH") when IMDb
+    is absent: the runner stores the run as skipped and retries it once the data are there."""
     ds = seed if settings.data_seed is None else settings.data_seed
     if task == "majority":
         d = majority_bits(MajorityConfig(T=T, n_train=settings.n_train, n_test=settings.n_test,
@@ -230,7 +233,7 @@ def build_task(task: Task, settings: TaskSettings, T: int, seed: int) -> TaskDat
     if task == "imdb":
         if find_imdb(settings.imdb_dir) is None:
             where = settings.imdb_dir or "$SSMLAB_IMDB (unset) / datasets cache"
-            return f"no IMDb data at {where}"
+            raise SkipRun(f"no IMDb data at {where}")
         cfg = ImdbConfig(T=T, n_train=settings.n_train, n_test=settings.n_test,
                          imdb_dir=settings.imdb_dir, tokenizer=settings.tokenizer,
                          vocab_size=settings.vocab_size)
@@ -244,9 +247,14 @@ def build_task(task: Task, settings: TaskSettings, T: int, seed: int) -> TaskDat
 
 
 def build_model(settings: ModelSettings, data: TaskData, seed: int) -> GenSSMClassifier:
-    """The paper's classifier for this task, initialised from the run's "init" seed stream."""
+    """The paper's classifier for this task, initialised from the run's "init" seed stream.
+
+    Every parameter is drawn from the explicit generator; `nn.Embedding`'s own default draw
+    (from torch's global RNG, then overwritten) runs inside `seeded`, so the global state is
+    left as it was."""
     cfg = settings.model_config_for(data.vocab_size, data.num_classes)
-    return GenSSMClassifier(cfg, generator=generator(seed, "init"))
+    with seeded(split_seed(seed, "init")):
+        return GenSSMClassifier(cfg, generator=generator(seed, "init"))
 
 
 def _accuracy(model: nn.Module, data: tuple[Tensor, Tensor], loss: str) -> float:
@@ -261,7 +269,6 @@ def train_run(model_cfg: ModelSettings, training: PaperTraining, data: TaskData,
     (s_A, rho_A, log_capacity, ...); history: per-epoch `epoch`, `loss` (mean batch loss) and
     every probe key; status 'diverged' with `diverged_epoch` when the loss blew up."""
     cpu0 = time.process_time()
-    torch.manual_seed(seed)
     model = build_model(model_cfg, data, seed)
     spe = math.ceil(data.m / training.batch_size)
     tcfg = training.train_config(data.loss, spe)

@@ -64,6 +64,7 @@ from ssmlab.papers.generalization.experiments.common import (
     train_run,
     train_run_bytes,
 )
+from ssmlab.records import not_ok_note
 from ssmlab.report.figures import mean_band, new_figure, save
 from ssmlab.report.stats import fmt_pm, linear_fit, mean_std
 
@@ -147,9 +148,7 @@ class _LengthBase(Experiment):
         return train_run_bytes(cfg.model, cfg.training, self.task, cfg.task, max(cfg.T_values))
 
     def run(self, cfg: LengthConfig, params: dict[str, Any], seed: int) -> RunResult:
-        data = build_task(self.task, cfg.task, int(params["T"]), seed)
-        if isinstance(data, str):
-            return RunResult(status="skipped", reason=data)
+        data = build_task(self.task, cfg.task, int(params["T"]), seed)  # SkipRun: no IMDb data
         return train_run(cfg.model, cfg.training, data, seed)
 
     # -- analysis
@@ -160,7 +159,7 @@ class _LengthBase(Experiment):
             return [Claim(paper=PAPER, experiment=self.id, ref="Sec. 5, length independence",
                           claim=self._claim_text(), measured="skipped: " + "; ".join(reasons),
                           expected=f"|slope| ≤ {cfg.gap_slope_tol:.4f} per 100 tokens",
-                          passed=None, note="; ".join(reasons))]
+                          passed=None, note=not_ok_note(runs) or "no finished runs")]
         Ts = sorted({int(r.params["T"]) for r in ok})
         by_T = {T: [r for r in ok if int(r.params["T"]) == T] for T in Ts}
         stats = {T: {k: mean_std(r.metrics[k] for r in rs) for k in ("train_acc", "test_acc", "gap")}
@@ -171,7 +170,6 @@ class _LengthBase(Experiment):
         table = "; ".join(f"T={T}: train {fmt_pm(*stats[T]['train_acc'])}, test "
                           f"{fmt_pm(*stats[T]['test_acc'])}, gap {fmt_pm(*stats[T]['gap'])}"
                           for T in Ts)
-        n_div = sum(r.status == "diverged" for r in runs)
         passed = bool(np.isfinite(slope100)) and abs(slope100) <= cfg.gap_slope_tol
         note = f"per-T means ± std over runs: {table}."
         chance = [r.metrics["majority_class_acc"] for r in ok if "majority_class_acc" in r.metrics]
@@ -180,8 +178,8 @@ class _LengthBase(Experiment):
             note += f" Predicting the most frequent class scores {np.mean(chance):.3f} on test"
             note += (" — the models are at or below that level, so a flat gap says little here."
                      if top <= np.mean(chance) + 0.01 else ".")
-        if n_div:
-            note += f" {n_div} run(s) diverged and are excluded from the fit."
+        if not_ok := not_ok_note(runs):
+            note += f" {not_ok}; they are excluded from the fit."
         if len(Ts) < 2:
             passed, note = None, note + " Needs at least two values of T."
         elif not passed:

@@ -58,6 +58,7 @@ from ssmlab.papers.generalization.experiments.common import (
     train_run_bytes,
 )
 from ssmlab.papers.generalization.model import MAX_ABS_SA
+from ssmlab.records import not_ok_note
 from ssmlab.report.figures import new_figure, save
 
 PAPER = "generalization"
@@ -144,9 +145,7 @@ class StabilityMargin(Experiment):
 
     def run(self, cfg: StabilityConfig, params: dict[str, Any], seed: int) -> RunResult:
         T, s_A = int(params["T"]), float(params["s_A"])
-        data = build_task(cfg.task_name, cfg.task, T, seed)
-        if isinstance(data, str):
-            return RunResult(status="skipped", reason=data)
+        data = build_task(cfg.task_name, cfg.task, T, seed)  # SkipRun: no IMDb data
         model = cfg.model.model_copy(update={"s_A": s_A})
         return train_run(model, cfg.training, data, seed)
 
@@ -158,7 +157,7 @@ class StabilityMargin(Experiment):
             return [Claim(paper=PAPER, experiment=self.id, ref="Sec. 5, stability margin",
                           claim="runs started at s_A > 0 diverge or drive s_A ≤ 0",
                           measured="skipped: " + "; ".join(reasons), expected="-",
-                          passed=None, note="; ".join(reasons))]
+                          passed=None, note=not_ok_note(runs) or "no finished runs")]
         fig = self._figures(cfg, done, figdir)
         return [self._claim_recovery(cfg, done, fig), self._claim_divergence(cfg, done, fig)]
 

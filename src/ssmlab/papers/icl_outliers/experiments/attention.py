@@ -35,6 +35,7 @@ from ssmlab.papers.icl_outliers.experiments.common import (
     train_bytes,
 )
 from ssmlab.papers.icl_outliers.probes import score_probe
+from ssmlab.records import not_ok_note
 from ssmlab.report import figures
 from ssmlab.report.stats import fmt_pm, mean_std
 
@@ -113,7 +114,7 @@ class Attention(Experiment):
     def analyze(self, cfg: AttentionConfig, runs: list[RunRecord], figdir: Path) -> list[Claim]:
         ok = [r for r in runs if r.status == "ok"]
         base = {"paper": PAPER, "experiment": self.id}
-        note = f"{len(runs) - len(ok)} of {len(runs)} runs not ok" if len(ok) < len(runs) else ""
+        note = not_ok_note(runs)
 
         def m(k: str) -> tuple[float, float]:
             return mean_std([r.metrics.get(k, np.nan) for r in ok])

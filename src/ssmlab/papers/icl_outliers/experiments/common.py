@@ -25,7 +25,6 @@ from pydantic import AfterValidator, Field, model_validator
 from torch import Tensor, nn
 
 from ssmlab.config import StrictModel
-from ssmlab.errors import UserError
 from ssmlab.memory import nbytes
 from ssmlab.papers.icl_outliers.data import (
     ICLDataConfig,
@@ -40,6 +39,7 @@ from ssmlab.papers.icl_outliers.model import (
     ICLSoftmaxAttention,
     ICLStack,
 )
+from ssmlab.records import RunRecord
 from ssmlab.seeding import split_seed
 from ssmlab.train.trainer import TrainConfig, TrainResult, evaluate, train
 
@@ -128,28 +128,27 @@ class SGDSpec(StrictModel):
         default_factory=dict, description="per-model η overriding lr, e.g. {'linear': 0.1}"
     )
 
-    def for_model(self, kind: str) -> SGDSpec:
+    def for_model(self, kind: ModelKind) -> SGDSpec:
         """This spec with the model's own η (lr_by_model) as lr."""
         if kind not in self.lr_by_model:
             return self
         return self.model_copy(update={"lr": self.lr_by_model[kind]})
 
 
-def build_model(kind: str, data: ICLDataConfig, spec: ModelSpec, l_tr: int, seed: int) -> nn.Module:
-    """The one-layer models of Sec. 3 (n_layers = 1) or a stack of registry mixers."""
+def build_model(kind: ModelKind, data: ICLDataConfig, spec: ModelSpec, l_tr: int, seed: int,
+                ) -> nn.Module:
+    """The one-layer models of Sec. 3 (n_layers = 1) or a stack of registry mixers. `kind` is
+    a validated ModelKind (the configs' Literal), so there is no unknown name to reject here."""
     init = split_seed(seed, "init")
-    if spec.n_layers == 1:
-        m = spec.m if spec.m is not None else l_tr + 1
-        if kind == "mamba":
-            return ICLMamba(data.d, m, delta=spec.delta, seed=init)
-        if kind == "linear":
-            return ICLLinearTransformer(data.d, m, delta=spec.delta, seed=init)
-        if kind == "softmax":
-            return ICLSoftmaxAttention(data.d, m, delta=spec.delta)
-    elif kind in ("mamba", "linear", "softmax"):
+    if spec.n_layers > 1:
         return ICLStack(data.d, kind, n_layers=spec.n_layers, d_model=spec.d_model, seed=init,
                         mixer_kwargs=spec.mixer_kwargs.get(kind, {}))
-    raise UserError(f"unknown model {kind!r}; one of mamba, linear, softmax")
+    m = spec.m if spec.m is not None else l_tr + 1
+    if kind == "mamba":
+        return ICLMamba(data.d, m, delta=spec.delta, seed=init)
+    if kind == "linear":
+        return ICLLinearTransformer(data.d, m, delta=spec.delta, seed=init)
+    return ICLSoftmaxAttention(data.d, m, delta=spec.delta)
 
 
 def train_sampler(pat: Patterns, data: ICLDataConfig, B: int, l: int, seed: int):
@@ -220,18 +219,9 @@ def patterns_for(data: ICLDataConfig) -> Patterns:
     return make_patterns(data, seed=0)
 
 
-def failed_runs_note(runs, key: str = "model", only: str | None = None) -> str:
-    """'mamba: 1 of 3 runs diverged (...)' for every cell value (or just `only`) with runs that
-    are not ok."""
-    parts = []
-    for v in sorted({str(r.params.get(key)) for r in runs}):
-        if only is not None and v != only:
-            continue
-        rs = [r for r in runs if str(r.params.get(key)) == v]
-        bad = [r for r in rs if r.status != "ok"]
-        if bad:
-            parts.append(f"{v}: {len(bad)} of {len(rs)} runs {bad[0].status} ({bad[0].reason})")
-    return "; ".join(parts)
+def runs_of(runs: list[RunRecord], kind: str) -> list[RunRecord]:
+    """The runs of one model's cells (for a per-model note: records.not_ok_note(runs_of(...)))."""
+    return [r for r in runs if r.params.get("model") == kind]
 
 
 # --- memory estimates ---------------------------------------------------------------------------
@@ -364,10 +354,10 @@ def history_bytes(rows: int, keys: int) -> int:
     return int(rows) * int(keys) * HISTORY_VALUE
 
 
-def fit_history_bytes(sgd: SGDSpec, probe_every: int = 0, probe_keys: int = 0) -> int:
+def fit_history_bytes(sgd: SGDSpec, probe_every: int | None = None, probe_keys: int = 0) -> int:
     """common.fit's history: a row of ≤ 6 numbers every steps // 20 steps, and `probe_keys`
-    numbers every `probe_every` steps."""
-    rows = 22 + (sgd.steps // probe_every + 2 if probe_every else 0)
+    numbers every `probe_every` steps (None: no probes)."""
+    rows = 22 + (sgd.steps // probe_every + 2 if probe_every is not None else 0)
     return history_bytes(22, 6) + history_bytes(rows - 22, probe_keys)
 
 

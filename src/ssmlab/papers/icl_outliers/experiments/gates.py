@@ -39,6 +39,7 @@ from ssmlab.papers.icl_outliers.experiments.common import (
 )
 from ssmlab.papers.icl_outliers.probes import gate_profile
 from ssmlab.papers.icl_outliers.theory import GATE_LOG2_SLOPE, outlier_gate_bound
+from ssmlab.records import not_ok_note
 from ssmlab.report import figures
 from ssmlab.report.stats import fmt_pm, linear_fit, mean_std
 
@@ -129,7 +130,7 @@ class Gates(Experiment):
     def analyze(self, cfg: GatesConfig, runs: list[RunRecord], figdir: Path) -> list[Claim]:
         ok = [r for r in runs if r.status == "ok"]
         base = {"paper": PAPER, "experiment": self.id}
-        note = f"{len(runs) - len(ok)} of {len(runs)} runs not ok" if len(ok) < len(runs) else ""
+        note = not_ok_note(runs)
         m_out, s_out = mean_std([r.metrics["mean_outlier"] for r in ok])
         m_cl, _ = mean_std([r.metrics["mean_clean"] for r in ok])
         mx = max([r.metrics["max_outlier"] for r in ok], default=float("nan"))

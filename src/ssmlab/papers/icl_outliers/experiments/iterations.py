@@ -45,6 +45,7 @@ from ssmlab.papers.icl_outliers.theory import (
     SLOPE_MAMBA_VS_M1,
     SLOPE_RATIO_VS_LTR,
 )
+from ssmlab.records import not_ok_note
 from ssmlab.report import figures
 from ssmlab.report.stats import Fit, loglog_fit, mean_std
 
@@ -176,6 +177,7 @@ class Iterations(Experiment):
         unconverged = [r for r in ok if not np.isfinite(r.metrics.get("steps", np.nan))]
         note = (f"{len(unconverged)} runs did not reach loss {cfg.target_loss:g}: "
                 + ", ".join(f"{r.params}" for r in unconverged[:4])) if unconverged else ""
+        note = f"{not_ok_note(runs)} {note}".strip()
 
         def mean_steps(sweep: str, key: str, values, model: str = "mamba") -> list[float]:
             out = []

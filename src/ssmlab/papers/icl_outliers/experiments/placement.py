@@ -28,15 +28,16 @@ from ssmlab.papers.icl_outliers.experiments.common import (
     build_model,
     error_rate,
     eval_generator,
-    failed_runs_note,
     fit,
     fit_history_bytes,
     patterns_for,
     placements_need_counts,
+    runs_of,
     runtime_bytes,
     test_set_bytes,
     train_bytes,
 )
+from ssmlab.records import not_ok_note
 from ssmlab.report import figures
 from ssmlab.report.stats import mean_std
 
@@ -186,7 +187,7 @@ class Placement(Experiment):
                          f"{acc[kind]['clean']:.2f} %); max deviation {dev:.2f} points",
                 expected=f"{paper_row(kind)} ± {cfg.tol_points:g} points",
                 passed=bool(np.isfinite(dev) and dev <= cfg.tol_points), value=dev,
-                note=(failed_runs_note(runs, only=kind) + " " + why).strip()))
+                note=(not_ok_note(runs_of(runs, kind)) + " " + why).strip()))
         m, t = acc.get("mamba", {}), acc.get("linear", {})
         if m:
             drop = m["farthest"] - m["closest"]

@@ -30,17 +30,18 @@ from ssmlab.papers.icl_outliers.experiments.common import (
     build_model,
     error_rate,
     eval_generator,
-    failed_runs_note,
     fit,
     fit_history_bytes,
     one_layer_only,
     patterns_for,
     placements_need_counts,
+    runs_of,
     runtime_bytes,
     test_set_bytes,
     train_bytes,
 )
 from ssmlab.papers.icl_outliers.theory import linear_alpha_threshold, mamba_alpha_threshold
+from ssmlab.records import not_ok_note
 from ssmlab.report import figures
 from ssmlab.report.stats import mean_std
 
@@ -186,7 +187,7 @@ class Tolerance(Experiment):
             measured=f"max error over α ≤ {cfg.paper_alpha:g} and rules: {w1:.4f} ({at1}); "
                      f"flipped: {curve('mamba', 'flipped')}",
             expected=f"< {cfg.err_tol:g}", passed=bool(np.isfinite(w1) and w1 < cfg.err_tol),
-            value=w1, note=(failed_runs_note(runs, only="mamba") + " " + _note_tolerance(err, cfg, w1, ok)).strip()))
+            value=w1, note=(not_ok_note(runs_of(runs, "mamba")) + " " + _note_tolerance(err, cfg, w1, ok)).strip()))
         a2 = [a for a in cfg.alphas if a < thr - 1e-9]
         w2, at2 = worst("mamba", a2)
         claims.append(Claim(
@@ -194,7 +195,7 @@ class Tolerance(Experiment):
             claim=f"Mamba generalizes (error < {cfg.err_tol:g}) for α < min(1, p_a l_tr / l_ts) = {thr:g}.",
             measured=f"max error over α < {thr:g} and rules: {w2:.4f} ({at2})",
             expected=f"< {cfg.err_tol:g}", passed=bool(np.isfinite(w2) and w2 < cfg.err_tol),
-            value=w2, note=failed_runs_note(runs, only="mamba")))
+            value=w2, note=not_ok_note(runs_of(runs, "mamba"))))
         half = linear_alpha_threshold()
         a3 = [a for a in cfg.alphas if a > half + 1e-9]
         vals = [err.get(("linear", "flipped", a), np.nan) for a in a3]
@@ -205,7 +206,7 @@ class Tolerance(Experiment):
             measured=f"min flipped-label error over α > 1/2: {low:.3f}; flipped: {curve('linear', 'flipped')}; "
                      f"one label: {curve('linear', 'one_label')}; random: {curve('linear', 'random')}",
             expected=f"> {cfg.large_error:g} at every α > 1/2 (flipped labels)",
-            passed=bool(np.isfinite(low) and low > cfg.large_error), value=low, note=failed_runs_note(runs, only="linear")))
+            passed=bool(np.isfinite(low) and low > cfg.large_error), value=low, note=not_ok_note(runs_of(runs, "linear"))))
         return claims
 
     def _figure(self, cfg: ToleranceConfig, ok: list[RunRecord], figdir: Path) -> str:

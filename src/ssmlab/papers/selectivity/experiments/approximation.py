@@ -39,7 +39,7 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, get_args
 
 import numpy as np
 import torch
@@ -68,17 +68,17 @@ from ssmlab.papers.selectivity.experiments.common import (
     NUMBA_KERNEL,
     TORCH_RUNTIME,
     StateSize,
-    check_names,
     check_unique,
 )
 from ssmlab.papers.selectivity.model import ClockS6Kernel
 from ssmlab.papers.selectivity.theory.haar import boxes_for, greedy_wavelets, s6_haar_projection
 from ssmlab.report import figures
 from ssmlab.report.stats import linear_fit, loglog_fit
-from ssmlab.seeding import split_seed
+from ssmlab.seeding import seeded, split_seed
 
 PAPER = "selectivity"
-MODELS = ("s6_construction", "s4d", "s6_trained")
+ModelName = Literal["s6_construction", "s4d", "s6_trained"]
+MODELS: tuple[str, ...] = get_args(ModelName)
 LABELS = {"s6_construction": "S6 (Haar construction)", "s4d": "S4D (trained)",
           "s6_trained": "S6, clock-driven Δ (trained)"}
 
@@ -89,11 +89,11 @@ class ApproximationConfig(ExperimentConfig):
                                             max_length=MAX_GRID, description="state sizes N")
     construction_step: int = Field(2, ge=1, le=MAX_STATE,
                                    description="construction evaluated every k states")
-    models: tuple[str, ...] = Field(MODELS, min_length=1, max_length=len(MODELS),
-                                    description=f"any of {', '.join(MODELS)}")
+    models: tuple[ModelName, ...] = Field(MODELS, min_length=1, max_length=len(MODELS),
+                                          description=f"any of {', '.join(MODELS)}")
     steps: int = Field(100, ge=0, le=MAX_STEPS, description="Adam steps per trained fit")
     lr: float = Field(0.01, gt=0, le=MAX_LR)
-    s4d_init: str = Field("lin", description="S4D init: 'lin' (complex) or 'real'")
+    s4d_init: Literal["lin", "real"] = Field("lin", description="S4D init: 'lin' (complex) or 'real'")
     s4d_dt: float = Field(2.0, gt=0, le=1e4, description="S4D Δ·L at init")
     fit_min_n: int = Field(16, ge=2, le=MAX_STATE,
                            description="smallest N in the geometric-rate fit")
@@ -109,15 +109,8 @@ class ApproximationConfig(ExperimentConfig):
 
     @field_validator("models")
     @classmethod
-    def _known(cls, v: tuple[str, ...]) -> tuple[str, ...]:
-        check_names(v, MODELS, "models")
-        return v
-
-    @field_validator("s4d_init")
-    @classmethod
-    def _init(cls, v: str) -> str:
-        if v not in ("lin", "real"):
-            raise ValueError(f"s4d_init must be 'lin' or 'real', got {v!r}")
+    def _distinct_models(cls, v: tuple[str, ...]) -> tuple[str, ...]:
+        check_unique(v, "models")
         return v
 
     @model_validator(mode="after")
@@ -140,9 +133,9 @@ def relative_error(K: np.ndarray, target: np.ndarray) -> float:
 def fit_s4d(target_lag: torch.Tensor, N: int, cfg: ApproximationConfig, seed: int) -> np.ndarray:
     """Adam on the S4D kernel error; returns the fitted kernel over lags (L,)."""
     L = target_lag.shape[0]
-    torch.manual_seed(split_seed(seed, "init") + N)
     dt = cfg.s4d_dt / L
-    model = S4D(1, d_state=N, init=cfg.s4d_init, dt_min=dt, dt_max=dt)
+    with seeded(split_seed(seed, "init") + N):  # S4D initialises from the global RNG
+        model = S4D(1, d_state=N, init=cfg.s4d_init, dt_min=dt, dt_max=dt)
     with torch.no_grad():  # least-squares C for the initial poles (the kernel is linear in C)
         dtA, B_bar, _ = model._discrete()
         lag = torch.arange(L, dtype=torch.float32)
@@ -254,8 +247,8 @@ class Approximation(Experiment):
             for N in cfg.n_states:
                 K = fit_s6(t_pos, N, cfg, seed)
                 metrics[err_key(N)] = relative_error(K.astype(np.float64), target_pos)
-        else:
-            return RunResult(status="skipped", reason=f"unknown model {model!r}")
+        else:  # unreachable: cfg.models is a tuple of ModelName, cells() come from it
+            raise ValueError(f"unknown model {model!r}; one of {MODELS}")
         return RunResult(metrics=metrics, info=info)
 
     # -- analysis ----------------------------------------------------------------------------

@@ -1,14 +1,17 @@
 """Shared pieces of the selectivity experiments: the token-model spec, training, accuracy.
 
 Seeds: the run seed s gives disjoint streams (ssmlab.seeding): "train" draws the training set,
-"test" the test set, "init" the model's weights (torch.manual_seed(split_seed(s, "init"))).
+"test" the test set, "init" the model's weights (module initialisation runs inside
+`seeded(split_seed(s, "init"))`, which restores torch's global RNG afterwards; nothing after the
+init draws from the global RNG: the data use numpy generators, the trainer's shuffling its own
+torch.Generator).
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Iterable
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, get_args
 
 import annotated_types as at
 import torch
@@ -19,13 +22,17 @@ from ssmlab.config import StrictModel
 from ssmlab.errors import UserError
 from ssmlab.memory import nbytes
 from ssmlab.papers.selectivity.model import TokenLM, count_parameters
-from ssmlab.seeding import split_seed
+from ssmlab.seeding import seeded, split_seed
 from ssmlab.train.trainer import MAX_BATCH, MAX_GRAD_CLIP, TrainConfig, TrainResult, train
 
 PAPER = "selectivity"
 MIXER_LABELS = {"mamba": "Mamba", "mamba2": "Mamba-2", "s4d": "S4D", "mamba_dt": "Mamba-ΔT",
                 "s4d_block": "S4D"}
-MIXERS = ("mamba", "mamba2", "s4d", "mamba_dt")  # what `block_kwargs` builds
+# The mixers `block_kwargs` builds, as a type for config fields (a typo is a validation error
+# naming the field and the choices). Registry names (ssmlab.layers.registry.MixerName), except
+# that "s4d" here is S4D inside the gated Mamba block (`s4d_block`, model.S4DBlock).
+LMMixer = Literal["mamba", "mamba2", "s4d", "mamba_dt"]
+MIXERS: tuple[str, ...] = get_args(LMMixer)
 MAMBA2_HEADDIM = 8
 
 # ----------------------------------------------------------------------------- ranges
@@ -55,15 +62,6 @@ def check_unique(values: Iterable[Any], name: str) -> None:
         raise ValueError(f"{name} repeats {', '.join(map(str, dups))}: each value is one grid cell")
 
 
-def check_names(values: Iterable[str], allowed: Iterable[str], name: str) -> None:
-    """ValueError for names outside `allowed` or repeated."""
-    allowed = tuple(allowed)
-    unknown = [v for v in values if v not in allowed]
-    if unknown:
-        raise ValueError(f"{name}: unknown {unknown}; choose from {list(allowed)}")
-    check_unique(values, name)
-
-
 def check_mamba2_widths(mixers: Iterable[str], widths: Iterable[int], expand: int,
                         name: str) -> None:
     """Mamba-2 runs with headdim 8 (`block_kwargs`): expand·d_model must be a multiple of 8."""
@@ -86,12 +84,14 @@ class TrainSpec(StrictModel):
                         description="test sequences (disjoint seed stream)")
 
     def train_config(self) -> TrainConfig:
+        # `steps` updates, however many epochs they take: an epoch has at least one step, so
+        # `steps` epochs never stop the run before max_steps does (no "no limit" sentinel).
         return TrainConfig(optimizer="adam", lr=self.lr, loss="ce", batch_size=self.batch_size,
-                           epochs=10**6, max_steps=self.steps, grad_clip=self.grad_clip,
+                           epochs=self.steps, max_steps=self.steps, grad_clip=self.grad_clip,
                            eval_every=max(1, self.steps // 10), converge_error=None)
 
 
-def block_kwargs(mixer: str, d_state: int, d_conv: int, expand: int, seq_len: int) -> tuple[str, dict[str, Any]]:
+def block_kwargs(mixer: LMMixer, d_state: int, d_conv: int, expand: int, seq_len: int) -> tuple[str, dict[str, Any]]:
     """Registry name and options of one mixer at state size N (the paper's "Mamba architecture
     with different mixers": S4D runs inside the same gated block, `s4d_block`)."""
     if mixer == "mamba":
@@ -107,13 +107,13 @@ def block_kwargs(mixer: str, d_state: int, d_conv: int, expand: int, seq_len: in
     raise UserError(f"unknown mixer {mixer!r}; one of mamba, mamba2, s4d, mamba_dt")
 
 
-def build_lm(mixer: str, vocab: int, d_model: int, d_state: int, seq_len: int, seed: int,
+def build_lm(mixer: LMMixer, vocab: int, d_model: int, d_state: int, seq_len: int, seed: int,
              d_conv: int = 4, expand: int = 2,
              pos_encoding: Literal["learned", "sinusoidal"] | None = None) -> TokenLM:
     name, kw = block_kwargs(mixer, d_state, d_conv, expand, seq_len)
-    torch.manual_seed(split_seed(seed, "init"))
-    return TokenLM(vocab, d_model, name, mixer_kwargs=kw, pos_encoding=pos_encoding,
-                   max_len=max(seq_len, 1))
+    with seeded(split_seed(seed, "init")):
+        return TokenLM(vocab, d_model, name, mixer_kwargs=kw, pos_encoding=pos_encoding,
+                       max_len=max(seq_len, 1))
 
 
 def fit(model: TokenLM, spec: TrainSpec, inputs: Tensor, labels: Tensor, seed: int) -> TrainResult:
@@ -138,14 +138,6 @@ def run_metrics(model: TokenLM, res: TrainResult) -> dict[str, float]:
     m = {"params": float(count_parameters(model)), "steps": float(res.steps),
          "final_train_loss": float(res.history.get("train_loss", [float("nan")])[-1])}
     return m
-
-
-def failed_note(runs: list, what: str = "") -> str:
-    bad = [r for r in runs if r.status != "ok"]
-    if not bad:
-        return ""
-    return f"{len(bad)} run(s) {what}not ok: " + "; ".join(f"{r.params} seed {r.seed}: {r.status} {r.reason}"
-                                                      for r in bad[:3])
 
 
 # ----------------------------------------------------------------------------- memory

@@ -46,7 +46,6 @@ from ssmlab.papers.selectivity.experiments.common import (
     TORCH_RUNTIME,
     check_unique,
     construction_weights_bytes,
-    failed_note,
     mqar_construction_bytes,
 )
 from ssmlab.papers.selectivity.theory.haar import (
@@ -66,6 +65,7 @@ from ssmlab.papers.selectivity.theory.mqar import (
     construction_sizes,
     mqar_accuracy,
 )
+from ssmlab.records import not_ok_note
 from ssmlab.seeding import numpy_rng
 
 MAX_CONSTRUCTION_VOCAB = 4096  # the S4D construction's width grows like vocab²/4
@@ -214,7 +214,7 @@ class Constructions(Experiment):
                                 measured=f"max |S6 - direct| / max|f|: op {e_op:.1e}, S6 layer {e_l:.1e} "
                                          f"(L = {cfg.grid}, {len(haar)} seed(s) × 3 signals × 3 sets)",
                                 expected=f"≤ {cfg.haar_tol:g}", passed=bool(worst <= cfg.haar_tol),
-                                value=worst, note=failed_note(runs)))
+                                value=worst, note=not_ok_note(runs)))
         if mq:
             accs = {k: min(r.metrics[k] for r in mq) for k in mq[0].metrics if k.startswith("acc_")}
             worst = min(accs.values())

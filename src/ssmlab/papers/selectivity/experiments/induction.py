@@ -39,19 +39,19 @@ from ssmlab.papers.selectivity.experiments.common import (
     MIXER_LABELS,
     MIXERS,
     PAPER,
+    LMMixer,
     StateSize,
     TrainSpec,
     Width,
     build_lm,
     check_mamba2_widths,
-    check_names,
     check_unique,
-    failed_note,
     fit,
     lm_run_bytes,
     run_metrics,
     token_accuracy,
 )
+from ssmlab.records import not_ok_note
 from ssmlab.report import figures
 from ssmlab.report.stats import group_by, mean_std
 
@@ -59,8 +59,8 @@ from ssmlab.report.stats import group_by, mean_std
 class InductionExpConfig(ExperimentConfig):
     data: InductionConfig = Field(default_factory=lambda: InductionConfig(vocab_size=16, seq_len=32))
     train: TrainSpec = Field(default_factory=TrainSpec)
-    mixers: tuple[str, ...] = Field(("mamba", "mamba_dt"), min_length=1, max_length=len(MIXERS),
-                                    description=f"any of {MIXERS}")
+    mixers: tuple[LMMixer, ...] = Field(("mamba", "mamba_dt"), min_length=1,
+                                        max_length=len(MIXERS), description=f"any of {MIXERS}")
     sizes: tuple[Width, ...] = Field((8, 16), min_length=1, max_length=MAX_GRID,
                                      description="d_model values")
     d_state: StateSize = 8
@@ -68,8 +68,8 @@ class InductionExpConfig(ExperimentConfig):
 
     @field_validator("mixers")
     @classmethod
-    def _known(cls, v: tuple[str, ...]) -> tuple[str, ...]:
-        check_names(v, MIXERS, "mixers")
+    def _distinct_mixers(cls, v: tuple[str, ...]) -> tuple[str, ...]:
+        check_unique(v, "mixers")
         return v
 
     @field_validator("sizes")
@@ -150,7 +150,7 @@ class Induction(Experiment):
             expected=f"acc(Mamba-ΔT) ≥ acc(Mamba) - max({cfg.tol:g}, 2 SE of the difference) "
                      "at every size",
             passed=passed, value=float(min(gaps)) if gaps and all(np.isfinite(gaps)) else None,
-            figure=fig, note=failed_note(runs))]
+            figure=fig, note=not_ok_note(runs))]
 
 
 def _se_diff(acc: dict, counts: dict, d: int) -> float:

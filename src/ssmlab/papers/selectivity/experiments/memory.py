@@ -34,7 +34,7 @@ drops between steps 400 and 600), hence the quick grid stops at 64 and the paper
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import annotated_types as at
 import numpy as np
@@ -56,23 +56,25 @@ from ssmlab.papers.selectivity.experiments.common import (
     MAX_GRID,
     MAX_LEN,
     PAPER,
+    LMMixer,
     StateSize,
     TrainSpec,
     Width,
     build_lm,
-    check_names,
     check_unique,
-    failed_note,
     fit,
     lm_run_bytes,
     run_metrics,
     token_accuracy,
 )
 from ssmlab.papers.selectivity.model import S4DBlock, TokenLM
+from ssmlab.records import not_ok_note
 from ssmlab.report import figures
 from ssmlab.report.stats import group_by, mean_std
 
-MODELS = {"mamba_pe": ("mamba", "learned"), "mamba": ("mamba", None), "s4d_pe": ("s4d", "learned")}
+ModelName = Literal["mamba_pe", "mamba", "s4d_pe"]  # the keys of MODELS (a test checks)
+MODELS: dict[str, tuple[LMMixer, Literal["learned"] | None]] = {
+    "mamba_pe": ("mamba", "learned"), "mamba": ("mamba", None), "s4d_pe": ("s4d", "learned")}
 LABELS = {"mamba_pe": "Mamba + PE", "mamba": "Mamba, no PE", "s4d_pe": "S4D + PE"}
 BINS = np.linspace(0.0, 1.0, 21)
 
@@ -87,8 +89,8 @@ class MemoryConfig(ExperimentConfig):
     train: TrainSpec = Field(default_factory=TrainSpec)
     seq_lens: tuple[Annotated[int, at.Ge(1), at.Le(MAX_LEN)], ...] = Field(
         (16, 32, 64), min_length=1, max_length=MAX_GRID, description="lengths T")
-    models: tuple[str, ...] = Field(tuple(MODELS), min_length=1, max_length=len(MODELS),
-                                    description=f"any of {', '.join(MODELS)}")
+    models: tuple[ModelName, ...] = Field(tuple(MODELS), min_length=1, max_length=len(MODELS),
+                                          description=f"any of {', '.join(MODELS)}")
     d_model: Width = 16
     d_state: StateSize = 8
     solve_acc: float = Field(0.95, gt=0, le=1)
@@ -103,8 +105,8 @@ class MemoryConfig(ExperimentConfig):
 
     @field_validator("models")
     @classmethod
-    def _known(cls, v: tuple[str, ...]) -> tuple[str, ...]:
-        check_names(v, MODELS, "models")
+    def _distinct_models(cls, v: tuple[str, ...]) -> tuple[str, ...]:
+        check_unique(v, "models")
         return v
 
     @model_validator(mode="after")
@@ -215,7 +217,7 @@ class Memory(Experiment):
                             claim="Mamba with positional encoding solves KEEP n-TH at every T.",
                             measured=row("mamba_pe"), expected=f"accuracy ≥ {cfg.solve_acc:g} at all T",
                             passed=bool(ok1), value=float(np.nanmin(a)) if a else None,
-                            note=failed_note(runs)))
+                            note=not_ok_note(runs)))
         s0, s1 = acc("s4d_pe", Ts[0]), acc("s4d_pe", Ts[-1])
         ok2 = np.isfinite(s0) and np.isfinite(s1) and s1 <= s0 - cfg.drop
         claims.append(Claim(**base, ref="Tab. (KEEP n-TH)",

@@ -46,15 +46,14 @@ from ssmlab.papers.selectivity.experiments.common import (
     MIXER_LABELS,
     MIXERS,
     PAPER,
+    LMMixer,
     StateSize,
     TrainSpec,
     Width,
     build_lm,
     check_mamba2_widths,
-    check_names,
     check_unique,
     construction_weights_bytes,
-    failed_note,
     fit,
     lm_run_bytes,
     run_metrics,
@@ -62,6 +61,7 @@ from ssmlab.papers.selectivity.experiments.common import (
 )
 from ssmlab.papers.selectivity.model import count_parameters
 from ssmlab.papers.selectivity.theory.mqar import construction_sizes
+from ssmlab.records import not_ok_note
 from ssmlab.report import figures
 from ssmlab.report.stats import group_by, mean_std
 
@@ -72,8 +72,8 @@ class RecallConfig(ExperimentConfig):
     data: MQARConfig = Field(default_factory=lambda: MQARConfig(vocab_size=16, seq_len=32,
                                                                 num_kv_pairs=4))
     train: TrainSpec = Field(default_factory=TrainSpec)
-    mixers: tuple[str, ...] = Field(("mamba2", "mamba", "s4d"), min_length=1,
-                                    max_length=len(MIXERS), description=f"any of {MIXERS}")
+    mixers: tuple[LMMixer, ...] = Field(("mamba2", "mamba", "s4d"), min_length=1,
+                                        max_length=len(MIXERS), description=f"any of {MIXERS}")
     grid: tuple[Cell, ...] = Field(((8, 8), (16, 8), (32, 8), (32, 2)), min_length=1,
                                    max_length=MAX_GRID, description="(d_model, N) cells")
     expand: int = Field(2, ge=1, le=16)
@@ -82,8 +82,8 @@ class RecallConfig(ExperimentConfig):
 
     @field_validator("mixers")
     @classmethod
-    def _known(cls, v: tuple[str, ...]) -> tuple[str, ...]:
-        check_names(v, MIXERS, "mixers")
+    def _distinct_mixers(cls, v: tuple[str, ...]) -> tuple[str, ...]:
+        check_unique(v, "mixers")
         return v
 
     @field_validator("grid")
@@ -170,7 +170,7 @@ class Recall(Experiment):
         if not passed:
             note = ("order not confirmed on this grid: " +
                     ", ".join(f"{MIXER_LABELS[m]} first succeeds at {frontier[m]:g} params" for m in order))
-        note = (note + " " + failed_note(runs)).strip()
+        note = (note + " " + not_ok_note(runs)).strip()
         return [Claim(
             paper=PAPER, experiment=self.id, ref="Sec. MQAR (constructions + Fig.)",
             claim="The MQAR success frontier orders Mamba-2 < Mamba < S4D in model size.",
