@@ -28,6 +28,7 @@ reproduce: .venv data
 
 lint: .venv
 	$(BIN)/ruff check src tests benchmarks
+	$(BIN)/lint-imports
 
 bench: .venv
 	$(BIN)/python benchmarks/scan.py

@@ -1,12 +1,12 @@
 """Seed ensembles: vmap over seeds vs a Python loop of sequential `train` calls.
 
-The filtering paper's model (arXiv 2602.12499, ../shared/papers/filtering.md): one-layer
+The filtering paper's model (arXiv 2602.12499; src/ssmlab/papers/filtering/README.md): one-layer
 selective SSM with gate w_Δ (A = -1), input weight σ(w_Δᵀx_t),
     y_t = Σ_{s≤t} [Π_{j=s+1..t} (1 - σ(w_Δᵀx_j))] σ(w_Δᵀx_s) (b_sᵀc_t) x_s,
 head F(X) = (1/L) Σ_l Σ_i v_i ReLU(W_O[i,:]·y_l), trained with full-batch GD on the hinge loss
 (w_Δ and W_O trained, W_B, W_C frozen), at d = 32, L = 20, m = 32, N = 256, S = 32 seeds.
 
-The model is `ssmlab.models.filtering.FilteringMamba` when it imports, else the local copy
+The model is `ssmlab.papers.filtering.model.FilteringMamba` when it imports, else the local copy
 below (same closed form, same defaults: w_Δ = 0, W_B = W_C = I, W_O ~ N(0, 0.01²), v = ±1/√m
 with random signs, a buffer). Data: majority-voting sequences (α_r = 0.4, α_c = 0.2, τ = 0.01),
 one training and one test set of N sequences per seed.
@@ -69,10 +69,10 @@ class LocalFiltering(nn.Module):
 def make_model_factory(d: int, width: int, which: str):
     if which in ("auto", "ssmlab"):
         try:
-            from ssmlab.models.filtering import FilteringMamba, FilteringMambaConfig
+            from ssmlab.papers.filtering.model import FilteringMamba, FilteringMambaConfig
 
             mcfg = FilteringMambaConfig(width=width)
-            return (lambda s: FilteringMamba(d, mcfg, seed=s)), "ssmlab.models.filtering.FilteringMamba"
+            return (lambda s: FilteringMamba(d, mcfg, seed=s)), "ssmlab.papers.filtering.model.FilteringMamba"
         except Exception as e:  # the shared model may not be importable yet
             if which == "ssmlab":
                 raise

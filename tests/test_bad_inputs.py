@@ -119,7 +119,7 @@ CASES = [
     ("size-float", "store", ["run", SLEEPY, "--set", "n_cells=2.5"], {},
      "invalid config value for 'n_cells'"),
     ("mixer-name", "store", ["run", "builtin/mixers", "--set", "mixers=[s6, nope]"], {},
-     "unknown mixer"),
+     "invalid config value for 'mixers.1': Input should be 's6'"),
     ("optimizer-name", "store", ["run", "builtin/mixers", "--set", "train.optimizer=nope"], {},
      "invalid config value for 'train.optimizer'"),
     ("length-huge", "absent", ["run", "filtering/alignment", "--set", "data.L=1000000000"], {},

@@ -116,7 +116,7 @@ def test_run_show_export_report(stored, capsys, tmp_path):
 
 def test_reproduce_reports_every_paper_and_exits_0_on_fail(tmp_path, capsys, monkeypatch):
     import ssmlab.runner.registry as registry
-    from ssmlab.experiments.base import REGISTRY
+    from ssmlab.experiment import REGISTRY
 
     def only_test_experiments(papers=None):
         papers = papers or ["filtering", "builtin"]
@@ -137,7 +137,7 @@ def test_reproduce_reports_every_paper_and_exits_0_on_fail(tmp_path, capsys, mon
 
 def test_reproduce_continues_after_a_crashed_experiment(tmp_path, capsys, monkeypatch):
     import ssmlab.runner.registry as registry
-    from ssmlab.experiments.base import REGISTRY
+    from ssmlab.experiment import REGISTRY
     from ssmlab.runner.testing import Sleepy
 
     def broken_cells(self, cfg):
@@ -177,7 +177,7 @@ def test_run_exits_1_when_runs_fail_and_0_once_retried(tmp_path, capsys, monkeyp
 
 
 def test_reproduce_exits_1_when_runs_fail(tmp_path, capsys, monkeypatch):
-    from ssmlab.experiments.base import REGISTRY
+    from ssmlab.experiment import REGISTRY
     from ssmlab.runner import registry
 
     monkeypatch.setenv("FLAKY_FAIL", "1")
@@ -209,3 +209,18 @@ def test_ctrl_c_says_how_to_resume(tmp_path, executor):
     _, err = p.communicate(timeout=60)
     assert p.returncode == 130, err
     assert "interrupted: finished runs are stored; rerun to resume" in err
+
+
+def test_reproduce_overall_bar_adds_up_the_sweeps():
+    from ssmlab.cli import _Progress
+
+    prog = _Progress(quiet=False)
+    prog.enabled = True  # as on a terminal
+    with prog:
+        prog.overall(7)
+        a, b = prog.callback("a"), prog.callback("b")
+        a(1, 3, None)
+        a(3, 3, None)
+        b(2, 4, None)
+        total = next(t for t in prog.bar.tasks if t.description == "all experiments")
+        assert (total.completed, total.total) == (5, 7)

@@ -63,6 +63,7 @@ class _Progress:
         self.train_task: Any = None
         self.executor = executor
         self._token: Any = None
+        self.all_task: Any = None
 
     def __enter__(self) -> _Progress:
         if self.enabled:
@@ -100,13 +101,22 @@ class _Progress:
         if self.bar is not None:
             self.bar.__exit__(*exc)
 
+    def overall(self, total: int) -> None:
+        """A bar over every run of a `reproduce`, advanced by the sweeps' bars."""
+        if self.bar is not None:
+            self.all_task = self.bar.add_task("all experiments", total=total)
+
     def callback(self, label: str) -> Any:
         if self.bar is None:
             return None
         task = self.bar.add_task(label, total=None)
+        seen = [0]
 
         def update(done: int, total: int, run: Any) -> None:
             self.bar.update(task, completed=done, total=total)
+            if self.all_task is not None:
+                self.bar.advance(self.all_task, done - seen[0])
+            seen[0] = done
 
         return update
 
@@ -153,16 +163,15 @@ def list_cmd(
     from rich.table import Table
     from rich.text import Text
 
-    from ssmlab.experiments.base import PAPERS
     from ssmlab.runner.registry import experiments_of, load_errors, resolve_config
     from ssmlab.runner.sweep import plan
 
     groups = experiments_of(paper)
     t = Table(title="ssmlab experiments")
-    for col in ("id", "paper", "reproduces", "profiles (runs)"):
+    for col in ("id", "reproduces", "profiles (runs)", "module"):
         t.add_column(col, overflow="fold")
-    for p in PAPERS:
-        for cls in groups.get(p, []):
+    for exps in groups.values():
+        for cls in exps:
             doc = " ".join((cls.__doc__ or "").strip().split("\n\n")[0].split())
             sizes = []
             for prof in cls.profiles:
@@ -170,8 +179,8 @@ def list_cmd(
                     sizes.append(f"{prof} ({len(plan(cls(), resolve_config(cls, prof)))})")
                 except Exception as e:  # a broken profile must still be listed
                     sizes.append(f"{prof} (invalid: {str(e).splitlines()[0][:60]})")
-            t.add_row(Text(cls.id), Text(cls.paper),
-                      Text(doc[:200] + ("…" if len(doc) > 200 else "")), Text(", ".join(sizes)))
+            t.add_row(Text(cls.id), Text(doc[:200] + ("…" if len(doc) > 200 else "")),
+                      Text(", ".join(sizes)), Text(cls.__module__))
     con = _console()
     con.print(t)
     for p, exps in groups.items():
@@ -248,12 +257,12 @@ def reproduce_cmd(
     writing the report; 2 for bad input (checked for every experiment before anything runs)."""
     import traceback
 
-    from ssmlab.experiments.base import MAX_SEEDS
+    from ssmlab.experiment import MAX_SEEDS
     from ssmlab.report.render import write_report
     from ssmlab.runner.executors import check_executor
-    from ssmlab.runner.registry import experiments_of, load_errors, resolve_config
+    from ssmlab.runner.registry import experiments_of, load_errors, paper_packages, resolve_config
     from ssmlab.runner.store import Store
-    from ssmlab.runner.sweep import preflight
+    from ssmlab.runner.sweep import plan, preflight
 
     res = _results(results)
     groups = experiments_of(papers)
@@ -264,11 +273,13 @@ def reproduce_cmd(
     if seeds is not None and not 1 <= seeds <= MAX_SEEDS:
         raise UserError(f"--seeds must be in 1..{MAX_SEEDS}, got {seeds}")
     broken: dict[str, tuple[Exception, str]] = {}
+    n_runs = 0
     for exps in groups.values():  # every experiment's checks before the store is touched
         for cls in exps:
             cfg = resolve_config(cls, profile, seeds=seeds)
             try:
                 preflight(cls, cfg, executor, workers, scheduler)
+                n_runs += len(plan(cls(), cfg))
             except UserError:
                 raise
             except Exception as e:  # a bug in one experiment: report it, run the others
@@ -277,13 +288,15 @@ def reproduce_cmd(
     notes: list[str] = []
     crashed: list[str] = []
     for mod, err in load_errors().items():
-        if mod.rsplit(".", 1)[-1] in groups or not mod.startswith("ssmlab.experiments."):
+        paper = {pkg: p for p, pkg in paper_packages().items()}.get(mod)
+        if paper is None or paper in groups:  # a plugin, or a paper asked for
             crashed.append(mod)
             notes.append(f"{mod} failed to import: {err}")
             err_con.print(f"error: {mod} failed to import: {err}", markup=False)
     done = []
     with Store.open(res) as store:
         with _Progress(quiet, executor) as prog:
+            prog.overall(n_runs)
             for paper, exps in groups.items():
                 if not exps:
                     con.print(f"no experiments yet for {paper}", markup=False)
@@ -316,6 +329,61 @@ def reproduce_cmd(
         _fail("; ".join(
             ([f"{len(crashed)} experiment(s) crashed: {', '.join(crashed)}"] if crashed else [])
             + ([f"runs failed in {', '.join(failed)}; rerun to retry them"] if failed else [])))
+
+
+@app.command("status")
+def status_cmd(
+    papers: Annotated[list[str] | None, typer.Argument(
+        help="papers (default: all)")] = None,
+    profile: Annotated[list[str] | None, typer.Option(
+        "--profile", "-p", help="profiles to show (default: quick and paper)")] = None,
+    workers: WorkersOpt = None,
+    results: ResultsOpt = None,
+) -> None:
+    """Per experiment and profile: runs done / total, skipped and failed, and the time left
+    (each run still to do priced at its cell's mean time so far, over the workers)."""
+    import os
+
+    from rich.table import Table
+    from rich.text import Text
+
+    from ssmlab.runner.progress import sweep_progress
+    from ssmlab.runner.registry import experiments_of
+    from ssmlab.runner.store import Store
+
+    if workers is not None and workers < 1:
+        raise UserError(f"--workers must be >= 1, got {workers}")
+    groups = experiments_of(papers)
+    profiles = list(profile or ("quick", "paper"))
+    res = _results(results)
+    nworkers = workers or os.cpu_count() or 1
+    t = Table(title=f"ssmlab status ({res}, {nworkers} workers)")
+    for col in ("experiment", "profile", "done / total", "skipped", "failed", "per run",
+                "time left"):
+        t.add_column(col, justify="left" if col in ("experiment", "profile") else "right")
+    with Store.open(res, create=False) as store:
+        for exps in groups.values():
+            for cls in exps:
+                for prof in profiles:
+                    if prof not in cls.profiles:
+                        raise UserError(f"unknown profile {prof!r} for {cls.id}; profiles: "
+                                        f"{', '.join(cls.profiles)}")
+                    p = sweep_progress(store, cls, prof, nworkers)
+                    left = "done" if not p.todo else _duration(p.seconds_left)
+                    t.add_row(Text(p.experiment), Text(p.profile), f"{p.done} / {p.total}",
+                              str(p.skipped or ""), str(p.failed or ""),
+                              _duration(p.seconds_per_run), left)
+    _console().print(t)
+
+
+def _duration(seconds: float | None) -> str:
+    if seconds is None:
+        return "?"
+    if seconds < 90:
+        return f"{seconds:.0f} s"
+    if seconds < 5400:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds / 3600:.1f} h"
 
 
 @app.command("report")

@@ -7,12 +7,11 @@ different valid value must give a config that differs from the profile's in that
 from __future__ import annotations
 
 import json
-import types
 import typing
-from typing import Any, Literal, Union
+from typing import Any, Literal
 
 import pytest
-from pydantic import BaseModel
+from configkit import annotation_at, leaves, strip
 
 from ssmlab.errors import UserError
 from ssmlab.runner.registry import load_registry, resolve_config
@@ -21,41 +20,9 @@ REG = load_registry()
 EXPERIMENTS = sorted(k for k in REG if not k.startswith("builtin/test_"))
 
 
-def leaves(d: Any, prefix: str = "") -> dict[str, Any]:
-    """Flatten a config dump to dotted paths; lists are leaves (one --set replaces a list)."""
-    if isinstance(d, dict) and d:
-        out: dict[str, Any] = {}
-        for k, v in d.items():
-            out.update(leaves(v, f"{prefix}.{k}" if prefix else k))
-        return out
-    return {prefix: d}
-
-
-def annotation_at(model: type[BaseModel], path: str) -> Any:
-    tp: Any = model
-    for part in path.split("."):
-        tp = _strip(tp)
-        if not (isinstance(tp, type) and issubclass(tp, BaseModel)):
-            return Any  # inside a free-form dict (e.g. per-mixer keyword arguments)
-        tp = tp.model_fields[part].annotation
-    return tp
-
-
-def _strip(tp: Any) -> Any:
-    """Annotated[X, ...] -> X; X | None -> X (the first non-None member)."""
-    while True:
-        origin = typing.get_origin(tp)
-        if origin is typing.Annotated:
-            tp = typing.get_args(tp)[0]
-        elif origin in (Union, types.UnionType):
-            tp = next(a for a in typing.get_args(tp) if a is not type(None))
-        else:
-            return tp
-
-
 def candidates(value: Any, tp: Any) -> list[Any]:
     """Other plausible values for a leaf, nearest first."""
-    return [c for c in _candidates(value, _strip(tp)) if c != value]
+    return [c for c in _candidates(value, strip(tp)) if c != value]
 
 
 def _candidates(value: Any, tp: Any) -> list[Any]:
@@ -75,7 +42,7 @@ def _candidates(value: Any, tp: Any) -> list[Any]:
     if value is None and origin in (tuple, list) and args:
         return [[_example(args[0])], [_example(args[0]), _example(args[0]) + 1]]
     if value == {} and origin is dict and len(args) == 2:
-        keys = typing.get_args(_strip(args[0])) if typing.get_origin(_strip(args[0])) is Literal \
+        keys = typing.get_args(strip(args[0])) if typing.get_origin(strip(args[0])) is Literal \
             else ("x",)
         example = _example(args[1])
         return [{k: example} for k in keys] if example is not None else []
@@ -85,7 +52,7 @@ def _candidates(value: Any, tp: Any) -> list[Any]:
 
 
 def _example(tp: Any) -> Any:
-    tp = _strip(tp)
+    tp = strip(tp)
     return {int: 1, float: 0.1, bool: True, str: "x"}.get(tp)
 
 

@@ -25,7 +25,7 @@ from ssmlab.interop.lens import (
 from ssmlab.interop.probe import default_channels, layer_view, probe
 from ssmlab.interop.testing import backbone_states
 from ssmlab.ops.attention_lens import implied_attention
-from ssmlab.theory.generalization import log_s2
+from ssmlab.papers.generalization.theory import log_s2
 
 pytest.importorskip("safetensors")
 

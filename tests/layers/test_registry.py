@@ -40,3 +40,11 @@ def test_unknown_name_and_option_are_user_errors():
         build_mixer("transformer", 8)
     with pytest.raises(UserError, match=r"no option\(s\) \['window'\]"):
         build_mixer("mamba", 8, window=4)
+
+
+def test_mixer_name_type_lists_the_registry():
+    from typing import get_args
+
+    from ssmlab.layers.registry import MixerName
+
+    assert sorted(get_args(MixerName)) == mixer_names()

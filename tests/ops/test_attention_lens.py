@@ -1,5 +1,6 @@
-"""The attention lens: closed-form gate matrix, the implied L×L matrices, and the identity of
-papers/README.md (A = -1, Δ = softplus(z)) between the recurrent scan and gated attention."""
+"""The attention lens: closed-form gate matrix, the implied L×L matrices, and the identity
+between the recurrent scan and gated attention (A = -1, Δ = softplus(z), zero-order hold:
+y_t = Σ_s G_{s,t} (c_t · b_s) x_s; derived in docs/ops.md, "Attention lens")."""
 
 from __future__ import annotations
 

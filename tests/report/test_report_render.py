@@ -7,7 +7,7 @@ import re
 
 import pytest
 
-from ssmlab.experiments.base import Claim
+from ssmlab.experiment import Claim
 from ssmlab.report.render import write_report
 from ssmlab.runner.store import Store
 from ssmlab.runner.sweep import figdir_for, run_sweep

@@ -6,7 +6,7 @@ import pytest
 
 from ssmlab.config import build_config, config_hash
 from ssmlab.errors import UserError
-from ssmlab.experiments.builtin.mixers import Mixers, MixersConfig
+from ssmlab.papers.builtin.experiments.mixers import Mixers, MixersConfig
 from ssmlab.runner.registry import get_experiment, resolve_config
 from ssmlab.runner.sweep import cell_hash_of, cfg_key_of
 
@@ -64,7 +64,7 @@ def test_resolution_order(tmp_path):
     [
         ({"profile": "huge"}, "unknown profile 'huge'"),
         ({"overrides": ["nokey=1"]}, "unknown config key 'nokey'"),
-        ({"overrides": ["mixers=[s6, nope]"]}, "unknown mixer"),
+        ({"overrides": ["mixers=[s6, nope]"]}, "Input should be 's6'"),
         ({"overrides": ["novalue"]}, "key=value"),
         ({"seeds": 0}, "--seeds must be in 1..1000"),
         ({"config_file": "/nonexistent.yaml"}, "config file not found"),

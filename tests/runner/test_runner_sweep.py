@@ -91,7 +91,7 @@ def test_bad_executor_options(tmp_path, exps, kwargs, needle):
 
 
 def test_a_cell_can_cap_its_seeds_without_changing_its_identity():
-    from ssmlab.experiments.base import Experiment, ExperimentConfig
+    from ssmlab.experiment import Experiment, ExperimentConfig
     from ssmlab.runner.sweep import plan
 
     class Capped(Experiment):

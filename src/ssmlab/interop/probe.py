@@ -22,7 +22,7 @@ For every probed layer ℓ (block input x = RMSNorm_ℓ(h_{ℓ-1}), one forward 
                         at the end, horizons 1 / (|s_{A,c}| mean Δ)
     capacity term       ln(M_Δ B_w B_u³ B_B B_C B_A S₂(ρ_A, T)) at T = the input   generalization
                         length, i.e. Thm 3.3's term times √m without its constant
-                        and log factors (ssmlab.theory.generalization)
+                        and log factors (ssmlab.papers.generalization.theory)
 
 Mapping of the generalization paper's model (Δ_t = softplus(p + qᵀu_t), B_t = W_B u_t,
 C_t = W_C u_t, readout w) onto a layer, per channel c:
@@ -64,7 +64,7 @@ from ssmlab.interop.spec import MambaSpec
 from ssmlab.layers.mamba2 import Mamba2
 from ssmlab.layers.s6 import MambaBlock
 from ssmlab.ops.attention_lens import ssd_implied_attention
-from ssmlab.theory.generalization import log_s2, s2_limit
+from ssmlab.papers.generalization.theory import log_s2, s2_limit
 
 MAX_TOKENS = 2048  # the heat maps are L × L per channel: longer inputs are cut (and recorded)
 DISPLAY = 256  # heat maps are max-pooled to at most DISPLAY × DISPLAY for the figures

@@ -20,14 +20,11 @@ import math
 from pathlib import Path
 from typing import Any
 
-import matplotlib
+import numpy as np
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
 
-matplotlib.use("Agg")
-import numpy as np  # noqa: E402
-from matplotlib.backends.backend_agg import FigureCanvasAgg  # noqa: E402
-from matplotlib.figure import Figure  # noqa: E402
-
-from ssmlab.interop.results import DEFINITIONS, LayerProbe, ProbeResult, Stopwatch  # noqa: E402
+from ssmlab.interop.results import DEFINITIONS, LayerProbe, ProbeResult, Stopwatch
 
 MAX_TICKS = 24  # token labels per axis; each tick costs ~3 ms to build and draw here
 ATTENTION_TICKS = 16  # on the large channel-mean map

@@ -1,7 +1,7 @@
 """What every mixer shares: the `Mixer` interface, the `MixerCore` it exposes, and the vectorised
 helpers that build implied causal matrices.
 
-The attention lens (papers/README.md): a causal linear mixer's *core* is a map
+The attention lens (docs/ops.md, "Attention lens"): a causal linear mixer's *core* is a map
     y_t = Σ_{s ≤ t} M_{t,s} v_s          (per head / channel h)
 from a value sequence v (B, H, L, P) to a core output y (B, H, L, P). `attention_matrix(x)` returns
 M (B, H, L, L) in closed form (vectorised, no loop over positions) and `core(x)` returns (v, y)

@@ -11,7 +11,7 @@ Glossary (code name -> paper symbol):
     D           skip, (d,)
     in_proj, conv1d, z, out_proj   as in the Mamba block (ssmlab.layers.s6.MambaBlock)
 
-Recurrence (the paper's, selectivity.md):
+Recurrence (the selectivity paper's Mamba-ΔT; its setting: ssmlab/papers/selectivity/README.md):
     h_t = exp(Λ ⊙ (1_d ⊗ Δ(x_t))) ⊙ h_{t-1} + x_t ⊗ B_t,      y_t = h_t C_t  (+ D x_t)
 so column n of the memory is erased when Δ_n → ∞ and frozen when Δ_n → 0, independently of
 the other columns. The paper's input term carries no Δ; option `input_scaling="delta"` uses

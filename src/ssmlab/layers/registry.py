@@ -19,7 +19,7 @@ class's constructor and raises `UserError` naming the problem (never a TypeError
 from __future__ import annotations
 
 import inspect
-from typing import Any
+from typing import Any, Literal
 
 from ssmlab.errors import UserError
 from ssmlab.layers.attention import LinearAttention, LocalAttention, SoftmaxAttention
@@ -43,6 +43,12 @@ MIXERS: dict[str, type[Mixer]] = {
     "retnet": RetNet,
     "gla": GLA,
 }
+
+
+# The registry's names as a type, for configs: a misspelt mixer is a validation error naming the
+# field and the choices (tests check that it lists exactly MIXERS' keys).
+MixerName = Literal["s6", "mamba", "s4d", "mamba2", "mamba_dt", "softmax", "linear", "local",
+                    "retnet", "gla"]
 
 
 def mixer_names() -> list[str]:

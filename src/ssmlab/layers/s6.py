@@ -31,7 +31,8 @@ order, so that the same torch seed gives the same weights as mamba_ssm / mambapy
 Deviation from mamba_ssm: A and D are not forced to float32; they follow the module's dtype so
 that float64 checks are exact.
 
-Attention lens (papers/README.md): per channel e the core is y_t = Σ_{s≤t} M_{e,t,s} u_s with
+Attention lens (unroll the recurrence above from h_0 = 0; docs/ops.md, "Attention lens"): per
+channel e the core is y_t = Σ_{s≤t} M_{e,t,s} u_s with
     M_{e,t,s} = Σ_n C_t[n] · exp(A_{e,n} Σ_{j=s+1..t} Δ_j[e]) · Δ_s[e] · B_s[n],
 so `attention_matrix` is (B, H = E channels, L, L) acting on the values u (P = 1), computed by
 ssmlab.ops.attention_lens.implied_attention. "Core output" is the scan output before the D skip

@@ -39,6 +39,7 @@ from ssmlab.config import StrictModel
 from ssmlab.errors import UserError
 from ssmlab.layers.norms import RMSNorm
 from ssmlab.layers.registry import build_mixer
+from ssmlab.seeding import seeded
 
 MixerSpec = str | Callable[[int], nn.Module]
 Pooling = Literal["last", "mean"]
@@ -249,8 +250,7 @@ def _seeded(build: Callable[[], nn.Module], seed: int | None) -> nn.Module:
     """Build under a private RNG state when seed is given (the global RNG is left untouched)."""
     if seed is None:
         return build()
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
+    with seeded(seed):
         return build()
 
 

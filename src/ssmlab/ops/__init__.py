@@ -1,10 +1,21 @@
 """Scan kernels. Each op has a `reference` (plain loop, the executable spec) and fast paths
-with the same signature and autograd. Import from the submodules:
+with the same signature and autograd:
 
-    from ssmlab.ops.selective_scan import selective_scan        # Mamba-1 / S6 (fused default)
-    from ssmlab.ops.linear_recurrence import linear_recurrence  # h_t = a_t h_{t-1} + b_t
-    from ssmlab.ops.ssd import ssd                              # Mamba-2 scalar decay (chunked)
-    from ssmlab.ops.attention_lens import gate_matrix, implied_attention, ssd_implied_attention
-    from ssmlab.ops.segsum import segsum, causal_mask
+    from ssmlab.ops import selective_scan      # Mamba-1 / S6 (fused default)
+    from ssmlab.ops import linear_recurrence   # h_t = a_t h_{t-1} + b_t
+    from ssmlab.ops import ssd                 # Mamba-2 scalar decay (chunked)
+    from ssmlab.ops import gated_linear_attention   # RetNet / GLA decays (chunked)
+    from ssmlab.ops import gate_matrix, implied_attention, ssd_implied_attention
+    from ssmlab.ops import segsum, causal_mask
 
 See docs/ops.md for the equations, backends, the fused kernel's backward and its vmap rule."""
+
+from ssmlab.ops.attention_lens import gate_matrix, implied_attention, ssd_implied_attention
+from ssmlab.ops.gated_linear import gated_linear_attention
+from ssmlab.ops.linear_recurrence import linear_recurrence
+from ssmlab.ops.segsum import causal_mask, segsum
+from ssmlab.ops.selective_scan import selective_scan
+from ssmlab.ops.ssd import ssd
+
+__all__ = ["causal_mask", "gate_matrix", "gated_linear_attention", "implied_attention", "linear_recurrence", "segsum",
+           "selective_scan", "ssd", "ssd_implied_attention"]

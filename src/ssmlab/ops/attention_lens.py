@@ -1,6 +1,7 @@
 """The attention lens: the causal L×L matrix that a selective SSM applies to its inputs.
 
-Glossary (code -> paper symbol; papers/README.md, generalization paper's "lens of attention"):
+Glossary (code -> symbol; the identity y_t = Σ_s G_{s,t} (c_t · b_s) x_s below is derived in
+docs/ops.md, "Attention lens"):
     z      z_t     gate pre-activation, Δ_t = softplus(z_t)            (…, L)
     G      G_{s,t} gate: σ(z_s) Π_{j=s+1..t} (1 - σ(z_j))                 returned as [..., t, s]
     delta  Δ       step sizes (before bias / softplus, as selective_scan) (B, D, L)

@@ -1,7 +1,8 @@
 """Figure helpers: mean and confidence band over seeds, fitted slope against the predicted one.
 
-Everything renders with the Agg backend to PNG files inside the experiment's figdir, so a figure
-can be redrawn from the results store alone (no logging service).
+Figures are plain `matplotlib.figure.Figure` objects (no pyplot, so no global backend is chosen
+on import and no figure is registered anywhere) rendered to PNG files inside the experiment's
+figdir, so a figure can be redrawn from the results store alone (no logging service).
 """
 
 from __future__ import annotations
@@ -9,19 +10,16 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
-import matplotlib
+import numpy as np
+from matplotlib.axes import Axes
+from matplotlib.figure import Figure
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-from matplotlib.axes import Axes  # noqa: E402
-from matplotlib.figure import Figure  # noqa: E402
-
-from ssmlab.report.stats import Fit  # noqa: E402
+from ssmlab.report.stats import Fit
 
 
 def new_figure(ncols: int = 1, width: float = 4.2, height: float = 3.2) -> tuple[Figure, list[Axes]]:
-    fig, axes = plt.subplots(1, ncols, figsize=(width * ncols, height), squeeze=False)
+    fig = Figure(figsize=(width * ncols, height))
+    axes = fig.subplots(1, ncols, squeeze=False)
     return fig, list(axes[0])
 
 
@@ -64,5 +62,4 @@ def save(fig: Figure, figdir: Path, name: str) -> str:
     figdir.mkdir(parents=True, exist_ok=True)
     fig.tight_layout()
     fig.savefig(figdir / name, dpi=110)
-    plt.close(fig)
     return name

@@ -27,7 +27,8 @@ from pathlib import Path
 from typing import Any
 
 import ssmlab
-from ssmlab.experiments.base import PAPERS, Claim
+from ssmlab.experiment import BUILTIN_PAPERS
+from ssmlab.records import Claim
 from ssmlab.report import swap
 from ssmlab.runner.store import ConfigRow, Store, StoredRun, now_iso
 
@@ -50,7 +51,7 @@ class Section:
 
 
 def _paper_order(paper: str) -> int:
-    return PAPERS.index(paper) if paper in PAPERS else len(PAPERS)
+    return BUILTIN_PAPERS.index(paper) if paper in BUILTIN_PAPERS else len(BUILTIN_PAPERS)
 
 
 def collect(store: Store, results: Path, outdir: Path, all_configs: bool = False) -> list[Section]:

@@ -1,9 +1,14 @@
-"""Finding experiments and resolving their configs.
+"""Finding papers and experiments, and resolving configs.
 
-`load_registry()` imports the five paper packages (and the modules named in the environment
-variable SSMLAB_PLUGINS, comma-separated, so users and tests can add experiments without editing
-ssmlab) and returns the registry. A paper package that fails to import does not take the others
-down: its error is kept in `LOAD_ERRORS` and reported by the CLI.
+`load_registry()` imports every paper package and returns the registry of experiments:
+    - the built-in papers, `ssmlab.papers.<id>` for each id in `BUILTIN_PAPERS`;
+    - every entry point of the group `ssmlab.papers` (name: the paper id, value: the package to
+      import), which is how a paper outside this repository joins (docs/adding-a-paper.md);
+    - the modules named in the environment variable SSMLAB_PLUGINS (comma-separated), for
+      experiments added without packaging (the tests' tiny experiments use it).
+Packages are imported by name, so the core never imports a paper statically. A paper package
+that fails to import does not take the others down: its error is kept in `LOAD_ERRORS` and
+reported by the CLI.
 
 Config resolution (`resolve_config`) for `ssmlab run ID --profile P [--config FILE] [--set k=v]
 [--seeds N]`: start from `Experiment.profiles[P]`, merge the file's mapping (recursively), apply
@@ -13,6 +18,7 @@ the --set overrides, put N into `seeds`, and validate strictly with `build_confi
 from __future__ import annotations
 
 import importlib
+import importlib.metadata
 import os
 import traceback
 from pathlib import Path
@@ -20,11 +26,28 @@ from typing import Any
 
 from ssmlab.config import apply_overrides, build_config, load_config_file
 from ssmlab.errors import UserError
-from ssmlab.experiments import PAPER_PACKAGES
-from ssmlab.experiments.base import MAX_SEEDS, PAPERS, REGISTRY, Experiment, ExperimentConfig
+from ssmlab.experiment import BUILTIN_PAPERS, MAX_SEEDS, REGISTRY, Experiment, ExperimentConfig
 
 PLUGINS_ENV = "SSMLAB_PLUGINS"
+ENTRY_POINTS = "ssmlab.papers"
 LOAD_ERRORS: dict[str, str] = {}
+
+
+def paper_packages() -> dict[str, str]:
+    """Paper id -> package to import: the built-in papers, then the entry points (an entry
+    point may not take a built-in id)."""
+    out = {p: f"ssmlab.papers.{p}" for p in BUILTIN_PAPERS}
+    for ep in importlib.metadata.entry_points(group=ENTRY_POINTS):
+        out.setdefault(ep.name, ep.value)
+    return out
+
+
+def known_papers() -> list[str]:
+    """Every paper id: built-in and entry-point papers, then papers that only plugins' experiments
+    name; built-in ones first, in report order."""
+    load_registry()
+    extra = {cls.paper for cls in REGISTRY.values()} - set(paper_packages())
+    return list(paper_packages()) + sorted(extra)
 
 
 def load_registry() -> dict[str, type[Experiment]]:
@@ -33,7 +56,7 @@ def load_registry() -> dict[str, type[Experiment]]:
     A built-in paper package that fails to import is recorded in LOAD_ERRORS (the others still
     load); a plugin module named in SSMLAB_PLUGINS that cannot be imported is the user's input
     and a UserError."""
-    for name in [f"ssmlab.experiments.{p}" for p in PAPER_PACKAGES]:
+    for name in paper_packages().values():
         if name in LOAD_ERRORS:
             continue
         try:
@@ -60,7 +83,7 @@ def get_experiment(exp_id: str) -> type[Experiment]:
     if exp_id in reg:
         return reg[exp_id]
     paper = exp_id.split("/")[0]
-    broken = [m for m in load_errors() if m.endswith("." + paper)]
+    broken = [m for m in load_errors() if m == paper_packages().get(paper)]
     if broken:
         raise UserError(
             f"experiment {exp_id!r} unavailable: package {broken[0]} failed to import "
@@ -73,10 +96,11 @@ def get_experiment(exp_id: str) -> type[Experiment]:
 def experiments_of(papers: list[str] | None = None) -> dict[str, list[type[Experiment]]]:
     """Registered experiments grouped by paper (every paper present as a key, maybe empty)."""
     reg = load_registry()
-    papers = list(papers) if papers else list(PAPERS)
+    known = known_papers()
+    papers = list(papers) if papers else known
     for p in papers:
-        if p not in PAPERS:
-            raise UserError(f"unknown paper {p!r}; papers: {', '.join(PAPERS)}")
+        if p not in known:
+            raise UserError(f"unknown paper {p!r}; papers: {', '.join(known)}")
     return {p: [reg[k] for k in sorted(reg) if reg[k].paper == p] for p in papers}
 
 

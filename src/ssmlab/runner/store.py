@@ -54,7 +54,7 @@ from typing import Any
 from urllib.parse import quote
 
 from ssmlab.errors import UserError
-from ssmlab.experiments.base import Claim, RunRecord
+from ssmlab.records import Claim, RunRecord
 
 SCHEMA_VERSION = 1  # the leases table is additive (created when missing): still version 1
 DB_NAME = "ssmlab.db"
@@ -637,6 +637,14 @@ class Store:
             (experiment, cfg_key),
         )
         return {(h, int(s)): (st, int(a)) for h, s, st, a in rows}
+
+    def run_times(self, experiment: str, cfg_key: str) -> dict[tuple[str, int], tuple[str, float]]:
+        """(cell_hash, seed) -> (status, seconds) of the stored runs of one config."""
+        rows = self.conn.execute(
+            "SELECT cell_hash, seed, status, seconds FROM runs WHERE experiment=? AND cfg_key=?",
+            (experiment, cfg_key),
+        )
+        return {(h, int(s)): (st, float(sec or 0.0)) for h, s, st, sec in rows}
 
     def _decode(self, row: Sequence[Any]) -> StoredRun:
         d = dict(zip(_RUN_COLS, row, strict=True))

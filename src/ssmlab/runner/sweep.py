@@ -37,7 +37,7 @@ from typing import Any
 
 from ssmlab.config import canonical_json, config_hash
 from ssmlab.errors import UserError
-from ssmlab.experiments.base import Claim, Experiment, ExperimentConfig
+from ssmlab.experiment import Claim, Experiment, ExperimentConfig
 from ssmlab.runner import executors
 from ssmlab.runner.provenance import sweep_provenance
 from ssmlab.runner.registry import get_experiment, resolve_config

@@ -36,7 +36,7 @@ import torch
 from pydantic import Field
 
 from ssmlab.errors import UserError
-from ssmlab.experiments.base import (
+from ssmlab.experiment import (
     REGISTRY,
     Claim,
     Experiment,

@@ -89,7 +89,7 @@ def worker_provenance() -> dict[str, Any]:
 
 
 def _resolve(task: dict[str, Any]) -> Any:
-    from ssmlab.experiments.base import REGISTRY
+    from ssmlab.experiment import REGISTRY
 
     module = task.get("module")
     if module and module != "__main__":
@@ -124,7 +124,7 @@ def execute(task: dict[str, Any]) -> dict[str, Any]:
     """Run one task; never raises for errors of the experiment itself."""
     import torch
 
-    from ssmlab.experiments.base import RunResult
+    from ssmlab.records import RunResult, SkipRun
 
     started = now_iso()
     t0 = time.perf_counter()
@@ -139,7 +139,10 @@ def execute(task: dict[str, Any]) -> dict[str, Any]:
         cfg = cls.Config.model_validate(task["config"])
         seed_everything(int(task["seed"]))
         prov = worker_provenance()
-        res = cls().run(cfg, dict(task["params"]), int(task["seed"]))
+        try:
+            res = cls().run(cfg, dict(task["params"]), int(task["seed"]))
+        except SkipRun as skip:  # missing data, an inapplicable cell: stored as skipped
+            res = RunResult(status="skipped", reason=str(skip))
         if not isinstance(res, RunResult):
             raise TypeError(f"{cls.__name__}.run returned {type(res).__name__}, not RunResult")
         if res.status not in ("ok", "diverged", "skipped", "failed"):

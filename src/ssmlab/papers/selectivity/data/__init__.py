@@ -1,0 +1,1 @@
+"""The selectivity paper's tasks: piecewise functions (Haar), KEEP n-TH, MQAR, induction heads."""

@@ -1,1 +1,0 @@
-"""Measurements taken during training (alignments, gate statistics, spectral abscissa, ...)."""

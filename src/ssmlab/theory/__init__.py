@@ -1,1 +1,0 @@
-"""Closed forms: bounds, predicted scalings, analytical constructions."""

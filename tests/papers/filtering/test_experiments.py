@@ -1,0 +1,224 @@
+"""Each filtering experiment: run() on a tiny config returns its metric keys; analyze() on
+hand-built records computes PASS / FAIL from the numbers."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from ssmlab.config import build_config
+from ssmlab.experiment import REGISTRY, RunRecord
+from ssmlab.papers.filtering.experiments import (
+    alignment,
+    attention,
+    convergence,
+    gate_ablation,
+    locality,
+    lucky,
+    scan_orders,
+)
+from ssmlab.records import SkipRun
+
+TINY_GD = {"lr": 2.0, "max_steps": 20, "probe_every": 5}
+
+
+def rec(exp, params, seed, metrics, history=None, info=None, status="ok"):
+    return RunRecord(exp.id, "h", params, seed, status, metrics, history or {}, info or {})
+
+
+def verdicts(claims):
+    return [c.verdict for c in claims]
+
+
+def test_all_registered():
+    ids = {"filtering/alignment", "filtering/convergence", "filtering/locality",
+           "filtering/lucky", "filtering/gate_ablation", "filtering/attention",
+           "filtering/scan_orders", "filtering/scan_orders_fmnist"}
+    assert ids <= set(REGISTRY)
+    for i in ids:
+        cls = REGISTRY[i]
+        for prof in ("quick", "paper"):
+            build_config(cls.Config, cls.profiles[prof])  # every profile validates
+
+
+def test_alignment_run_and_analyze(tmp_path: Path):
+    exp = alignment.Alignment()
+    cfg = build_config(exp.Config, {"n_train": 16, "n_test": 16, "gd": TINY_GD,
+                                    "data": {"L": 8, "d": 8, "alpha_r": 0.5, "alpha_c": 0.25}})
+    r = exp.run(cfg, {}, 0)
+    assert r.status == "ok"
+    assert {"steps_to_converge", "test_error", "final_cos_plus", "irr_abs_cos_max_over_time"} \
+        <= set(r.metrics)
+    assert len(r.history["probe_step"]) == len(r.history["cos_plus"]) >= 3
+    steps = list(range(0, 200, 10))
+    good = {"probe_step": steps, "cos_plus": [min(0.9, 0.05 * i) for i in range(20)],
+            "proj_plus": [0.1 * s for s in steps]}
+    for k in alignment.KEYS:
+        good.setdefault(k, [0.0] * 20)
+    runs = [rec(exp, {}, s, {"irr_abs_cos_max_over_time": 0.05, "steps_to_converge": 190.0,
+                             "test_error": 0.0}, good) for s in range(2)]
+    assert verdicts(exp.analyze(cfg, runs, tmp_path)) == ["PASS", "PASS", "PASS"]
+    bad = dict(good, cos_plus=[0.9 - 0.01 * i for i in range(20)],
+               proj_plus=[1e-4 * s**2 for s in steps])
+    runs = [rec(exp, {}, s, {"irr_abs_cos_max_over_time": 0.3, "steps_to_converge": 190.0,
+                             "test_error": 0.0}, bad) for s in range(2)]
+    assert verdicts(exp.analyze(cfg, runs, tmp_path)) == ["FAIL", "FAIL", "FAIL"]
+
+
+def test_convergence_run_and_analyze(tmp_path: Path):
+    exp = convergence.Convergence()
+    cfg = build_config(exp.Config, {"n_train": 16, "n_test": 16, "gd": TINY_GD,
+                                    "data": {"L": 8, "d": 8, "alpha_r": 0.5, "alpha_c": 0.25},
+                                    "alpha_rs": [0.5, 0.75], "lrs": [2.0], "lengths": [8]})
+    cells = exp.cells(cfg)
+    assert len(cells) == len({tuple(sorted(c.items())) for c in cells})  # no duplicates
+    r = exp.run(cfg, cells[0], 0)
+    assert {"gap", "steps_to_converge", "steps_to_zero_error", "test_error"} <= set(r.metrics)
+
+    def runs_with(slope_gap, slope_lr, slope_L):
+        cfg2 = build_config(exp.Config, {})
+        out = []
+        for c in exp.cells(cfg2):
+            gap = (round(c["alpha_r"] * c["L"]) - round(0.25 * c["L"])) / c["L"]
+            steps = 10 * gap**slope_gap * c["lr"] ** slope_lr * c["L"] ** slope_L * 100
+            for s in range(2):
+                out.append(rec(exp, c, s, {"gap": gap, "steps_to_converge": steps,
+                                           "steps_to_zero_error": 1.0}))
+        return cfg2, out
+
+    cfg2, runs = runs_with(-2, -1, 0)
+    claims = exp.analyze(cfg2, runs, tmp_path)
+    assert verdicts(claims) == ["PASS", "PASS", "PASS"]
+    assert claims[0].value == pytest.approx(-2, abs=1e-6)
+    cfg2, runs = runs_with(-1, -0.5, 3)
+    assert verdicts(exp.analyze(cfg2, runs, tmp_path)) == ["FAIL", "FAIL", "FAIL"]
+
+
+def test_locality_run_and_analyze(tmp_path: Path):
+    exp = locality.Locality()
+    cfg = build_config(exp.Config, {"n_train": 16, "n_test": 16, "deltas_close": [1, 2],
+                                    "gd": TINY_GD | {"converge": "error", "error_target": 0.3},
+                                    "data": {"L": 8, "d": 8, "delta_close": 1, "delta_far": 5}})
+    r = exp.run(cfg, {"delta_close": 2}, 0)
+    assert {"gap", "steps_to_converge", "steps_censored", "final_proj_irr_mean",
+            "final_proj_plus"} <= set(r.metrics)
+    hist = {"probe_step": [0, 10], "step": [0, 10], "train_error": [0.5, 0.2],
+            **{k: [0.0, 0.0] for k in locality.HKEYS}}
+
+    def runs(irr, steps):
+        return [rec(exp, {"delta_close": k}, s,
+                    {"final_proj_irr_mean": irr, "final_proj_plus": 0.01, "final_proj_minus": -0.01,
+                     "steps_censored": steps[k], "steps_to_converge": steps[k], "converged": 1.0,
+                     "gap": 0.5**k - 0.5**5, "test_error": 0.1}, hist)
+                for k in (1, 2) for s in range(2)]
+
+    assert verdicts(exp.analyze(cfg, runs(-1.0, {1: 100.0, 2: 300.0}), tmp_path)) == \
+        ["PASS", "PASS", "SKIP"]  # two values of g: no slope check
+    assert verdicts(exp.analyze(cfg, runs(0.5, {1: 300.0, 2: 100.0}), tmp_path))[:2] == \
+        ["FAIL", "FAIL"]
+
+
+def test_lucky_run_and_analyze(tmp_path: Path):
+    exp = lucky.Lucky()
+    cfg = build_config(exp.Config, {
+        "n_train": 16, "n_train_stack": 8, "n_test": 8, "n_probe": 4, "gd": TINY_GD,
+        "data": {"L": 6, "d": 8, "alpha_r": 0.5, "alpha_c": 0.17},
+        "stack": {"depth": 2, "d_state": 2, "width": 4},
+        "stack_train": {"optimizer": "adam", "lr": 1e-3, "epochs": 2}})
+    for kind in ("filtering", "mamba5"):
+        r = exp.run(cfg, {"model": kind}, 0)
+        assert {"wo_lucky_frac", "delta_class_cos", "wo_class_cos", "delta_irr_feature_cos",
+                "test_error"} <= set(r.metrics)
+    m = {"wo_lucky_frac": 0.5, "wo_cos_lucky_mean": 0.9, "wo_class_cos": 0.9,
+         "delta_class_cos": 0.9, "delta_class_feature_cos": 0.6, "delta_irr_feature_cos": 0.1,
+         "wo_class_feature_cos": 0.6, "wo_irr_feature_cos": 0.3, "test_error": 0.0}
+    info = {"row_cos_plus": [0.1], "row_cos_minus": [0.2], "v_sign": [1.0]}
+    runs = [rec(exp, {"model": k}, 0, m, info=info) for k in ("filtering", "mamba5")]
+    assert verdicts(exp.analyze(cfg, runs, tmp_path)) == ["PASS", "PASS", "FAIL"]
+
+
+def test_gate_ablation_run_and_analyze(tmp_path: Path):
+    exp = gate_ablation.GateAblation()
+    cfg = build_config(exp.Config, {
+        "n_train": 16, "n_test": 16, "gd": TINY_GD,
+        "majority": {"L": 8, "d": 8, "alpha_r": 0.5, "alpha_c": 0.25},
+        "locality": {"L": 8, "d": 8, "delta_close": 1, "delta_far": 5}})
+    r = exp.run(cfg, {"data": "locality", "gate": False}, 0)
+    assert {"test_accuracy", "gate_relevant", "gate_irrelevant"} <= set(r.metrics)
+    assert r.metrics["gate_relevant"] == pytest.approx(0.5)
+    acc = {("majority", True): 0.99, ("majority", False): 0.7, ("locality", True): 0.8,
+           ("locality", False): 0.75}
+    runs = [rec(exp, {"data": d, "gate": g}, 0, {"test_accuracy": a, "gate_relevant": 0.9,
+                                                 "gate_irrelevant": 0.4})
+            for (d, g), a in acc.items()]
+    assert verdicts(exp.analyze(cfg, runs, tmp_path)) == ["PASS", "FAIL"]
+
+
+def test_attention_run_and_analyze(tmp_path: Path):
+    exp = attention.AttentionComparison()
+    cfg = build_config(exp.Config, {
+        "n_test": 16, "sample_sizes": [16],
+        "data": {"L": 8, "d": 8, "delta_close": 1, "delta_far": 5},
+        "train_cfg": {"optimizer": "adam", "lr": 0.01, "epochs": 3, "eval_every": 1}})
+    for m in cfg.models:
+        r = exp.run(cfg, {"model": m, "n_train": 16}, 0)
+        assert {"test_accuracy", "train_accuracy"} <= set(r.metrics)
+    acc = {"mamba": 0.9, "local": 0.8, "softmax": 0.52, "softmax_bidir": 0.5}
+    runs = [rec(exp, {"model": m, "n_train": 16}, 0, {"test_accuracy": a})
+            for m, a in acc.items()]
+    assert verdicts(exp.analyze(cfg, runs, tmp_path)) == ["PASS", "PASS"]
+    acc["softmax"] = 0.95
+    runs = [rec(exp, {"model": m, "n_train": 16}, 0, {"test_accuracy": a})
+            for m, a in acc.items()]
+    assert verdicts(exp.analyze(cfg, runs, tmp_path)) == ["FAIL", "FAIL"]
+
+
+def test_scan_orders_run_and_analyze(tmp_path: Path):
+    exp = scan_orders.ScanOrders()
+    cfg = build_config(exp.Config, {
+        "n_train": 16, "n_test": 16, "data": {"H": 4, "W": 4, "d": 8, "far_min": 3},
+        "train_cfg": {"optimizer": "adam", "lr": 0.01, "epochs": 1, "batch_size": 8}})
+    r = exp.run(cfg, {"order": "hilbert"}, 0)
+    assert {"test_accuracy", "predicted_gap", "grid_retention", "close_distance"} <= set(r.metrics)
+    acc = {"row_major": 0.7, "snake": 0.72, "column_major": 0.7, "zorder": 0.69, "hilbert": 0.8}
+    runs = [rec(exp, {"order": o}, 0, {"test_accuracy": a, "predicted_gap": 0.2})
+            for o, a in acc.items()]
+    assert verdicts(exp.analyze(cfg, runs, tmp_path)) == ["PASS", "PASS"]
+    runs = [rec(exp, {"order": o}, 0, {"test_accuracy": 0.9 - 0.1 * (o == "hilbert"),
+                                       "predicted_gap": 0.2}) for o in acc]
+    assert verdicts(exp.analyze(cfg, runs, tmp_path)) == ["PASS", "FAIL"]
+
+
+def test_fashion_scan_skips_without_data(tmp_path: Path):
+    exp = scan_orders.FashionScan()
+    cfg = build_config(exp.Config, {"root": str(tmp_path)})
+    with pytest.raises(SkipRun, match=str(tmp_path)) as skip:
+        exp.run(cfg, {"order": "hilbert"}, 0)
+    skipped = RunRecord(exp.id, "h", {"order": "hilbert"}, 0, "skipped", {}, {}, {},
+                        reason=str(skip.value))
+    claims = exp.analyze(cfg, [skipped], tmp_path)
+    assert verdicts(claims) == ["SKIP"]
+    assert str(tmp_path) in claims[0].measured and "1 skipped" in claims[0].note
+    runs = [rec(exp, {"order": o}, 0, {"test_accuracy": a})
+            for o, a in (("row_major", 0.80), ("hilbert", 0.83))]
+    cfg2 = build_config(exp.Config, {"orders": ["row_major", "hilbert"]})
+    c = exp.analyze(cfg2, runs, tmp_path)[0]
+    assert c.verdict == "PASS" and math.isclose(c.value, 0.03, abs_tol=1e-9)
+
+
+@pytest.mark.slow
+def test_fashion_scan_real_data_tiny(tmp_path: Path):
+    from ssmlab.data.fashion_mnist import available
+
+    exp = scan_orders.FashionScan()
+    cfg = build_config(exp.Config, {"n_train": 64, "n_test": 64,
+                                    "train_cfg": {"optimizer": "adam", "lr": 3e-3, "loss": "ce",
+                                                  "batch_size": 32, "epochs": 1}})
+    if not available(cfg.root):
+        pytest.skip("no Fashion-MNIST installed")
+    r = exp.run(cfg, {"order": "hilbert"}, 0)
+    assert r.status == "ok" and 0 <= r.metrics["test_accuracy"] <= 1
+    assert np.isfinite(r.metrics["test_loss"])
