@@ -38,7 +38,7 @@ so `attention_matrix` is (B, H = E channels, L, L) acting on the values u (P = 1
 ssmlab.ops.attention_lens.implied_attention. "Core output" is the scan output before the D skip
 (and, for the block, before the z gate and out_proj).
 
-Backends: `backend` is passed to ssmlab.ops.selective_scan ("auto" = fused Numba kernel on CPU,
+Backends: `backend` is passed to ssmlab.ops.selective_scan ("auto" = fused C kernel on CPU (Numba fallback),
 "fused", "pscan", "reference").
 """
 

@@ -51,7 +51,7 @@ from ssmlab.ops.selective_scan import selective_scan
 ForwardPath = Literal["scan", "attention"]
 # The backends of ssmlab.ops.selective_scan (its BACKENDS; a test keeps the two equal): a typo is a
 # config error naming the field, not a failed run (nor, on the attention path, an unused string).
-ScanBackend = Literal["auto", "fused", "pscan", "reference"]
+ScanBackend = Literal["auto", "fused", "fused_c", "fused_numba", "pscan", "reference"]
 
 
 # Ranges (sanity limits; the experiments' memory estimates refuse what a machine cannot hold).
