@@ -17,6 +17,7 @@ the --set overrides, put N into `seeds`, and validate strictly with `build_confi
 
 from __future__ import annotations
 
+import functools
 import importlib
 import importlib.metadata
 import os
@@ -33,9 +34,11 @@ ENTRY_POINTS = "ssmlab.papers"
 LOAD_ERRORS: dict[str, str] = {}
 
 
+@functools.cache
 def paper_packages() -> dict[str, str]:
     """Paper id -> package to import: the built-in papers, then the entry points (an entry
-    point may not take a built-in id)."""
+    point may not take a built-in id). Read once per process: scanning the installed
+    distributions' entry points is the slow part of every registry call."""
     out = {p: f"ssmlab.papers.{p}" for p in BUILTIN_PAPERS}
     for ep in importlib.metadata.entry_points(group=ENTRY_POINTS):
         out.setdefault(ep.name, ep.value)

@@ -4,25 +4,14 @@ estimate matches the peak RSS of a real run within a factor of 2."""
 
 from __future__ import annotations
 
-import json
-import subprocess
-import sys
-
 import pytest
+from memkit import assert_refused, estimate, measure
 
-from ssmlab.errors import UserError
 from ssmlab.memory import LIMIT_ENV, check_memory
 from ssmlab.runner.registry import load_registry, resolve_config
 
 REG = load_registry()
 EXPERIMENTS = sorted(k for k in REG if k.startswith("icl_outliers/"))
-
-
-def estimate(exp_id: str, *overrides: str) -> int:
-    cls = REG[exp_id]
-    est = cls().memory_bytes(resolve_config(cls, "quick", overrides=list(overrides)))
-    assert isinstance(est, int) and est > 0
-    return est
 
 
 # (experiment, one override that makes a size larger than the quick profile's)
@@ -88,41 +77,13 @@ TOO_LARGE = {
 @pytest.mark.parametrize("exp_id", EXPERIMENTS)
 def test_a_config_far_too_large_is_refused(exp_id, monkeypatch):
     monkeypatch.setenv(LIMIT_ENV, "16G")
-    check_memory(exp_id, estimate(exp_id), 1)  # the quick profile fits
-    for profile in REG[exp_id].profiles:  # and so does every profile
+    for profile in REG[exp_id].profiles:  # every profile fits
         check_memory(exp_id, REG[exp_id]().memory_bytes(resolve_config(REG[exp_id], profile)), 1)
-    big = estimate(exp_id, *TOO_LARGE[exp_id])  # in range: resolve_config accepted it
-    with pytest.raises(UserError, match=rf"^{exp_id}: estimated peak memory .* exceeds"):
-        check_memory(exp_id, big, 1)
+    assert_refused(exp_id, *TOO_LARGE[exp_id])  # in range: resolve_config accepted it
 
 
 def test_every_experiment_has_growth_and_refusal_cases():
     assert {e for e, _ in GROWS} == set(EXPERIMENTS) == set(TOO_LARGE)
-
-
-MEASURE = r"""
-import json, resource, sys
-import torch
-from ssmlab.runner.registry import load_registry, resolve_config
-from ssmlab.runner.worker import seed_everything
-exp_id, cell, over = sys.argv[1], json.loads(sys.argv[2]), sys.argv[3:]
-cls = load_registry()[exp_id]
-cfg = resolve_config(cls, "quick", overrides=over)
-params = next(c for c in cls().cells(cfg) if all(c.get(k) == v for k, v in cell.items()))
-torch.set_num_threads(1)
-seed_everything(0)
-base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-res = cls().run(cfg, params, 0)
-peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-print(json.dumps({"status": res.status, "measured": (peak - base) * 1024,
-                  "estimate": cls().memory_bytes(cfg)}))
-"""
-
-
-def measure(exp_id: str, cell: dict, *overrides: str) -> dict:
-    out = subprocess.run([sys.executable, "-c", MEASURE, exp_id, json.dumps(cell), *overrides],
-                         capture_output=True, text=True, timeout=600, check=True)
-    return json.loads(out.stdout.strip().splitlines()[-1])
 
 
 @pytest.mark.slow

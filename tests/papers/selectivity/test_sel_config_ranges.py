@@ -7,6 +7,8 @@ machine must be refused by `ssmlab.memory.check_memory`."""
 from __future__ import annotations
 
 import pytest
+from configkit import rejected
+from memkit import assert_grows, assert_refused
 
 from ssmlab.errors import UserError
 from ssmlab.memory import LIMIT_ENV, check_memory
@@ -86,10 +88,8 @@ def test_every_experiment_has_a_table():
 @pytest.mark.parametrize("exp_id, override, field", CASES,
                          ids=[f"{e.split('/')[1]}:{o}" for e, o, _ in CASES])
 def test_bad_values_are_one_line_user_errors_naming_the_field(exp_id, override, field):
-    with pytest.raises(UserError) as e:
-        resolve_config(REG[exp_id], "quick", overrides=[override])
-    msg = str(e.value)
-    assert field in msg and "\n" not in msg, msg
+    msg = rejected(REG[exp_id], override)
+    assert field in msg, msg
 
 
 def test_cross_field_rules_that_need_two_values():
@@ -152,10 +152,7 @@ GROWS = {
 
 @pytest.mark.parametrize("exp_id, override", [(e, o) for e in SEL for o in GROWS[e]])
 def test_memory_estimate_grows_with_the_sizes(exp_id, override):
-    cls = REG[exp_id]
-    base = cls().memory_bytes(resolve_config(cls, "quick"))
-    bigger = cls().memory_bytes(resolve_config(cls, "quick", overrides=[override]))
-    assert isinstance(bigger, int) and bigger > base
+    assert_grows(exp_id, override)
 
 
 TOO_BIG = {  # in range, but far beyond the machine's memory (SSMLAB_MEMORY_LIMIT below)
@@ -169,13 +166,9 @@ TOO_BIG = {  # in range, but far beyond the machine's memory (SSMLAB_MEMORY_LIMI
 
 @pytest.mark.parametrize("exp_id", SEL)
 def test_a_config_too_large_for_the_machine_is_refused(exp_id, monkeypatch):
-    cls = REG[exp_id]
     # the approximation's largest in-range run needs ~4 GiB: refused on a 1 GiB machine
     monkeypatch.setenv(LIMIT_ENV, "1G" if exp_id == "selectivity/approximation" else "64G")
-    check_memory(exp_id, cls().memory_bytes(resolve_config(cls, "quick")), 1)  # quick fits
-    cfg = resolve_config(cls, "quick", overrides=TOO_BIG[exp_id])
-    with pytest.raises(UserError, match="exceeds"):
-        check_memory(exp_id, cls().memory_bytes(cfg), 1)
+    assert_refused(exp_id, *TOO_BIG[exp_id])
 
 
 def test_construction_weights_count_where_they_are_built(monkeypatch):
