@@ -10,11 +10,12 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
 import yaml
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import AfterValidator, BaseModel, ConfigDict, ValidationError
 
 from ssmlab.errors import UserError
 
@@ -133,3 +134,17 @@ def build_config(model: type[M], data: dict[str, Any], strict_json: bool = False
         return model.model_validate(data)
     except ValidationError as err:
         raise UserError(format_validation_error(err, model)) from None
+
+
+def each_once(values: Sequence[Any]) -> Sequence[Any]:
+    """A grid lists each value once: a repeated value would plan the same cells twice."""
+    seen: list[Any] = []
+    for v in values:
+        if v in seen:
+            raise ValueError(f"{v!r} is listed twice; a grid lists each value once")
+        seen.append(v)
+    return values
+
+
+Distinct = AfterValidator(each_once)  # Annotated[tuple[X, ...], Distinct]: a duplicate-free grid
+

@@ -7,10 +7,11 @@ report); it is small, but its claim is real and can fail.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, model_validator
 
+from ssmlab.config import Distinct
 from ssmlab.experiment import (
     Claim,
     Experiment,
@@ -35,7 +36,7 @@ DEFAULT_MIXER_OPTIONS: dict[str, dict[str, Any]] = {
 class MixersConfig(ExperimentConfig):
     """Selective copying sizes, the model, training, and the claim's margin."""
 
-    mixers: tuple[MixerName, ...] = Field(("s6", "s4d", "linear"), min_length=1, max_length=16,
+    mixers: Annotated[tuple[MixerName, ...], Distinct] = Field(("s6", "s4d", "linear"), min_length=1, max_length=16,
                                           description="mixer names (ssmlab.layers.registry)")
     mixer_options: dict[str, dict[str, Any]] = Field(
         default_factory=lambda: {k: dict(v) for k, v in DEFAULT_MIXER_OPTIONS.items()},
@@ -51,13 +52,6 @@ class MixersConfig(ExperimentConfig):
         optimizer="adam", lr=5e-3, loss="ce", batch_size=64, epochs=1000, max_steps=400,
         eval_every=50))
     margin: float = Field(0.2, ge=0, le=1, description="accuracy gap the claims require")
-
-    @field_validator("mixers")
-    @classmethod
-    def _once_each(cls, v: tuple[str, ...]) -> tuple[str, ...]:
-        if len(set(v)) != len(v):
-            raise ValueError(f"mixers repeated: {list(v)}")
-        return v
 
     @model_validator(mode="after")
     def _check(self) -> MixersConfig:

@@ -9,6 +9,7 @@ from typing import Annotated, Any, Literal
 import numpy as np
 from pydantic import Field, model_validator
 
+from ssmlab.config import Distinct
 from ssmlab.experiment import (
     Claim,
     Experiment,
@@ -22,7 +23,6 @@ from ssmlab.papers.filtering.experiments.common import (
     MAX_GRID,
     MAX_SAMPLES,
     PAPER,
-    Distinct,
     SampleSize,
     attention_head_bytes,
     filtering_mamba_bytes,

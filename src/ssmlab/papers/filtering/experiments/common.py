@@ -28,7 +28,7 @@ from typing import Annotated, Any, Literal
 
 import annotated_types as at
 import numpy as np
-from pydantic import AfterValidator, Field
+from pydantic import Field
 from torch import Tensor, nn
 
 from ssmlab.config import StrictModel
@@ -49,17 +49,6 @@ MAX_TOL = 10.0  # tolerances on log-log slopes
 MAX_RATIO = 1e3  # "at least this many times" thresholds
 
 
-def _distinct(values: tuple) -> tuple:
-    """A grid lists each value once: a repeated value would be a repeated cell."""
-    seen: list = []
-    for v in values:
-        if v in seen:
-            raise ValueError(f"{v!r} is listed twice; a grid lists each value once")
-        seen.append(v)
-    return values
-
-
-Distinct = AfterValidator(_distinct)
 AlphaR = Annotated[float, at.Gt(0), at.Le(1)]  # a fraction of relevant tokens α_r
 LearningRate = Annotated[float, at.Gt(0), at.Le(MAX_LR)]
 Length = Annotated[int, at.Ge(4), at.Le(MAX_L)]  # a sequence length L

@@ -9,6 +9,7 @@ from typing import Annotated, Any
 import numpy as np
 from pydantic import Field, ValidationError, model_validator
 
+from ssmlab.config import Distinct
 from ssmlab.experiment import (
     Claim,
     Experiment,
@@ -24,7 +25,6 @@ from ssmlab.papers.filtering.experiments.common import (
     MAX_TOL,
     PAPER,
     AlphaR,
-    Distinct,
     GDSpec,
     LearningRate,
     Length,

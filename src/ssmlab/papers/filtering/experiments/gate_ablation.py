@@ -8,6 +8,7 @@ from typing import Annotated, Any, Literal
 import numpy as np
 from pydantic import Field
 
+from ssmlab.config import Distinct
 from ssmlab.experiment import (
     Claim,
     Experiment,
@@ -20,7 +21,6 @@ from ssmlab.papers.filtering.data import LocalityConfig, MajorityConfig
 from ssmlab.papers.filtering.experiments.common import (
     MAX_SAMPLES,
     PAPER,
-    Distinct,
     GDSpec,
     filtering_mamba_bytes,
     fit_gd,

@@ -12,6 +12,7 @@ import numpy as np
 import torch
 from pydantic import Field, model_validator
 
+from ssmlab.config import Distinct
 from ssmlab.data import fashion_mnist as fm
 from ssmlab.data.scan_orders import ORDER_NAMES, OrderName, flatten, locality, scan_order
 from ssmlab.errors import UserError
@@ -28,7 +29,6 @@ from ssmlab.models.classifier import Pooling, SequenceClassifier
 from ssmlab.papers.filtering.experiments.common import (
     MAX_SAMPLES,
     PAPER,
-    Distinct,
     mamba_block_params,
     mamba_blocks_bytes,
     ok_runs,

@@ -36,6 +36,7 @@ from typing import Any
 import numpy as np
 from pydantic import Field, field_validator
 
+from ssmlab.config import each_once
 from ssmlab.experiment import (
     Claim,
     Experiment,
@@ -54,7 +55,6 @@ from ssmlab.papers.generalization.experiments.common import (
     SpectralAbscissa,
     TaskSettings,
     build_task,
-    check_unique,
     train_run,
     train_run_bytes,
 )
@@ -94,7 +94,7 @@ class BoundConfig(ExperimentConfig):
     @field_validator("T_values", "sA_values")
     @classmethod
     def _distinct(cls, v: list, info: Any) -> list:
-        check_unique(v, info.field_name)
+        each_once(v)
         return v
 
 

@@ -86,16 +86,6 @@ Seeds = Annotated[int, Field(ge=1, le=MAX_SEEDS, description="number of seeds pe
 MAX_SLOPE_TOL = 200.0
 
 
-def check_unique(values: Iterable[Any], name: str) -> None:
-    """ValueError naming the repeated values of a grid (each value is one cell: a repeat would
-    plan the same run twice)."""
-    seen, dups = set(), []
-    for v in values:
-        if v in seen and v not in dups:
-            dups.append(v)
-        seen.add(v)
-    if dups:
-        raise ValueError(f"{name} repeats {', '.join(map(str, dups))}: each value is one grid cell")
 
 
 class PaperTraining(StrictModel):

@@ -41,6 +41,7 @@ from typing import Any, ClassVar
 import numpy as np
 from pydantic import Field, field_validator, model_validator
 
+from ssmlab.config import each_once
 from ssmlab.data.imdb import check_imdb
 from ssmlab.experiment import (
     Claim,
@@ -60,7 +61,6 @@ from ssmlab.papers.generalization.experiments.common import (
     Task,
     TaskSettings,
     build_task,
-    check_unique,
     train_run,
     train_run_bytes,
 )
@@ -103,7 +103,7 @@ class LengthConfig(ExperimentConfig):
     @field_validator("T_values")
     @classmethod
     def _distinct(cls, v: list[int]) -> list[int]:
-        check_unique(v, "T_values")
+        each_once(v)
         return v
 
 

@@ -33,6 +33,7 @@ from typing import Any
 import numpy as np
 from pydantic import Field, field_validator, model_validator
 
+from ssmlab.config import each_once
 from ssmlab.data.imdb import check_imdb
 from ssmlab.experiment import (
     MAX_SEEDS,
@@ -53,7 +54,6 @@ from ssmlab.papers.generalization.experiments.common import (
     Task,
     TaskSettings,
     build_task,
-    check_unique,
     train_run,
     train_run_bytes,
 )
@@ -90,7 +90,7 @@ class StabilityConfig(ExperimentConfig):
     @field_validator("T_values", "sA_values")
     @classmethod
     def _distinct(cls, v: list, info: Any) -> list:
-        check_unique(v, info.field_name)
+        each_once(v)
         return v
 
     @model_validator(mode="after")

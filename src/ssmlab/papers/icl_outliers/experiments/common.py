@@ -21,7 +21,7 @@ from typing import Annotated, Any, Literal
 
 import annotated_types as at
 import torch
-from pydantic import AfterValidator, Field, model_validator
+from pydantic import Field, model_validator
 from torch import Tensor, nn
 
 from ssmlab.config import StrictModel
@@ -63,17 +63,6 @@ MAX_TOL = 10.0  # tolerances on log-log slopes
 MIXER_SIZE_OPTIONS = ("d_state", "d_conv", "expand", "dt_rank", "n_heads", "window")
 
 
-def _distinct(values: tuple) -> tuple:
-    """A grid lists each value once: a repeated value would be a repeated cell."""
-    seen: list = []
-    for v in values:
-        if v in seen:
-            raise ValueError(f"{v!r} is listed twice; a grid lists each value once")
-        seen.append(v)
-    return values
-
-
-Distinct = AfterValidator(_distinct)
 LearningRate = Annotated[float, at.Gt(0), at.Le(MAX_LR)]
 ContextLength = Annotated[int, at.Ge(1), at.Le(MAX_LEN)]
 Fraction = Annotated[float, at.Ge(0), at.Le(1)]

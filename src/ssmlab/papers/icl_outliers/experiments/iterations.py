@@ -10,6 +10,7 @@ import annotated_types as at
 import numpy as np
 from pydantic import Field, ValidationError, model_validator
 
+from ssmlab.config import Distinct
 from ssmlab.experiment import (
     Claim,
     Experiment,
@@ -26,7 +27,6 @@ from ssmlab.papers.icl_outliers.experiments.common import (
     MAX_TOL,
     MODEL_LABELS,
     ContextLength,
-    Distinct,
     ModelSpec,
     Probability,
     SGDSpec,

@@ -8,6 +8,7 @@ from typing import Annotated, Any
 import numpy as np
 from pydantic import Field, model_validator
 
+from ssmlab.config import Distinct
 from ssmlab.experiment import (
     Claim,
     Experiment,
@@ -21,7 +22,6 @@ from ssmlab.papers.icl_outliers.experiments.common import (
     MAX_LEN,
     MAX_PROMPTS,
     MODEL_LABELS,
-    Distinct,
     ModelKind,
     ModelSpec,
     SGDSpec,

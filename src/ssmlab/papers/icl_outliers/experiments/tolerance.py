@@ -9,6 +9,7 @@ import numpy as np
 import torch
 from pydantic import Field, model_validator
 
+from ssmlab.config import Distinct
 from ssmlab.experiment import (
     Claim,
     Experiment,
@@ -22,7 +23,6 @@ from ssmlab.papers.icl_outliers.experiments.common import (
     MAX_LEN,
     MAX_PROMPTS,
     MODEL_LABELS,
-    Distinct,
     Fraction,
     ModelKind,
     ModelSpec,

@@ -45,6 +45,7 @@ import numpy as np
 import torch
 from pydantic import Field, field_validator, model_validator
 
+from ssmlab.config import each_once
 from ssmlab.experiment import (
     Claim,
     Experiment,
@@ -68,7 +69,6 @@ from ssmlab.papers.selectivity.experiments.common import (
     NUMBA_KERNEL,
     TORCH_RUNTIME,
     StateSize,
-    check_unique,
 )
 from ssmlab.papers.selectivity.model import ClockS6Kernel
 from ssmlab.papers.selectivity.theory.haar import boxes_for, greedy_wavelets, s6_haar_projection
@@ -104,13 +104,13 @@ class ApproximationConfig(ExperimentConfig):
     @field_validator("n_states")
     @classmethod
     def _distinct(cls, v: tuple[int, ...]) -> tuple[int, ...]:
-        check_unique(v, "n_states")
+        each_once(v)
         return v
 
     @field_validator("models")
     @classmethod
     def _distinct_models(cls, v: tuple[str, ...]) -> tuple[str, ...]:
-        check_unique(v, "models")
+        each_once(v)
         return v
 
     @model_validator(mode="after")

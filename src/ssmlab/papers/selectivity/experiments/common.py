@@ -50,16 +50,6 @@ Width = Annotated[int, at.Ge(1), at.Le(MAX_WIDTH)]
 StateSize = Annotated[int, at.Ge(1), at.Le(MAX_STATE)]
 
 
-def check_unique(values: Iterable[Any], name: str) -> None:
-    """ValueError naming the repeated values of a grid (each value is one cell: a repeat would
-    plan the same run twice)."""
-    seen, dups = set(), []
-    for v in values:
-        if v in seen and v not in dups:
-            dups.append(v)
-        seen.add(v)
-    if dups:
-        raise ValueError(f"{name} repeats {', '.join(map(str, dups))}: each value is one grid cell")
 
 
 def check_mamba2_widths(mixers: Iterable[str], widths: Iterable[int], expand: int,

@@ -26,6 +26,7 @@ import numpy as np
 import torch
 from pydantic import Field, field_validator
 
+from ssmlab.config import each_once
 from ssmlab.experiment import (
     Claim,
     Experiment,
@@ -44,7 +45,6 @@ from ssmlab.papers.selectivity.experiments.common import (
     NUMBA_KERNEL,
     PAPER,
     TORCH_RUNTIME,
-    check_unique,
     construction_weights_bytes,
     mqar_construction_bytes,
 )
@@ -94,7 +94,7 @@ class ConstructionsConfig(ExperimentConfig):
         odd = [L for L in v if L % 2]
         if odd:
             raise ValueError(f"seq_lens must be even (MQAR pairs), got {odd}")
-        check_unique(v, "seq_lens")
+        each_once(v)
         return v
 
 

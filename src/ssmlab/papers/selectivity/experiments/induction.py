@@ -25,6 +25,7 @@ from typing import Any
 import numpy as np
 from pydantic import Field, field_validator, model_validator
 
+from ssmlab.config import each_once
 from ssmlab.experiment import (
     Claim,
     Experiment,
@@ -45,7 +46,6 @@ from ssmlab.papers.selectivity.experiments.common import (
     Width,
     build_lm,
     check_mamba2_widths,
-    check_unique,
     fit,
     lm_run_bytes,
     run_metrics,
@@ -69,13 +69,13 @@ class InductionExpConfig(ExperimentConfig):
     @field_validator("mixers")
     @classmethod
     def _distinct_mixers(cls, v: tuple[str, ...]) -> tuple[str, ...]:
-        check_unique(v, "mixers")
+        each_once(v)
         return v
 
     @field_validator("sizes")
     @classmethod
     def _distinct(cls, v: tuple[int, ...]) -> tuple[int, ...]:
-        check_unique(v, "sizes")
+        each_once(v)
         return v
 
     @model_validator(mode="after")

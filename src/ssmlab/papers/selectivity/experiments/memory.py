@@ -41,6 +41,7 @@ import numpy as np
 import torch
 from pydantic import Field, field_validator, model_validator
 
+from ssmlab.config import each_once
 from ssmlab.experiment import (
     Claim,
     Experiment,
@@ -61,7 +62,6 @@ from ssmlab.papers.selectivity.experiments.common import (
     TrainSpec,
     Width,
     build_lm,
-    check_unique,
     fit,
     lm_run_bytes,
     run_metrics,
@@ -100,13 +100,13 @@ class MemoryConfig(ExperimentConfig):
     @field_validator("seq_lens")
     @classmethod
     def _distinct(cls, v: tuple[int, ...]) -> tuple[int, ...]:
-        check_unique(v, "seq_lens")
+        each_once(v)
         return v
 
     @field_validator("models")
     @classmethod
     def _distinct_models(cls, v: tuple[str, ...]) -> tuple[str, ...]:
-        check_unique(v, "models")
+        each_once(v)
         return v
 
     @model_validator(mode="after")

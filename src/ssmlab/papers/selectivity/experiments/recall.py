@@ -32,6 +32,7 @@ import numpy as np
 from matplotlib.ticker import NullFormatter, ScalarFormatter
 from pydantic import Field, field_validator, model_validator
 
+from ssmlab.config import each_once
 from ssmlab.experiment import (
     Claim,
     Experiment,
@@ -52,7 +53,6 @@ from ssmlab.papers.selectivity.experiments.common import (
     Width,
     build_lm,
     check_mamba2_widths,
-    check_unique,
     construction_weights_bytes,
     fit,
     lm_run_bytes,
@@ -83,13 +83,13 @@ class RecallConfig(ExperimentConfig):
     @field_validator("mixers")
     @classmethod
     def _distinct_mixers(cls, v: tuple[str, ...]) -> tuple[str, ...]:
-        check_unique(v, "mixers")
+        each_once(v)
         return v
 
     @field_validator("grid")
     @classmethod
     def _distinct(cls, v: tuple[tuple[int, int], ...]) -> tuple[tuple[int, int], ...]:
-        check_unique(v, "grid")
+        each_once(v)
         return v
 
     @model_validator(mode="after")
