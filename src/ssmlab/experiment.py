@@ -17,9 +17,11 @@ The runner (ssmlab.runner) owns everything else: seeds, the results store, resum
             ...
             return RunResult(metrics={"steps": 120.0}, history={"cos_plus": [...]})
 
-        def analyze(self, cfg, runs, figdir):  # all finished runs of this config
-            ...
-            return [Claim(...)]
+        def specs(self, cfg):                  # the claims, checked by one evaluator
+            return [ClaimSpec(name="gap_slope", ref="Fig. 1 / Thm 1", ...)]
+
+        def figures(self, ctx):                # optional: figures from ctx.runs
+            return {"main": figures.save(fig, ctx.figdir, "convergence.png")}
 
 Each (cell, seed) pair is one run keyed by (experiment id, config hash of cfg + params, seed).
 """
@@ -32,6 +34,7 @@ from typing import Any, ClassVar
 
 from pydantic import Field
 
+from ssmlab.claims.spec import ClaimSpec, Context, evaluate_all
 from ssmlab.config import StrictModel
 from ssmlab.records import Claim, RunRecord, RunResult, Status
 
@@ -86,15 +89,31 @@ class Experiment(ABC):
     def run(self, cfg: Any, params: dict[str, Any], seed: int) -> RunResult:
         """One run. Pure in (cfg, params, seed); sets its own torch seeds; one thread."""
 
-    @abstractmethod
+    def specs(self, cfg: Any) -> list[ClaimSpec]:
+        """The claims this experiment checks (ssmlab.claims.ClaimSpec), for this config. The
+        default `analyze` evaluates them on the stored runs."""
+        return []
+
+    def figures(self, ctx: Context) -> dict[str, str]:
+        """Write this experiment's figures into ctx.figdir from ctx.runs; return key -> file
+        name (a spec's `figure` names a key). Default: none."""
+        return {}
+
     def analyze(self, cfg: Any, runs: list[RunRecord], figdir: Path) -> list[Claim]:
         """Turn all runs of this config into figures (written into figdir) and claims.
+
+        Default: `figures`, then every spec of `specs(cfg)` through the one evaluator
+        (ssmlab.claims.evaluate_all). Override only for what specs cannot say.
 
         `runs` holds every finished run (status ok, diverged or skipped) of the config's cells
         and seeds; failed runs are left out (the runner retries them on the next invocation
         and names them in the claims' notes). figdir is results/figures/<id with / -> __>/
         <cfg_hash>/; return file names inside it in `Claim.figure`. An exception here is
         stored as a FAIL claim carrying the error; the runs are kept."""
+        ctx = Context(cfg, runs, figdir)
+        if ctx.ok:
+            ctx.figures = self.figures(ctx)
+        return evaluate_all(self.specs(cfg), ctx, self.paper, self.id)
 
 
 REGISTRY: dict[str, type[Experiment]] = {}

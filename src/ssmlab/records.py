@@ -8,7 +8,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 
 from ssmlab.config import StrictModel
 
@@ -44,31 +44,57 @@ class RunRecord:
     reason: str = ""
 
 
-class Claim(StrictModel):
-    """A claim is data: what the paper says, what we measured, the tolerance, and the verdict.
+Verdict = Literal["PASS", "FAIL", "INCONCLUSIVE", "SKIP"]
+DiagnosisKind = Literal["", "finding", "setup-unknown", "profile-too-small", "undiagnosed"]
 
-    passed=None means the claim could not be checked (e.g. skipped: no IMDb data at PATH)."""
+
+class Claim(StrictModel):
+    """A claim is data: what the paper says, what we measured with its 95% interval, where the
+    number had to lie and why, the verdict, and for a FAIL the diagnosis (ssmlab.claims makes
+    these from specs; see docs/claims.md).
+
+    Claims stored by earlier versions carry `passed` (True / False / None) instead of a
+    verdict; they load as PASS / FAIL / SKIP."""
 
     paper: str
     experiment: str
+    id: str = Field("", description="stable id '<experiment id>:<name>'; '' for legacy claims")
     ref: str = Field(description="figure / table / theorem, e.g. 'Fig. 2', 'Thm 1'")
     claim: str = Field(description="the paper's statement, in one sentence")
-    measured: str = Field(description="our number(s), formatted, e.g. 'slope -1.93 ± 0.12'")
-    expected: str = Field(description="the paper's number or the tolerance, e.g. '-2 ± 0.5'")
-    passed: bool | None
+    paper_value: str = Field("", description="the paper's own number, where it publishes one")
+    measured: str = Field(description="our number(s), formatted, with the interval")
+    expected: str = Field(description="the region the number must lie in, e.g. '-2 ± 0.5'")
+    tolerance_source: str = Field("", description="why that region")
+    verdict: Verdict
     value: float | None = None
+    ci_low: float | None = None
+    ci_high: float | None = None
+    n: int | None = Field(None, description="seeds (or points) behind the interval")
+    seeds_needed: int | None = Field(None, description="INCONCLUSIVE: seeds that would settle it")
+    diagnosis_kind: DiagnosisKind = ""
+    diagnosis: str = Field("", description="FAIL: why it is a finding and not a bug")
     figure: str | None = Field(None, description="figure file name inside figdir")
-    note: str = Field("", description="explanation, especially for FAIL")
+    note: str = Field("", description="explanation, runs not ok")
 
-    @field_validator("value", mode="before")
+    @model_validator(mode="before")
+    @classmethod
+    def _legacy_passed(cls, data: Any) -> Any:
+        if isinstance(data, dict) and "passed" in data and "verdict" not in data:
+            data = dict(data)
+            p = data.pop("passed")
+            data["verdict"] = "SKIP" if p is None else ("PASS" if p else "FAIL")
+        return data
+
+    @field_validator("value", "ci_low", "ci_high", mode="before")
     @classmethod
     def _finite_or_none(cls, v: Any) -> Any:
         # a diverged run measures NaN / inf: there is no number to store, the text says why
         return None if isinstance(v, float) and not math.isfinite(v) else v
 
     @property
-    def verdict(self) -> str:
-        return "SKIP" if self.passed is None else ("PASS" if self.passed else "FAIL")
+    def passed(self) -> bool | None:
+        """True for PASS, False for FAIL, None otherwise."""
+        return {"PASS": True, "FAIL": False}.get(self.verdict)
 
 
 class SkipRun(Exception):
