@@ -7,20 +7,13 @@ implied attention |M_{t,s}| averaged over channels and positions is smaller at d
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import torch
 from pydantic import Field, model_validator
 
-from ssmlab.experiment import (
-    Claim,
-    Experiment,
-    ExperimentConfig,
-    RunRecord,
-    RunResult,
-    register,
-)
+from ssmlab.claims import ClaimSpec, Context, Region, mean_ci
+from ssmlab.experiment import Experiment, ExperimentConfig, RunResult, register
 from ssmlab.layers import build_mixer
 from ssmlab.seeding import generator, split_seed
 
@@ -65,10 +58,13 @@ class Decay(Experiment):
         far = M.diagonal(-cfg.far, dim1=-2, dim2=-1).mean().item()
         return RunResult(metrics={"near": near, "far": far})
 
-    def analyze(self, cfg: DecayConfig, runs: list[RunRecord], figdir: Path) -> list[Claim]:
-        ratios = [r.metrics["far"] / r.metrics["near"] for r in runs if r.status == "ok"]
-        worst = max(ratios) if ratios else float("nan")
-        return [Claim(paper=self.paper, experiment=self.id, ref="Claim 1",
-                      claim="S4D's implied attention decays with distance",
-                      measured=f"max over {len(ratios)} seeds of mean|M| far / near = {worst:.3g}",
-                      expected="< 1", passed=bool(ratios) and worst < 1, value=worst)]
+    def specs(self, cfg: DecayConfig) -> list[ClaimSpec]:
+        def ratio(ctx: Context):  # per seed far / near, mean over seeds with its interval
+            near, far = ctx.values("near"), ctx.values("far")
+            return mean_ci([f / n for f, n in zip(far, near, strict=True)])
+
+        return [ClaimSpec(
+            name="decay", ref="Claim 1", statement="S4D's implied attention decays with distance",
+            quantity=f"mean|M| at distance {cfg.far} / at distance {cfg.near}", metric=ratio,
+            region=Region.below(1.0, strict=True),
+            tolerance_source="the claim itself: decay means a ratio below 1")]

@@ -175,7 +175,8 @@ class SweepResult:
 def _analysis_failure(exp: type[Experiment], ref: str, measured: str, note: str) -> Claim:
     return Claim(paper=exp.paper, experiment=exp.id, ref=ref,
                  claim="the analysis of the stored runs completes", measured=measured,
-                 expected="no error", passed=False, note=note[-2000:])
+                 expected="no error", verdict="FAIL", diagnosis_kind="undiagnosed",
+                 diagnosis="the analysis itself failed: a bug, not a finding", note=note[-2000:])
 
 
 def analyze_config(exp_cls: type[Experiment], cfg: ExperimentConfig, store: Store,
