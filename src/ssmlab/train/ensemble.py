@@ -10,7 +10,8 @@ Stacking the S copies' parameters along a leading seed dim and running one `torc
     results[i]            # TrainResult of seeds[i], same fields as ssmlab.train.trainer.train
     results.mode          # "vmap" or "loop"; results.reason says why a loop was used
 
-Contract: mode="loop" is literally `[train(model_i, cfg, *data_i, probes, regularizer,
+Both modes run the one loop, `trainer.run_loop`: "vmap" with the stacked backend of this module,
+"loop" through `train` per seed. Contract: mode="loop" is literally `[train(model_i, cfg, *data_i, probes, regularizer,
 seed=seeds[i])]`; mode="vmap" reproduces it (same histories to float rounding, same statuses,
 steps, steps_to_converge, final metrics; tests/train/test_ensemble.py) and leaves every model
 trained in place, as `train` does. `seed` drives minibatch shuffling only, as in `train`.
@@ -64,11 +65,12 @@ from ssmlab.train.trainer import (
     PROGRESS_HOOK,
     Batch,
     Probe,
+    Regularizer,
     Sampler,
     TrainConfig,
     TrainResult,
-    converged,
     make_optimizer,
+    run_loop,
     train,
     trainable_names,
     trainable_parameters,
@@ -78,7 +80,6 @@ log = logging.getLogger(__name__)
 
 Mode = Literal["auto", "vmap", "loop"]
 Data = tuple[Batch | Sampler, Batch | None]
-Regularizer = Callable[[nn.Module, Tensor, Tensor], Tensor]
 EVAL_CHUNK = 4096  # = trainer.evaluate's default batch_size: same chunking, same float sums
 
 
@@ -157,7 +158,9 @@ def train_ensemble_models(
         log.warning("train_ensemble: looping over %d seeds instead of vmap: %s", len(seeds), e)
         return _loop(zip(models, datas, strict=True), seeds, cfg, probes, regularizer, progress,
                      reason=str(e))
-    return runner.run(progress)
+    t0 = time.perf_counter()
+    results = run_loop(runner, cfg, probes, progress)
+    return EnsembleResults(results, "vmap", "", time.perf_counter() - t0)
 
 
 def _check_seeds(seeds: Sequence[int]) -> list[int]:
@@ -502,14 +505,10 @@ class _VmapEnsemble:
         coef = torch.clamp(self.cfg.grad_clip / (total + 1e-6), max=1.0)
         return {k: g * coef.reshape(-1, *([1] * (g.dim() - 1))) for k, g in grads.items()}
 
-    # -- the loop (mirrors trainer.train line by line, per seed)
+    # -- the Backend protocol of trainer.run_loop, S seeds at once
 
-    def run(self, progress: Callable[[int, int], None] | None) -> EnsembleResults:
-        cfg, S = self.cfg, self.S
-        t0 = time.perf_counter()
-        for m in self.models:
-            m.train()
-        self.obj.train()
+    def total_steps(self) -> int:
+        cfg = self.cfg
         if self.online or cfg.batch_size is None:
             steps_per_epoch = 1
         else:
@@ -517,139 +516,72 @@ class _VmapEnsemble:
         total = cfg.epochs * steps_per_epoch
         if cfg.max_steps is not None:
             total = min(total, cfg.max_steps)
-        per_seed_lr = cfg.schedule == "plateau"
-        shared = None if per_seed_lr else _LrTrack(cfg, total)
-        lrs = [_LrTrack(cfg, total) if per_seed_lr else shared for _ in range(S)]
-        gens = [torch.Generator().manual_seed(s) for s in self.seeds]
-        opt_state = self.opt.init(self.P)
-        results = [TrainResult() for _ in range(S)]
-        hists: list[dict[str, list]] = [{} for _ in range(S)]
-        running = [True] * S
-        stopped_converged = [False] * S
-        n_updates = 0
+        self._per_seed_lr = cfg.schedule == "plateau"
+        self._shared = None if self._per_seed_lr else _LrTrack(cfg, total)
+        self._lrs = [_LrTrack(cfg, total) if self._per_seed_lr else self._shared
+                     for _ in range(self.S)]
+        return total
 
-        def record(s: int, row: dict[str, Any]) -> None:
-            for k, v in row.items():
-                hists[s].setdefault(k, []).append(v)
-
-        def run_probes(s: int, step: int) -> None:
-            m = self._materialise(s)
-            m.eval()
-            with torch.no_grad():
-                row: dict[str, Any] = {"probe_step": step}
-                for probe in self.probes:
-                    row.update(probe(m, step))
-            record(s, row)
+    def start(self) -> None:
+        for m in self.models:
             m.train()
+        self.obj.train()
+        self._gens = [torch.Generator().manual_seed(s) for s in self.seeds]
+        self._opt_state = self.opt.init(self.P)
+        self._n_updates = 0
+        self._grads: dict[str, Tensor] | None = None
 
-        step = 0
-        while step < total and any(running):
-            epoch_loss = [0.0] * S
-            epoch_n = 0
-            for X, y in self._batches(step, running, gens):
-                if step >= total or not any(running):
-                    break
-                if self.probes and step % cfg.probe_every == 0:
-                    for s in range(S):
-                        if running[s]:
-                            run_probes(s, step)
-                grads, (tot, loss, out) = self._vgrad(self.P, self.R, X, y)
-                tot_l, lval = tot.tolist(), loss.tolist()
-                err = _errors(cfg.loss, out, y).tolist()
-                diverged = [
-                    running[s] and (not math.isfinite(tot_l[s]) or lval[s] > cfg.diverge_loss)
-                    for s in range(S)
-                ]
-                rows_needed = [running[s] and (diverged[s] or step % cfg.eval_every == 0)
-                               for s in range(S)]
-                test_ev = (self._evaluate(self.Xt, self.yt)
-                           if self.has_test and any(rows_needed) else None)
-                for s in range(S):
-                    if not running[s]:
-                        continue
-                    res = results[s]
-                    if not diverged[s] and res.steps_to_converge is None \
-                            and converged(cfg, lval[s], err[s]):
-                        res.steps_to_converge = step
-                    if rows_needed[s]:
-                        row = {"step": step, "train_loss": lval[s], "train_error": err[s],
-                               "lr": lrs[s].lr}
-                        if test_ev is not None:
-                            row |= {"test_loss": test_ev[s]["loss"],
-                                    "test_error": test_ev[s]["error"]}
-                        record(s, row)
-                    if diverged[s]:
-                        res.status, res.diverged_at, res.steps = "diverged", step, step
-                        running[s] = False
-                    elif cfg.stop_on_converge and res.steps_to_converge is not None:
-                        res.steps = step
-                        running[s] = False
-                        stopped_converged[s] = True
-                if not any(running):
-                    break
-                if cfg.grad_clip is not None:
-                    grads = self._clip(grads)
-                n_updates += 1
-                newP, new_state = self.opt.step(
-                    self.P, grads, opt_state, [lrs[s].lr for s in range(S)], n_updates
-                )
-                if all(running):
-                    self.P, opt_state = newP, new_state
-                else:
-                    mask = torch.tensor(running)  # (S,)
-                    self.P = {k: _pick(mask, newP[k], self.P[k]) for k in self.P}
-                    opt_state = {g: {k: _pick(mask, v, opt_state[g][k]) for k, v in d.items()}
-                                 for g, d in new_state.items()}
-                if shared is not None:
-                    shared.after_step()
-                step += 1
-                for s in range(S):
-                    if running[s]:
-                        epoch_loss[s] += lval[s] * X.shape[1]
-                epoch_n += X.shape[1]
-                if progress is not None:
-                    progress(step * S, total * S)
-            if per_seed_lr and epoch_n:
-                for s in range(S):
-                    if running[s]:
-                        lrs[s].end_epoch(epoch_loss[s] / epoch_n)
+    def batches(self, step: int, running: list[bool]) -> Iterable[Batch]:
+        return self._batches(step, running, self._gens)
 
-        # final metrics, end-of-run divergence, final probes; then write the params back
-        finals_train = None if self.online else self._evaluate(self.X, self.y)
-        finals_test = self._evaluate(self.Xt, self.yt) if self.has_test else None
-        finite = torch.stack([torch.isfinite(v.reshape(S, -1)).all(1) for v in self.P.values()]
-                             ).all(0).tolist()
-        for s in range(S):
-            if running[s]:
-                results[s].steps = step
-        for s in range(S):
-            res = results[s]
-            if res.status != "ok":
-                continue
-            final: dict[str, float] = {}
-            if finals_train is not None:
-                final |= {"train_loss": finals_train[s]["loss"],
-                          "train_error": finals_train[s]["error"]}
-            if finals_test is not None:
-                final |= {"test_loss": finals_test[s]["loss"], "test_error": finals_test[s]["error"]}
-            tl = final.get("train_loss")
-            if not finite[s] or (tl is not None and (not math.isfinite(tl) or tl > cfg.diverge_loss)):
-                res.status, res.diverged_at = "diverged", res.steps
-                if tl is not None:
-                    row = {"step": res.steps, "train_loss": tl, "train_error": final["train_error"],
-                           "lr": lrs[s].lr}
-                    if finals_test is not None:
-                        row |= {"test_loss": final["test_loss"], "test_error": final["test_error"]}
-                    record(s, row)
-            else:
-                res.final = final
-                last = hists[s].get("probe_step", [None])[-1]
-                if self.probes and res.steps % cfg.probe_every == 0 and last != res.steps:
-                    run_probes(s, res.steps)
-        for s in range(S):
+    def batch_len(self, batch: Batch) -> int:
+        return batch[0].shape[1]
+
+    def forward(self, batch: Batch) -> tuple[list[float], list[float], list[float]]:
+        X, y = batch
+        self._grads, (tot, loss, out) = self._vgrad(self.P, self.R, X, y)
+        return tot.tolist(), loss.tolist(), _errors(self.cfg.loss, out, y).tolist()
+
+    def test_metrics(self) -> list[dict[str, float]]:
+        return self._evaluate(self.Xt, self.yt)
+
+    def update(self, running: list[bool]) -> None:
+        grads, self._grads = self._grads, None
+        if self.cfg.grad_clip is not None:
+            grads = self._clip(grads)
+        self._n_updates += 1
+        newP, new_state = self.opt.step(self.P, grads, self._opt_state,
+                                        [lr.lr for lr in self._lrs], self._n_updates)
+        if all(running):
+            self.P, self._opt_state = newP, new_state
+        else:
+            mask = torch.tensor(running)  # (S,)
+            self.P = {k: _pick(mask, newP[k], self.P[k]) for k in self.P}
+            self._opt_state = {g: {k: _pick(mask, v, self._opt_state[g][k]) for k, v in d.items()}
+                               for g, d in new_state.items()}
+        if self._shared is not None:
+            self._shared.after_step()
+
+    def lr(self, s: int) -> float:
+        return self._lrs[s].lr
+
+    def end_epoch(self, s: int, mean_loss: float) -> None:
+        if self._per_seed_lr:
+            self._lrs[s].end_epoch(mean_loss)
+
+    def probe_model(self, s: int) -> nn.Module:
+        return self._materialise(s)
+
+    def final_metrics(self) -> tuple[list[dict[str, float]] | None, list[dict[str, float]] | None]:
+        self._grads = None
+        tr = None if self.online else self._evaluate(self.X, self.y)
+        te = self._evaluate(self.Xt, self.yt) if self.has_test else None
+        return tr, te
+
+    def params_finite(self) -> list[bool]:
+        return torch.stack([torch.isfinite(v.reshape(self.S, -1)).all(1)
+                            for v in self.P.values()]).all(0).tolist()
+
+    def finish(self) -> None:
+        for s in range(self.S):  # write every seed's parameters back into its model
             self._materialise(s)
-        seconds = time.perf_counter() - t0
-        for s in range(S):
-            results[s].history = hists[s]
-            results[s].seconds = seconds / S
-        return EnsembleResults(results, "vmap", "", seconds)

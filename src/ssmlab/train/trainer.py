@@ -1,5 +1,11 @@
 """The trainer: one loop for full-batch GD (the theory papers), SGD and Adam (the empirical ones).
 
+`run_loop` is the only training loop in ssmlab. It owns every decision (probes, divergence,
+convergence, history rows, stopping, schedules, final metrics) for S seeds at once and asks a
+`Backend` only to compute: `train` runs it with `ModuleBackend` (one model, torch.optim,
+autograd; S = 1), `ssmlab.train.ensemble` with S models stacked under torch.func.vmap. A single
+run is an ensemble of one.
+
 A *step* is one optimizer update. With `batch_size=None` an epoch is one full-batch step (the
 filtering paper's GD); otherwise an epoch is one shuffled pass over the training set. Online
 tasks (fresh prompts every step, the ICL paper's Algorithm 1) pass a sampler instead of tensors.
@@ -27,7 +33,7 @@ import time
 from collections.abc import Callable, Iterable
 from contextvars import ContextVar
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 import torch
 from pydantic import Field, model_validator
@@ -40,6 +46,7 @@ from ssmlab.train.losses import LossName, error_rate, loss_fn
 Batch = tuple[Tensor, Tensor]
 Sampler = Callable[[int], Batch]  # step -> (inputs, labels), for online data
 Probe = Callable[[nn.Module, int], dict[str, Any]]
+Regularizer = Callable[[nn.Module, Tensor, Tensor], Tensor]
 
 
 # Ranges of TrainConfig (sanity limits, not recommendations; what a machine can hold is the
@@ -198,17 +205,249 @@ PROGRESS_HOOK: ContextVar[Callable[[int, int], None] | None] = ContextVar(
     "ssmlab_train_progress", default=None)
 
 
+class Backend(Protocol):
+    """How S seeds' models compute: `run_loop` owns every decision (probes, divergence,
+    convergence, history rows, stopping, schedules' epoch ends, final metrics); a backend only
+    computes. `ModuleBackend` is one model with torch.optim (S = 1); the vectorised ensemble
+    (ssmlab.train.ensemble) is S stacked models under torch.func.vmap."""
+
+    S: int
+    has_test: bool
+
+    def total_steps(self) -> int: ...
+    def start(self) -> None: ...
+    def batches(self, step: int, running: list[bool]) -> Iterable[Any]: ...
+    def batch_len(self, batch: Any) -> int: ...
+    def forward(self, batch: Any) -> tuple[list[float], list[float], list[float]]: ...
+    def test_metrics(self) -> list[dict[str, float]]: ...
+    def update(self, running: list[bool]) -> None: ...
+    def lr(self, s: int) -> float: ...
+    def end_epoch(self, s: int, mean_loss: float) -> None: ...
+    def probe_model(self, s: int) -> nn.Module: ...
+    def final_metrics(self) -> tuple[list[dict[str, float]] | None, list[dict[str, float]] | None]: ...
+    def params_finite(self) -> list[bool]: ...
+    def finish(self) -> None: ...
+
+
+def run_loop(backend: Backend, cfg: TrainConfig, probes: list[Probe],
+             progress: Callable[[int, int], None] | None) -> list[TrainResult]:
+    """The one training loop, per seed of `backend`: see the module docstring for what is
+    recorded and when. Seeds stop independently (divergence, stop_on_converge); a stopped seed
+    no longer updates. progress(done, total) counts seed-steps."""
+    S = backend.S
+    t0 = time.perf_counter()
+    total = backend.total_steps()
+    results = [TrainResult() for _ in range(S)]
+    hists: list[dict[str, list]] = [{} for _ in range(S)]
+    running = [True] * S
+
+    def record(s: int, row: dict[str, Any]) -> None:
+        for k, v in row.items():
+            hists[s].setdefault(k, []).append(v)
+
+    def run_probes(s: int, step: int) -> None:
+        m = backend.probe_model(s)
+        m.eval()
+        with torch.no_grad():
+            row: dict[str, Any] = {"probe_step": step}
+            for probe in probes:
+                row.update(probe(m, step))
+        record(s, row)
+        m.train()
+
+    backend.start()
+    step = 0
+    while step < total and any(running):
+        epoch_loss = [0.0] * S
+        epoch_n = 0
+        for batch in backend.batches(step, running):
+            if step >= total or not any(running):
+                break
+            if probes and step % cfg.probe_every == 0:
+                for s in range(S):
+                    if running[s]:
+                        run_probes(s, step)
+            tot_l, lval, err = backend.forward(batch)
+            diverged = [running[s] and (not math.isfinite(tot_l[s]) or lval[s] > cfg.diverge_loss)
+                        for s in range(S)]
+            rows_needed = [running[s] and (diverged[s] or step % cfg.eval_every == 0)
+                           for s in range(S)]
+            test_ev = backend.test_metrics() if backend.has_test and any(rows_needed) else None
+            for s in range(S):
+                if not running[s]:
+                    continue
+                res = results[s]
+                if not diverged[s] and res.steps_to_converge is None \
+                        and converged(cfg, lval[s], err[s]):
+                    res.steps_to_converge = step
+                if rows_needed[s]:
+                    row = {"step": step, "train_loss": lval[s], "train_error": err[s],
+                           "lr": backend.lr(s)}
+                    if test_ev is not None:
+                        row |= {"test_loss": test_ev[s]["loss"], "test_error": test_ev[s]["error"]}
+                    record(s, row)
+                if diverged[s]:
+                    res.status, res.diverged_at, res.steps = "diverged", step, step
+                    running[s] = False
+                elif cfg.stop_on_converge and res.steps_to_converge is not None:
+                    res.steps = step
+                    running[s] = False
+            if not any(running):
+                break
+            backend.update(running)
+            step += 1
+            n = backend.batch_len(batch)
+            for s in range(S):
+                if running[s]:
+                    epoch_loss[s] += lval[s] * n
+            epoch_n += n
+            if progress is not None:
+                progress(step * S, total * S)
+        if epoch_n:
+            for s in range(S):
+                if running[s]:
+                    backend.end_epoch(s, epoch_loss[s] / epoch_n)
+
+    # final metrics, end-of-run divergence (an update that blew up on the very last step is
+    # seen only here), final probes
+    finals_train, finals_test = backend.final_metrics()
+    finite = backend.params_finite()
+    for s in range(S):
+        if running[s]:
+            results[s].steps = step
+    for s in range(S):
+        res = results[s]
+        if res.status != "ok":
+            continue
+        final: dict[str, float] = {}
+        if finals_train is not None:
+            final |= {"train_loss": finals_train[s]["loss"], "train_error": finals_train[s]["error"]}
+        if finals_test is not None:
+            final |= {"test_loss": finals_test[s]["loss"], "test_error": finals_test[s]["error"]}
+        tl = final.get("train_loss")
+        if not finite[s] or (tl is not None and (not math.isfinite(tl) or tl > cfg.diverge_loss)):
+            res.status, res.diverged_at = "diverged", res.steps
+            if tl is not None:
+                row = {"step": res.steps, "train_loss": tl, "train_error": final["train_error"],
+                       "lr": backend.lr(s)}
+                if finals_test is not None:
+                    row |= {"test_loss": final["test_loss"], "test_error": final["test_error"]}
+                record(s, row)
+        else:
+            res.final = final
+            last = hists[s].get("probe_step", [None])[-1]
+            if probes and res.steps % cfg.probe_every == 0 and last != res.steps:
+                run_probes(s, res.steps)
+    backend.finish()
+    seconds = time.perf_counter() - t0
+    for s in range(S):
+        results[s].history = hists[s]
+        results[s].seconds = seconds / S
+    return results
+
+
+class ModuleBackend:
+    """One model trained in place with torch.optim and autograd (S = 1)."""
+
+    S = 1
+
+    def __init__(self, model: nn.Module, cfg: TrainConfig, train_data: Batch | Sampler,
+                 test_data: Batch | None, regularizer: Regularizer | None, seed: int):
+        self.model, self.cfg, self.regularizer = model, cfg, regularizer
+        self.train_data, self.test_data = train_data, test_data
+        self.has_test = test_data is not None
+        self.online = callable(train_data)
+        self.params = trainable_parameters(model, cfg.frozen)
+        self.opt = make_optimizer(cfg, self.params)
+        self.sched: Any = None
+        if cfg.schedule == "plateau":
+            self.sched = torch.optim.lr_scheduler.ReduceLROnPlateau(
+                self.opt, factor=cfg.plateau_factor, patience=cfg.plateau_patience,
+                threshold=cfg.plateau_threshold,
+            )
+        self.gen = torch.Generator().manual_seed(seed)
+        self._total_loss: Tensor | None = None
+
+    def total_steps(self) -> int:
+        cfg = self.cfg
+        if self.online or cfg.batch_size is None:
+            per_epoch = 1
+        else:
+            per_epoch = math.ceil(self.train_data[0].shape[0] / cfg.batch_size)
+        total = cfg.epochs * per_epoch
+        if cfg.max_steps is not None:
+            total = min(total, cfg.max_steps)
+        if cfg.schedule == "cosine":
+            self.sched = torch.optim.lr_scheduler.CosineAnnealingLR(self.opt, T_max=max(total, 1))
+        return total
+
+    def start(self) -> None:
+        self.model.train()
+
+    def batches(self, step: int, running: list[bool]) -> Iterable[Batch]:
+        if self.online:
+            return [self.train_data(step)]
+        return _batches(self.train_data, self.cfg.batch_size, self.gen)
+
+    def batch_len(self, batch: Batch) -> int:
+        return batch[0].shape[0]
+
+    def forward(self, batch: Batch) -> tuple[list[float], list[float], list[float]]:
+        X, y = batch
+        out = self.model(X)
+        loss = loss_fn(self.cfg.loss, out, y)
+        total = loss + self.regularizer(self.model, out, y) if self.regularizer else loss
+        self._total_loss = total
+        return ([float(total.detach())], [float(loss.detach())],
+                [float(error_rate(self.cfg.loss, out.detach(), y))])
+
+    def test_metrics(self) -> list[dict[str, float]]:
+        return [evaluate(self.model, self.test_data, self.cfg.loss)]
+
+    def update(self, running: list[bool]) -> None:
+        self.opt.zero_grad(set_to_none=True)
+        self._total_loss.backward()
+        self._total_loss = None
+        if self.cfg.grad_clip is not None:
+            torch.nn.utils.clip_grad_norm_(self.params, self.cfg.grad_clip)
+        self.opt.step()
+        if self.cfg.schedule == "cosine":
+            self.sched.step()
+
+    def lr(self, s: int) -> float:
+        return self.opt.param_groups[0]["lr"]
+
+    def end_epoch(self, s: int, mean_loss: float) -> None:
+        if self.cfg.schedule == "plateau":
+            self.sched.step(mean_loss)
+
+    def probe_model(self, s: int) -> nn.Module:
+        return self.model
+
+    def final_metrics(self) -> tuple[list[dict[str, float]] | None, list[dict[str, float]] | None]:
+        self._total_loss = None
+        tr = None if self.online else [evaluate(self.model, self.train_data, self.cfg.loss)]
+        te = [evaluate(self.model, self.test_data, self.cfg.loss)] if self.has_test else None
+        return tr, te
+
+    def params_finite(self) -> list[bool]:
+        return [all(bool(torch.isfinite(p).all()) for p in self.params)]
+
+    def finish(self) -> None:
+        return None
+
+
 def train(
     model: nn.Module,
     cfg: TrainConfig,
     train_data: Batch | Sampler,
     test_data: Batch | None = None,
     probes: Iterable[Probe] = (),
-    regularizer: Callable[[nn.Module, Tensor, Tensor], Tensor] | None = None,
+    regularizer: Regularizer | None = None,
     seed: int = 0,
     progress: Callable[[int, int], None] | None = None,
 ) -> TrainResult:
-    """Train `model` in place and return its history.
+    """Train `model` in place and return its history (`run_loop` with one model).
 
     regularizer(model, out, y) -> scalar added to the loss (e.g. the generalization paper's
     collapse-avoiding term). `seed` drives minibatch shuffling only; data and init are the
@@ -216,117 +455,5 @@ def train(
     """
     if progress is None:
         progress = PROGRESS_HOOK.get()
-    params = trainable_parameters(model, cfg.frozen)
-    opt = make_optimizer(cfg, params)
-    sched: Any = None
-    if cfg.schedule == "plateau":
-        sched = torch.optim.lr_scheduler.ReduceLROnPlateau(
-            opt, factor=cfg.plateau_factor, patience=cfg.plateau_patience,
-            threshold=cfg.plateau_threshold,
-        )
-    gen = torch.Generator().manual_seed(seed)
-    online = callable(train_data)
-    if online:
-        steps_per_epoch = 1
-    elif cfg.batch_size is None:
-        steps_per_epoch = 1
-    else:
-        steps_per_epoch = math.ceil(train_data[0].shape[0] / cfg.batch_size)
-    total = cfg.epochs * steps_per_epoch
-    if cfg.max_steps is not None:
-        total = min(total, cfg.max_steps)
-    if cfg.schedule == "cosine":
-        sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(total, 1))
-
-    res = TrainResult()
-    hist: dict[str, list] = {}
-
-    def record(values: dict[str, Any]) -> None:
-        for k, v in values.items():
-            hist.setdefault(k, []).append(v)
-
-    def _row(step: int, lval: float, err: float, lr: float) -> dict[str, Any]:
-        row: dict[str, Any] = {"step": step, "train_loss": lval, "train_error": err, "lr": lr}
-        if test_data is not None:
-            ev = evaluate(model, test_data, cfg.loss)
-            row |= {"test_loss": ev["loss"], "test_error": ev["error"]}
-        return row
-
-    def run_probes(step: int) -> None:
-        model.eval()
-        with torch.no_grad():
-            row: dict[str, Any] = {"probe_step": step}
-            for probe in probes:
-                row.update(probe(model, step))
-        record(row)
-        model.train()
-
-    t0 = time.perf_counter()
-    step = 0
-    probes = list(probes)
-    model.train()
-    while step < total and res.status == "ok":
-        epoch_loss, epoch_n = 0.0, 0
-        batches = [train_data(step)] if online else _batches(train_data, cfg.batch_size, gen)
-        for X, y in batches:
-            if step >= total:
-                break
-            if probes and step % cfg.probe_every == 0:
-                run_probes(step)
-            out = model(X)
-            loss = loss_fn(cfg.loss, out, y)
-            total_loss = loss + regularizer(model, out, y) if regularizer else loss
-            lval = float(loss.detach())
-            err = float(error_rate(cfg.loss, out.detach(), y))
-            if not math.isfinite(float(total_loss.detach())) or lval > cfg.diverge_loss:
-                res.status, res.diverged_at = "diverged", step
-                record(_row(step, lval, err, opt.param_groups[0]["lr"]))
-                break
-            if res.steps_to_converge is None and converged(cfg, lval, err):
-                res.steps_to_converge = step
-            if step % cfg.eval_every == 0:
-                record(_row(step, lval, err, opt.param_groups[0]["lr"]))
-            if cfg.stop_on_converge and res.steps_to_converge is not None:
-                break
-            opt.zero_grad(set_to_none=True)
-            total_loss.backward()
-            if cfg.grad_clip is not None:
-                torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
-            opt.step()
-            if cfg.schedule == "cosine":
-                sched.step()
-            step += 1
-            epoch_loss += lval * X.shape[0]
-            epoch_n += X.shape[0]
-            if progress is not None:
-                progress(step, total)
-        if cfg.stop_on_converge and res.steps_to_converge is not None:
-            break
-        if cfg.schedule == "plateau" and epoch_n:
-            sched.step(epoch_loss / epoch_n)
-    res.steps = step
-    res.seconds = time.perf_counter() - t0
-    res.history = hist
-    if res.status == "ok":
-        final: dict[str, float] = {}
-        if not online:
-            ev = evaluate(model, train_data, cfg.loss)
-            final |= {"train_loss": ev["loss"], "train_error": ev["error"]}
-        if test_data is not None:
-            ev = evaluate(model, test_data, cfg.loss)
-            final |= {"test_loss": ev["loss"], "test_error": ev["error"]}
-        blew_up = not all(bool(torch.isfinite(p).all()) for p in params) or (
-            "train_loss" in final
-            and (not math.isfinite(final["train_loss"]) or final["train_loss"] > cfg.diverge_loss)
-        )
-        if blew_up:  # the last update diverged: nothing in the loop saw it
-            res.status, res.diverged_at = "diverged", step
-            if "train_loss" in final:
-                record(_row(step, final["train_loss"], final["train_error"],
-                            opt.param_groups[0]["lr"]))
-        else:
-            res.final = final
-            last = hist.get("probe_step", [None])[-1]
-            if probes and step % cfg.probe_every == 0 and last != step:
-                run_probes(step)
-    return res
+    backend = ModuleBackend(model, cfg, train_data, test_data, regularizer, seed)
+    return run_loop(backend, cfg, list(probes), progress)[0]
