@@ -266,7 +266,7 @@ def bert_tokenizer():
         return None
 
 
-def _subsample(n_all: int, n: int | None, rng: np.random.Generator) -> np.ndarray:
+def subsample(n_all: int, n: int | None, rng: np.random.Generator) -> np.ndarray:
     if n is None or n >= n_all:
         return np.arange(n_all)
     return np.sort(rng.choice(n_all, size=n, replace=False))
@@ -279,7 +279,7 @@ def imdb(cfg: ImdbConfig, seed: int) -> ImdbData:
     for split, stream in (("train", "train"), ("test", "test")):
         texts, labels = raw[split]
         n = cfg.n_train if split == "train" else cfg.n_test
-        idx = _subsample(len(texts), n, numpy_rng(seed, stream))
+        idx = subsample(len(texts), n, numpy_rng(seed, stream))
         picked[split] = ([texts[i].lower() for i in idx], [labels[i] for i in idx])
     tok = bert_tokenizer() if cfg.tokenizer in ("auto", "bert") else None
     if cfg.tokenizer == "bert" and tok is None:
