@@ -94,6 +94,12 @@ class Experiment(ABC):
         default `analyze` evaluates them on the stored runs."""
         return []
 
+    def variant(self, cfg: Any) -> str:
+        """'' when cfg runs the paper's own set-up; otherwise what differs, e.g.
+        'model.mixer=gla' for a stack experiment run with another mixer. The report shows a
+        variant's claims apart and never counts them among the paper's verdicts."""
+        return ""
+
     def figures(self, ctx: Context) -> dict[str, str]:
         """Write this experiment's figures into ctx.figdir from ctx.runs; return key -> file
         name (a spec's `figure` names a key). Default: none."""
@@ -113,7 +119,7 @@ class Experiment(ABC):
         ctx = Context(cfg, runs, figdir)
         if ctx.ok:
             ctx.figures = self.figures(ctx)
-        return evaluate_all(self.specs(cfg), ctx, self.paper, self.id)
+        return evaluate_all(self.specs(cfg), ctx, self.paper, self.id, self.variant(cfg))
 
 
 REGISTRY: dict[str, type[Experiment]] = {}

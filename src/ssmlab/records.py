@@ -75,6 +75,8 @@ class Claim(StrictModel):
     diagnosis: str = Field("", description="FAIL: why it is a finding and not a bug")
     figure: str | None = Field(None, description="figure file name inside figdir")
     note: str = Field("", description="explanation, runs not ok")
+    variant: str = Field("", description="'' = the paper's set-up; else what differs (e.g. "
+                         "'model.mixer=gla'): a variant's claims never count as the paper's")
 
     @model_validator(mode="before")
     @classmethod

@@ -188,3 +188,10 @@ def test_legacy_claims_load_with_a_verdict():
     assert Claim.model_validate(old | {"passed": None}).verdict == "SKIP"
     assert Claim(paper="p", experiment="e", ref="r", claim="c", measured="m", expected="e",
                  verdict="INCONCLUSIVE", value=math.nan).value is None
+
+
+def test_a_variant_is_carried_on_every_claim():
+    runs = [_run(s, acc=a) for s, a in enumerate([0.95, 0.97, 0.96])]
+    claims = evaluate_all([_spec()], Context(None, runs), "p", "p/e", variant="model.mixer=gla")
+    assert [c.variant for c in claims] == ["model.mixer=gla"]
+    assert evaluate(_spec(), Context(None, runs), "p", "p/e").variant == ""

@@ -187,9 +187,12 @@ class ClaimSpec:
                 raise ValueError(f"claim {self.name!r}: {attr} is empty")
 
 
-def evaluate(spec: ClaimSpec, ctx: Context, paper: str, experiment: str) -> Claim:
-    """One claim's verdict from the stored runs (never raises for a metric's NoData)."""
+def evaluate(spec: ClaimSpec, ctx: Context, paper: str, experiment: str,
+             variant: str = "") -> Claim:
+    """One claim's verdict from the stored runs (never raises for a metric's NoData).
+    variant: "" for the paper's own set-up, else what differs (Experiment.variant)."""
     base = dict(paper=paper, experiment=experiment, id=f"{experiment}:{spec.name}",
+                variant=variant,
                 ref=spec.ref, claim=spec.statement, paper_value=spec.paper_value,
                 expected=spec.region.describe(), tolerance_source=spec.tolerance_source,
                 figure=ctx.figures.get(spec.figure) if spec.figure else None)
@@ -217,9 +220,9 @@ def evaluate(spec: ClaimSpec, ctx: Context, paper: str, experiment: str) -> Clai
 
 
 def evaluate_all(specs: Sequence[ClaimSpec], ctx: Context, paper: str,
-                 experiment: str) -> list[Claim]:
+                 experiment: str, variant: str = "") -> list[Claim]:
     names = [s.name for s in specs]
     dup = sorted({n for n in names if names.count(n) > 1})
     if dup:
         raise ValueError(f"{experiment}: claim names {dup} are used twice")
-    return [evaluate(s, ctx, paper, experiment) for s in specs]
+    return [evaluate(s, ctx, paper, experiment, variant) for s in specs]
