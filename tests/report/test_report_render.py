@@ -1,5 +1,6 @@
 """The report: one Markdown row per claim naming its paper id and PASS / FAIL, the HTML twin,
-figures copied next to it, provenance and timings, latest config per experiment."""
+figures copied next to it, provenance and timings, latest config per experiment (the verdict
+counts, filters and the quick / paper comparison: test_report_verdicts.py)."""
 
 from __future__ import annotations
 
@@ -22,23 +23,36 @@ def results(tmp_path):
         yield tmp_path
 
 
+CLAIMS_HEADER = ("| paper | experiment | ref | claim | paper's number | measured | region | "
+                 "tolerance source | diagnosis | verdict |")
+
+
 def _claim_rows(md: str) -> list[list[str]]:
-    rows = [line for line in md.splitlines() if line.startswith("| ") and "---" not in line]
-    return [[c.strip() for c in re.split(r"(?<!\\)\|", r)[1:-1]] for r in rows[1:]]
+    """The rows of the table under '## Claims' (its header excluded), split into cells."""
+    lines = md.split("\n## Claims\n", 1)[1].splitlines()
+    rows = []
+    for line in lines[3:]:  # blank, header, separator
+        if not line.startswith("| "):
+            break
+        rows.append(line)
+    return [[c.strip() for c in re.split(r"(?<!\\)\|", r)[1:-1]] for r in rows]
 
 
 def test_markdown_has_one_row_per_claim(results):
     with Store.open(results) as st:
         out = write_report(st, results)
     md = (out / "report.md").read_text()
-    assert "| paper | experiment | ref | claim | measured | expected | verdict |" in md
+    assert CLAIMS_HEADER in md
     rows = _claim_rows(md)
     assert len(rows) == 2
     by_exp = {r[1]: r for r in rows}
-    assert by_exp["builtin/test_sleepy"][0] == "builtin" and by_exp["builtin/test_sleepy"][6] == "PASS"
-    assert by_exp["builtin/test_badanalysis"][6] == "FAIL"
-    assert "ZeroDivisionError" in by_exp["builtin/test_badanalysis"][4]
-    assert "Claims: 1 PASS, 1 FAIL, 0 SKIP" in md
+    assert by_exp["builtin/test_sleepy"][0] == "builtin" and by_exp["builtin/test_sleepy"][9] == "PASS"
+    assert by_exp["builtin/test_badanalysis"][9] == "FAIL"
+    assert "ZeroDivisionError" in by_exp["builtin/test_badanalysis"][5]
+    assert by_exp["builtin/test_badanalysis"][8].startswith("undiagnosed: ")
+    assert "Claims: 1 PASS, 1 FAIL, 0 INCONCLUSIVE, 0 SKIP" in md
+    assert "| builtin | quick | 1 | 1 | 0 | 0 | 1 |" in md  # per paper, undiagnosed counted
+    assert "**Warning:** 1 FAIL(s) undiagnosed: builtin/test_badanalysis" in md
     assert "- torch_threads: 1" in md and "run time:" in md and "git_commit" in md
 
 
@@ -47,7 +61,9 @@ def test_html_colours_verdicts_and_escapes(results):
         html = (write_report(st, results) / "index.html").read_text()
     assert "<td class='PASS'>PASS</td>" in html and "<td class='FAIL'>FAIL</td>" in html
     assert "builtin (test only): sleep and return deterministic numbers" in html  # docstring
-    assert "runs (12)" in html and "<script" not in html
+    assert "runs (12)" in html
+    # the only script is the inline filter: nothing loaded from elsewhere
+    assert html.count("<script") == 1 and "<script>" in html and "src='http" not in html
 
 
 def test_figures_are_copied_and_linked(results):
@@ -73,7 +89,7 @@ def test_pipes_in_claims_do_not_break_the_table(tmp_path):
             measured="|x|", expected="1", passed=None)])
         md = (write_report(st, tmp_path) / "report.md").read_text()
     [row] = _claim_rows(md)
-    assert len(row) == 7 and row[6] == "SKIP" and row[3] == "a \\| b c"
+    assert len(row) == 10 and row[9] == "SKIP" and row[3] == "a \\| b c"
 
 
 def test_latest_config_per_experiment_unless_all(results):

@@ -1,14 +1,24 @@
 """The report, rebuilt from the results store alone: results/report/index.html and its Markdown
-twin results/report/report.md.
+twin results/report/report.md (docs/report.md).
 
-Both list every claim of the latest analysed config of each experiment (all analysed configs with
-`all_configs=True`) in one table — in the Markdown one row per claim:
+Top: per paper (and profile) the PASS / FAIL / INCONCLUSIVE / SKIP counts, and a warning naming
+every FAIL whose diagnosis is "undiagnosed". Then every claim of the latest analysed config of
+each experiment (all analysed configs with `all_configs=True`) in one table — in the Markdown
+one row per claim:
 
-    | paper | experiment | ref | claim | measured | expected | verdict |
+    | paper | experiment | ref | claim | paper's number | measured | region | tolerance source
+    | diagnosis | verdict |
 
-with verdict PASS, FAIL or SKIP — followed by one section per experiment: its docstring (the
-paper, figure and claim it reproduces), config JSON, claims with their figures, the runs'
-provenance (ssmlab version, git commit, torch version, threads, hosts, executor) and timings.
+When the store holds analysed configs of an experiment at several profiles (quick and paper),
+the verdict column becomes one column per profile, so each claim (matched by id) shows its
+quick and its paper verdict side by side. Then one section per experiment: the paper's figure /
+table references, its docstring, per claim the statement, the paper's number, ours with its 95%
+interval and n, the region and why, the verdict(s), the diagnosis of a FAIL (kind and
+evidence) and, for an INCONCLUSIVE, about how many seeds would settle it, each beside its
+figure; then the runs' provenance (ssmlab version, git commit, torch version, threads, hosts,
+executor) and timings. The HTML page filters claims by paper and by verdict (a few lines of
+inline script; no server, no CDN: it works from file://).
+
 Figures are copied next to the report (report/figures/...) so the folder is self-contained.
 The folder is rebuilt beside itself and swapped in atomically (`write_report`, `swap`), so
 concurrent `ssmlab report` calls and readers never see a half-written report.
@@ -27,9 +37,20 @@ from pathlib import Path
 from typing import Any
 
 import ssmlab
-from ssmlab.experiment import BUILTIN_PAPERS
 from ssmlab.records import Claim
 from ssmlab.report import swap
+from ssmlab.report.verdicts import (
+    VERDICTS,
+    Comparison,
+    Tally,
+    comparisons,
+    diagnosis_text,
+    measured_text,
+    paper_rank,
+    profile_order,
+    settle_text,
+    tally,
+)
 from ssmlab.runner.store import ConfigRow, Store, StoredRun, now_iso
 
 IMAGE_SUFFIXES = (".png", ".svg", ".jpg", ".jpeg", ".gif")
@@ -44,22 +65,35 @@ class Section:
     runs: list[StoredRun]
     figures: list[str] = field(default_factory=list)  # paths relative to the report folder
     sweeps: list[dict[str, Any]] = field(default_factory=list)
+    comparison: Comparison | None = None  # the experiment's claims at every profile
+
+    @property
+    def refs(self) -> list[str]:
+        """The paper's figure / table / theorem references of this experiment's claims."""
+        return list(dict.fromkeys(c.ref for c in self.claims if c.ref))
+
+    def verdicts(self, c: Claim) -> dict[str, str | None]:
+        """profile -> verdict of claim `c` there (one entry, its own, without a comparison)."""
+        if self.comparison is None or not self.comparison.shown:
+            return {self.cfg.profile: c.verdict}
+        return self.comparison.verdicts(self.cfg.profile, c)
+
+    def claim_anchor(self, i: int) -> str:
+        return f"{self.anchor}-c{i}"
 
     @property
     def anchor(self) -> str:
         return self.cfg.experiment.replace("/", "__") + "-" + self.cfg.cfg_hash
 
 
-def _paper_order(paper: str) -> int:
-    return BUILTIN_PAPERS.index(paper) if paper in BUILTIN_PAPERS else len(BUILTIN_PAPERS)
-
-
 def collect(store: Store, results: Path, outdir: Path, all_configs: bool = False) -> list[Section]:
     sections = []
+    comp, _ = comparisons(store)
     for cfg in store.configs(latest_only=not all_configs):
         claims = store.claims(cfg.experiment, cfg.cfg_hash)
         runs = store.runs(cfg.experiment, run_ids=cfg.run_ids)
-        sec = Section(cfg, claims, runs, sweeps=store.sweeps(cfg.experiment, cfg.cfg_hash))
+        sec = Section(cfg, claims, runs, sweeps=store.sweeps(cfg.experiment, cfg.cfg_hash),
+                      comparison=comp.get(cfg.experiment))
         src = results / cfg.figdir if cfg.figdir else None
         if src is not None and src.is_dir():
             dst = outdir / "figures" / cfg.figdir.removeprefix("figures/")
@@ -69,8 +103,63 @@ def collect(store: Store, results: Path, outdir: Path, all_configs: bool = False
                     shutil.copy2(f, dst / f.name)
                     sec.figures.append(str((dst / f.name).relative_to(outdir)))
         sections.append(sec)
-    sections.sort(key=lambda s: (_paper_order(s.cfg.paper), s.cfg.experiment, s.cfg.cfg_hash))
+    profiles = profile_order({s.cfg.profile for s in sections})
+    sections.sort(key=lambda s: (paper_rank(s.cfg.paper), s.cfg.experiment,
+                                 profiles.index(s.cfg.profile), s.cfg.cfg_hash))
     return sections
+
+
+def summarize(store: Store) -> list[Tally]:
+    """Verdict counts per paper and profile, over the latest analysed config of each experiment
+    at each profile."""
+    _, by_profile = comparisons(store)
+    return tally(by_profile, paper_rank)
+
+
+def _tallies_of(sections: list[Section]) -> list[Tally]:
+    """Counts of the sections shown (when the caller has no store-wide summary)."""
+    by_profile: dict[str, list[Claim]] = {}
+    for s in sections:
+        by_profile.setdefault(s.cfg.profile, []).extend(s.claims)
+    return tally(by_profile, paper_rank)
+
+
+def _verdict_columns(sections: list[Section]) -> list[str]:
+    """['verdict'] when no experiment is stored at two profiles; else one column per profile."""
+    profiles: set[str] = set()
+    for s in sections:
+        if s.comparison is not None and s.comparison.shown:
+            profiles |= set(s.comparison.profiles)
+    if not profiles:
+        return []
+    profiles |= {s.cfg.profile for s in sections}
+    return profile_order(profiles)
+
+
+def _claim_verdicts(sec: Section, c: Claim, columns: list[str]) -> list[str | None]:
+    """The verdict cells of one claim: [its verdict], or one per profile column."""
+    if not columns:
+        return [c.verdict]
+    by = sec.verdicts(c)
+    return [by.get(p) for p in columns]
+
+
+def _diagnosis_or_settle(c: Claim) -> str:
+    return diagnosis_text(c) or settle_text(c)
+
+
+def _warning(tallies: list[Tally]) -> str:
+    """One sentence on FAILs without a diagnosis ('' when there are none)."""
+    ids = [i for t in tallies for i in t.undiagnosed]
+    legacy = sum(t.legacy_fails for t in tallies)
+    parts = []
+    if ids:
+        parts.append(f"{len(ids)} FAIL(s) undiagnosed: {', '.join(dict.fromkeys(ids))}. A FAIL "
+                     f"without a diagnosis is a bug or a finding still to be argued")
+    if legacy:
+        parts.append(f"{legacy} FAIL(s) stored by an older version carry no diagnosis "
+                     f"(rerun to re-evaluate them)")
+    return "; ".join(parts) + "." if parts else ""
 
 
 def _figure_path(sec: Section, claim: Claim) -> str | None:
@@ -118,66 +207,165 @@ def _md(text: Any) -> str:
     return str(text).replace("|", "\\|").replace("\r", " ").replace("\n", " ").strip()
 
 
-def render_markdown(sections: list[Section], notes: list[str], generated: str) -> str:
+def _counts_line(claims: list[Claim]) -> str:
+    verdicts = Counter(c.verdict for c in claims)
+    return ", ".join(f"{verdicts.get(v, 0)} {v}" for v in VERDICTS)
+
+
+def render_markdown(sections: list[Section], notes: list[str], generated: str,
+                    tallies: list[Tally] | None = None) -> str:
+    tallies = _tallies_of(sections) if tallies is None else tallies
     lines = ["# ssmlab report", ""]
-    verdicts = Counter(c.verdict for s in sections for c in s.claims)
     lines.append(f"Generated {generated} by ssmlab {ssmlab.__version__}. Claims: "
-                 + ", ".join(f"{verdicts.get(v, 0)} {v}" for v in ("PASS", "FAIL", "SKIP")) + ".")
+                 + _counts_line([c for s in sections for c in s.claims]) + ".")
     lines.append("")
     for n in notes:
         lines.append(f"- note: {_md(n)}")
     if notes:
         lines.append("")
+    lines += ["## Verdicts per paper", "",
+              "| paper | profile | " + " | ".join(VERDICTS) + " | FAIL undiagnosed |",
+              "|---|---|" + "---|" * (len(VERDICTS) + 1)]
+    for t in tallies:
+        lines.append(f"| {_md(t.paper)} | {_md(t.profile)} | "
+                     + " | ".join(str(t.counts.get(v, 0)) for v in VERDICTS)
+                     + f" | {len(t.undiagnosed)} |")
+    if not tallies:
+        lines.append("| - | - |" + " 0 |" * (len(VERDICTS) + 1))
+    warning = _warning(tallies)
+    lines.append("")
+    if warning:
+        lines += [f"**Warning:** {_md(warning)}", ""]
+    columns = _verdict_columns(sections)
+    vheads = [f"verdict ({p})" for p in columns] or ["verdict"]
     lines += ["## Claims", "",
-              "| paper | experiment | ref | claim | measured | expected | verdict |",
-              "|---|---|---|---|---|---|---|"]
+              "| paper | experiment | ref | claim | paper's number | measured | region | "
+              "tolerance source | diagnosis | " + " | ".join(vheads) + " |",
+              "|---|---|---|---|---|---|---|---|---|" + "---|" * len(vheads)]
     for s in sections:
         for c in s.claims:
-            lines.append(f"| {_md(c.paper)} | {_md(c.experiment)} | {_md(c.ref)} | {_md(c.claim)}"
-                         f" | {_md(c.measured)} | {_md(c.expected)} | {c.verdict} |")
+            cells = [c.paper, c.experiment, c.ref, c.claim, c.paper_value or "-",
+                     measured_text(c), c.expected, c.tolerance_source or "-",
+                     _diagnosis_or_settle(c) or "-"]
+            lines.append("| " + " | ".join(_md(x) for x in cells) + " | "
+                         + " | ".join(v or "-" for v in _claim_verdicts(s, c, columns)) + " |")
     if not any(s.claims for s in sections):
-        lines.append("| - | - | - | no claims stored yet | - | - | - |")
+        lines.append("| - | - | - | no claims stored yet |" + " - |" * (5 + len(vheads)))
     lines.append("")
     for s in sections:
-        cfg = s.cfg
-        lines += [f"## {cfg.experiment}", "",
-                  f"Paper `{cfg.paper}`, profile `{cfg.profile}`, config `{cfg.cfg_hash}`, "
-                  f"analysed {cfg.analyzed}.", ""]
-        if cfg.doc:
-            lines += ["> " + line if line else ">" for line in cfg.doc.splitlines()]
-            lines.append("")
-        for c in s.claims:
-            lines.append(f"- **{c.verdict}** {_md(c.ref)}: {_md(c.claim)} — measured "
-                         f"{_md(c.measured)}, expected {_md(c.expected)}."
-                         + (f" {_md(c.note)}" if c.note else ""))
-            fig = _figure_path(s, c)
-            if fig:
-                lines.append(f"  ![{_md(c.ref)}]({fig})")
-        shown = {_figure_path(s, c) for c in s.claims}
-        for f in s.figures:
-            if f not in shown:
-                lines.append(f"- figure: ![{Path(f).stem}]({f})")
-        lines += ["", "Provenance:", ""]
-        for k, v in provenance_summary(s.runs).items():
-            lines.append(f"- {k}: {_md(v)}")
-        for k, v in timing_summary(s).items():
-            lines.append(f"- {k}: {_md(v)}")
-        lines += ["", "<details><summary>config</summary>", "", "```json",
-                  json.dumps(cfg.config, indent=2, sort_keys=True), "```", "", "</details>", ""]
+        lines += _md_section(s)
     return "\n".join(lines) + "\n"
+
+
+def _md_section(s: Section) -> list[str]:
+    cfg = s.cfg
+    lines = [f"## {cfg.experiment}", ""]
+    if s.refs:
+        lines += [f"Reproduces {_md(', '.join(s.refs))}.", ""]
+    lines += [f"Paper `{cfg.paper}`, profile `{cfg.profile}`, config `{cfg.cfg_hash}`, "
+              f"analysed {cfg.analyzed}.", ""]
+    if cfg.doc:
+        lines += ["> " + line if line else ">" for line in cfg.doc.splitlines()]
+        lines.append("")
+    for c in s.claims:
+        verdicts = s.verdicts(c)
+        head = (" · ".join(f"{p} **{v or '-'}**" for p, v in verdicts.items())
+                if len(verdicts) > 1 else f"**{c.verdict}**")
+        lines.append(f"- {head} {_md(c.ref)}" + (f" `{c.id}`" if c.id else "")
+                     + f": {_md(c.claim)}")
+        if c.paper_value:
+            lines.append(f"  - paper's number: {_md(c.paper_value)}")
+        lines.append(f"  - measured: {_md(measured_text(c))}")
+        lines.append(f"  - region: {_md(c.expected)}"
+                     + (f" — tolerance source: {_md(c.tolerance_source)}"
+                        if c.tolerance_source else ""))
+        if diagnosis_text(c):
+            lines.append(f"  - diagnosis: {_md(diagnosis_text(c))}")
+        if settle_text(c):
+            lines.append(f"  - {settle_text(c)}")
+        if c.note:
+            lines.append(f"  - note: {_md(c.note)}")
+        fig = _figure_path(s, c)
+        if fig:
+            lines.append(f"  ![{_md(c.ref)}]({fig})")
+    if s.comparison is not None and s.comparison.shown:
+        for prof, c in s.comparison.missing_from(cfg.profile, s.claims):
+            lines.append(f"- only at profile `{prof}`: **{c.verdict}** {_md(c.ref)}"
+                         + (f" `{c.id}`" if c.id else "") + f": {_md(c.claim)} — measured "
+                         f"{_md(measured_text(c))}, region {_md(c.expected)}.")
+    shown = {_figure_path(s, c) for c in s.claims}
+    for f in s.figures:
+        if f not in shown:
+            lines.append(f"- figure: ![{Path(f).stem}]({f})")
+    lines += ["", "Provenance:", ""]
+    for k, v in provenance_summary(s.runs).items():
+        lines.append(f"- {k}: {_md(v)}")
+    for k, v in timing_summary(s).items():
+        lines.append(f"- {k}: {_md(v)}")
+    lines += ["", "<details><summary>config</summary>", "", "```json",
+              json.dumps(cfg.config, indent=2, sort_keys=True), "```", "", "</details>", ""]
+    return lines
 
 
 # -- HTML -------------------------------------------------------------------------------------
 _CSS = """
-body{font-family:system-ui,sans-serif;margin:2em auto;max-width:1100px;color:#222;padding:0 1em}
+body{font-family:system-ui,sans-serif;margin:2em auto;max-width:1200px;color:#222;padding:0 1em}
 table{border-collapse:collapse;margin:1em 0;font-size:0.9em}
 th,td{border:1px solid #ccc;padding:4px 8px;text-align:left;vertical-align:top}
 th{background:#f3f3f3} pre{background:#f7f7f7;padding:8px;overflow-x:auto;font-size:0.85em}
 .PASS{background:#d9f2d9;color:#145214;font-weight:bold}
 .FAIL{background:#f8d4d4;color:#7a1010;font-weight:bold}
+.INCONCLUSIVE{background:#fcefc7;color:#6b4e00;font-weight:bold}
 .SKIP{background:#eee;color:#555;font-weight:bold}
-.claim{margin:1em 0;padding:0.5em 1em;border-left:4px solid #ccc}
+.none{color:#999}
+.warn{background:#fff4e5;border-left:4px solid #e69500;padding:0.5em 1em}
+.claim{display:flex;gap:1.5em;align-items:flex-start;margin:1em 0;padding:0.5em 1em;
+border-left:4px solid #ccc}
+.claim .text{flex:1 1 55%;min-width:0} .claim figure{flex:1 1 45%;margin:0}
+.claim table{margin:0.5em 0} .kv th{width:11em}
+#filters{position:sticky;top:0;background:#fff;padding:0.5em 0;border-bottom:1px solid #ddd}
+#filters label{margin-right:1.5em}
 img{max-width:100%;border:1px solid #eee} .doc{white-space:pre-wrap;color:#444}
+[hidden]{display:none !important}
+"""
+
+# Filter by paper and verdict: every element carrying data-verdicts (a claims-table row, a claim
+# of a section) is hidden unless it matches; a section is hidden when its paper does not match
+# or no claim of it does; per-paper count rows follow the paper filter. The state lives in the
+# URL's hash (#paper=P&verdict=V), so a filtered view can be bookmarked or linked.
+_SCRIPT = """
+(function(){
+  var fp=document.getElementById('f-paper'), fv=document.getElementById('f-verdict');
+  function match(e,p,v){
+    return (!p||e.getAttribute('data-paper')===p) &&
+           (!v||(' '+e.getAttribute('data-verdicts')+' ').indexOf(' '+v+' ')>=0);
+  }
+  function apply(){
+    var p=fp.value, v=fv.value, shown=0;
+    document.querySelectorAll('[data-verdicts]').forEach(function(e){
+      e.hidden=!match(e,p,v); if(!e.hidden&&e.tagName==='TR') shown++;});
+    document.querySelectorAll('section.exp').forEach(function(s){
+      var any=s.querySelector('.claim:not([hidden])');
+      s.hidden=(p&&s.getAttribute('data-paper')!==p)||(v&&!any);});
+    document.querySelectorAll('tr.count').forEach(function(r){
+      r.hidden=!!p&&r.getAttribute('data-paper')!==p;});
+    document.getElementById('f-count').textContent=shown+' claim(s) shown';
+    var h=[]; if(p) h.push('paper='+encodeURIComponent(p));
+    if(v) h.push('verdict='+encodeURIComponent(v));
+    if(history.replaceState) history.replaceState(null,'',h.length?'#'+h.join('&'):'#');
+  }
+  location.hash.replace(/^#/,'').split('&').forEach(function(kv){
+    var i=kv.indexOf('='); if(i<0) return;
+    var k=kv.slice(0,i), val=decodeURIComponent(kv.slice(i+1));
+    var sel=k==='paper'?fp:(k==='verdict'?fv:null);
+    if(sel&&Array.prototype.some.call(sel.options,function(o){return o.value===val;}))
+      sel.value=val;
+  });
+  fp.addEventListener('change',apply); fv.addEventListener('change',apply);
+  document.getElementById('f-reset').addEventListener('click',function(){
+    fp.value=''; fv.value=''; apply();});
+  apply();
+})();
 """
 
 
@@ -192,63 +380,153 @@ def _table(header: list[str], rows: list[list[str]], raw: bool = False) -> str:
     return f"<table><tr>{head}</tr>{body}</table>"
 
 
-def render_html(sections: list[Section], notes: list[str], generated: str) -> str:
-    verdicts = Counter(c.verdict for s in sections for c in s.claims)
-    parts = ["<!DOCTYPE html><html><head><meta charset='utf-8'><title>ssmlab report</title>",
+def _vcell(v: str | None, tag: str = "td") -> str:
+    return f"<{tag} class='{v}'>{v}</{tag}>" if v else f"<{tag} class='none'>-</{tag}>"
+
+
+def _data(paper: str, verdicts: list[str | None]) -> str:
+    vs = " ".join(dict.fromkeys(v for v in verdicts if v))
+    return f"data-paper='{_h(paper)}' data-verdicts='{_h(vs)}'"
+
+
+def _filters(papers: list[str], n: int) -> str:
+    popts = "".join(f"<option value='{_h(p)}'>{_h(p)}</option>" for p in papers)
+    vopts = "".join(f"<option value='{v}'>{v}</option>" for v in VERDICTS)
+    return ("<form id='filters' onsubmit='return false'>"
+            f"<label>paper <select id='f-paper'><option value=''>all</option>{popts}</select>"
+            "</label>"
+            f"<label>verdict <select id='f-verdict'><option value=''>all</option>{vopts}"
+            "</select></label>"
+            "<button type='button' id='f-reset'>show all</button> "
+            f"<span id='f-count'>{n} claim(s) shown</span></form>")
+
+
+def render_html(sections: list[Section], notes: list[str], generated: str,
+                tallies: list[Tally] | None = None) -> str:
+    tallies = _tallies_of(sections) if tallies is None else tallies
+    all_claims = [c for s in sections for c in s.claims]
+    verdicts = Counter(c.verdict for c in all_claims)
+    parts = ["<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'>",
+             "<meta name='viewport' content='width=device-width, initial-scale=1'>",
+             "<title>ssmlab report</title>",
              f"<style>{_CSS}</style></head><body><h1>ssmlab report</h1>",
              f"<p>Generated {_h(generated)} by ssmlab {_h(ssmlab.__version__)}. Claims: "
              + ", ".join(f"<span class='{v}'>{verdicts.get(v, 0)} {v}</span>"
-                         for v in ("PASS", "FAIL", "SKIP")) + ". Markdown twin: "
+                         for v in VERDICTS) + ". Markdown twin: "
              "<a href='report.md'>report.md</a>.</p>"]
     if notes:
         parts.append("<ul>" + "".join(f"<li>{_h(n)}</li>" for n in notes) + "</ul>")
+    parts.append("<h2>Verdicts per paper</h2>")
+    head = "".join(f"<th>{h}</th>" for h in ("paper", "profile", *VERDICTS, "FAIL undiagnosed"))
+    rows = "".join(
+        f"<tr class='count' data-paper='{_h(t.paper)}'><td>{_h(t.paper)}</td>"
+        f"<td>{_h(t.profile)}</td>"
+        + "".join(f"<td class='{v if t.counts.get(v) else ''}'>{t.counts.get(v, 0)}</td>"
+                  for v in VERDICTS)
+        + f"<td class='{'FAIL' if t.undiagnosed else ''}'>{len(t.undiagnosed)}</td></tr>"
+        for t in tallies)
+    parts.append(f"<table id='counts'><tr>{head}</tr>{rows}</table>")
+    warning = _warning(tallies)
+    if warning:
+        parts.append(f"<p class='warn' id='undiagnosed'><b>Warning:</b> {_h(warning)}</p>")
+
     parts.append("<h2>Claims</h2>")
-    rows = []
+    papers = list(dict.fromkeys([s.cfg.paper for s in sections]
+                                + [c.paper for c in all_claims]))
+    parts.append(_filters(papers, len(all_claims)))
+    columns = _verdict_columns(sections)
+    vheads = [f"verdict ({p})" for p in columns] or ["verdict"]
+    header = ["paper", "experiment", "ref", "claim", "paper's number", "measured", "region",
+              "tolerance source", "diagnosis", *vheads]
+    trs = []
     for s in sections:
-        for c in s.claims:
-            rows.append(
-                [f"<td>{_h(c.paper)}</td>",
-                 f"<td><a href='#{_h(s.anchor)}'>{_h(c.experiment)}</a></td>",
-                 f"<td>{_h(c.ref)}</td>", f"<td>{_h(c.claim)}</td>", f"<td>{_h(c.measured)}</td>",
-                 f"<td>{_h(c.expected)}</td>", f"<td class='{c.verdict}'>{c.verdict}</td>"])
-    parts.append(_table(["paper", "experiment", "ref", "claim", "measured", "expected",
-                         "verdict"], rows, raw=True))
+        for i, c in enumerate(s.claims):
+            vs = _claim_verdicts(s, c, columns)
+            trs.append(
+                f"<tr {_data(c.paper, vs)}><td>{_h(c.paper)}</td>"
+                f"<td><a href='#{_h(s.anchor)}'>{_h(c.experiment)}</a></td>"
+                f"<td>{_h(c.ref)}</td>"
+                f"<td><a href='#{_h(s.claim_anchor(i))}'>{_h(c.claim)}</a></td>"
+                f"<td>{_h(c.paper_value or '-')}</td><td>{_h(measured_text(c))}</td>"
+                f"<td>{_h(c.expected)}</td><td>{_h(c.tolerance_source or '-')}</td>"
+                f"<td>{_h(_diagnosis_or_settle(c) or '-')}</td>"
+                + "".join(_vcell(v) for v in vs) + "</tr>")
+    parts.append("<table id='claims'><tr>" + "".join(f"<th>{_h(h)}</th>" for h in header)
+                 + "</tr>" + "".join(trs) + "</table>")
     for s in sections:
-        cfg = s.cfg
-        parts.append(f"<h2 id='{_h(s.anchor)}'>{_h(cfg.experiment)}</h2>")
-        parts.append(f"<p>Paper <code>{_h(cfg.paper)}</code>, profile <code>{_h(cfg.profile)}"
-                     f"</code>, config <code>{_h(cfg.cfg_hash)}</code>, analysed "
-                     f"{_h(cfg.analyzed)}.</p>")
-        if cfg.doc:
-            parts.append(f"<div class='doc'>{_h(cfg.doc)}</div>")
-        for c in s.claims:
-            parts.append(f"<div class='claim'><p><span class='{c.verdict}'>{c.verdict}</span> "
-                         f"<b>{_h(c.ref)}</b>: {_h(c.claim)}<br>measured {_h(c.measured)}; "
-                         f"expected {_h(c.expected)}</p>")
-            if c.note:
-                parts.append(f"<pre>{_h(c.note)}</pre>")
-            fig = _figure_path(s, c)
-            if fig:
-                parts.append(f"<img src='{_h(fig)}' alt='{_h(c.ref)}'>")
-            parts.append("</div>")
-        shown = {_figure_path(s, c) for c in s.claims}
-        for f in s.figures:
-            if f not in shown:
-                parts.append(f"<p><img src='{_h(f)}' alt='{_h(Path(f).stem)}'></p>")
-        info = {**provenance_summary(s.runs), **timing_summary(s)}
-        parts.append("<h3>Provenance and timings</h3>")
-        parts.append(_table(["", ""], [[k, v] for k, v in info.items()]))
-        parts.append("<details><summary>config</summary><pre>"
-                     + _h(json.dumps(cfg.config, indent=2, sort_keys=True)) + "</pre></details>")
-        run_rows = [[r.run_id[:10], json.dumps(r.params, sort_keys=True), str(r.seed), r.status,
-                     f"{r.seconds:.2f}", r.provenance.get("host", ""),
-                     ", ".join(f"{k}={_fmt(v)}" for k, v in sorted(r.metrics.items())[:8]),
-                     r.reason] for r in s.runs]
-        parts.append(f"<details><summary>runs ({len(s.runs)})</summary>"
-                     + _table(["run", "params", "seed", "status", "seconds", "host", "metrics",
-                               "reason"], run_rows) + "</details>")
+        parts += _html_section(s)
+    parts.append(f"<script>{_SCRIPT}</script>")
     parts.append("</body></html>")
     return "\n".join(parts)
+
+
+def _html_claim(s: Section, i: int, c: Claim) -> str:
+    verdicts = s.verdicts(c)
+    kv: list[tuple[str, str]] = [("claim", _h(c.claim))]
+    if c.id:
+        kv.append(("id", f"<code>{_h(c.id)}</code>"))
+    kv += [("paper's number", _h(c.paper_value or "-")), ("measured", _h(measured_text(c))),
+           ("region", _h(c.expected)), ("tolerance source", _h(c.tolerance_source or "-"))]
+    if len(verdicts) > 1:
+        kv.append(("verdicts", "<table class='side'><tr>"
+                   + "".join(f"<th>{_h(p)}</th>" for p in verdicts) + "</tr><tr>"
+                   + "".join(_vcell(v) for v in verdicts.values()) + "</tr></table>"))
+    if diagnosis_text(c):
+        kv.append(("diagnosis", f"<b>{_h(c.diagnosis_kind)}</b>"
+                   + (f": {_h(c.diagnosis)}" if c.diagnosis else "")))
+    if settle_text(c):
+        kv.append(("to settle", _h(settle_text(c))))
+    if c.note:
+        kv.append(("note", _h(c.note)))
+    rows = "".join(f"<tr><th>{k}</th><td>{v}</td></tr>" for k, v in kv)
+    fig = _figure_path(s, c)
+    figure = (f"<figure><img src='{_h(fig)}' alt='{_h(c.ref)}' loading='eager'>"
+              f"<figcaption>{_h(c.ref)}</figcaption></figure>" if fig else "")
+    return (f"<div class='claim' id='{_h(s.claim_anchor(i))}' "
+            f"{_data(c.paper, list(verdicts.values()))}><div class='text'>"
+            f"<p>{_vcell(c.verdict, 'span')} <b>{_h(c.ref)}</b>: {_h(c.claim)}</p>"
+            f"<table class='kv'>{rows}</table></div>{figure}</div>")
+
+
+def _html_section(s: Section) -> list[str]:
+    cfg = s.cfg
+    parts = [f"<section class='exp' id='{_h(s.anchor)}' data-paper='{_h(cfg.paper)}'>",
+             f"<h2>{_h(cfg.experiment)}</h2>"]
+    if s.refs:
+        parts.append(f"<p class='refs'>Reproduces <b>{_h(', '.join(s.refs))}</b>.</p>")
+    parts.append(f"<p>Paper <code>{_h(cfg.paper)}</code>, profile <code>{_h(cfg.profile)}"
+                 f"</code>, config <code>{_h(cfg.cfg_hash)}</code>, analysed "
+                 f"{_h(cfg.analyzed)}.</p>")
+    if cfg.doc:
+        parts.append(f"<div class='doc'>{_h(cfg.doc)}</div>")
+    for i, c in enumerate(s.claims):
+        parts.append(_html_claim(s, i, c))
+    if s.comparison is not None and s.comparison.shown:
+        missing = s.comparison.missing_from(cfg.profile, s.claims)
+        if missing:
+            parts.append("<h3>Claims stored only at another profile</h3>" + _table(
+                ["profile", "ref", "claim", "measured", "region", "verdict"],
+                [[f"<td>{_h(p)}</td>", f"<td>{_h(c.ref)}</td>", f"<td>{_h(c.claim)}</td>",
+                  f"<td>{_h(measured_text(c))}</td>", f"<td>{_h(c.expected)}</td>",
+                  _vcell(c.verdict)] for p, c in missing], raw=True))
+    shown = {_figure_path(s, c) for c in s.claims}
+    for f in s.figures:
+        if f not in shown:
+            parts.append(f"<p><img src='{_h(f)}' alt='{_h(Path(f).stem)}'></p>")
+    info = {**provenance_summary(s.runs), **timing_summary(s)}
+    parts.append("<h3>Provenance and timings</h3>")
+    parts.append(_table(["", ""], [[k, v] for k, v in info.items()]))
+    parts.append("<details><summary>config</summary><pre>"
+                 + _h(json.dumps(cfg.config, indent=2, sort_keys=True)) + "</pre></details>")
+    run_rows = [[r.run_id[:10], json.dumps(r.params, sort_keys=True), str(r.seed), r.status,
+                 f"{r.seconds:.2f}", r.provenance.get("host", ""),
+                 ", ".join(f"{k}={_fmt(v)}" for k, v in sorted(r.metrics.items())[:8]),
+                 r.reason] for r in s.runs]
+    parts.append(f"<details><summary>runs ({len(s.runs)})</summary>"
+                 + _table(["run", "params", "seed", "status", "seconds", "host", "metrics",
+                           "reason"], run_rows) + "</details>")
+    parts.append("</section>")
+    return parts
 
 
 def _fmt(v: Any) -> str:
@@ -277,12 +555,13 @@ def write_report(store: Store, results: str | Path, all_configs: bool = False,
     tmp = swap.make_temp_dir(outdir)
     try:
         sections = collect(store, results, tmp, all_configs)
+        tallies = summarize(store)
         generated = now_iso()
         notes = list(notes or [])
-        (tmp / "report.md").write_text(render_markdown(sections, notes, generated),
+        (tmp / "report.md").write_text(render_markdown(sections, notes, generated, tallies),
                                        encoding="utf-8")
         _carry_over(outdir, tmp)
-        (tmp / "index.html").write_text(render_html(sections, notes, generated),
+        (tmp / "index.html").write_text(render_html(sections, notes, generated, tallies),
                                         encoding="utf-8")
         swap.replace_dir(tmp, outdir)
     finally:

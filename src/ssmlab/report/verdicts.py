@@ -1,0 +1,176 @@
+"""Claims as a reader sees them, shared by the report and `ssmlab claims`: which analysed config
+of each experiment and profile is current, verdict counts per paper, the diagnosis and the
+"seeds that would settle it" in words, the quick / paper comparison, and the JSON record of a
+claim.
+
+Claims stored by earlier versions (legacy: empty id, no interval, no diagnosis) are rendered
+like the others; they are matched across profiles by (experiment, ref, statement) instead of id.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any
+
+from ssmlab.experiment import BUILTIN_PAPERS
+from ssmlab.records import Claim
+from ssmlab.runner.store import ConfigRow, Store
+
+VERDICTS = ("PASS", "FAIL", "INCONCLUSIVE", "SKIP")
+PROFILE_ORDER = ("quick", "paper")  # other profiles follow, sorted
+JSON_FIELDS = ("id", "paper", "experiment", "ref", "statement", "paper_value", "measured",
+               "ci_low", "ci_high", "tolerance", "tolerance_source", "verdict", "diagnosis")
+
+
+def paper_rank(paper: str) -> int:
+    """Report order of papers: the built-in ones in their order, then the others."""
+    return BUILTIN_PAPERS.index(paper) if paper in BUILTIN_PAPERS else len(BUILTIN_PAPERS)
+
+
+def profile_order(profiles: Any) -> list[str]:
+    ps = set(profiles)
+    return [p for p in PROFILE_ORDER if p in ps] + sorted(ps - set(PROFILE_ORDER))
+
+
+def claim_key(c: Claim) -> str:
+    """What matches one claim across configs and profiles: its id, or for a legacy claim
+    (empty id) its experiment, reference and statement."""
+    return c.id or f"{c.experiment}|{c.ref}|{c.claim}"
+
+
+def diagnosis_text(c: Claim) -> str:
+    """'kind: evidence', or '' (no diagnosis: not a FAIL, or a legacy claim)."""
+    if not c.diagnosis_kind:
+        return ""
+    return f"{c.diagnosis_kind}: {c.diagnosis}" if c.diagnosis else c.diagnosis_kind
+
+
+def settle_text(c: Claim) -> str:
+    """For an INCONCLUSIVE claim: 'about N seeds would settle it' when the evaluator estimated N."""
+    if c.verdict == "INCONCLUSIVE" and c.seeds_needed:
+        return f"about {c.seeds_needed} seeds would settle it"
+    return ""
+
+
+def measured_text(c: Claim) -> str:
+    """Our number with its interval; n appended when the text does not name it already."""
+    text = c.measured
+    if c.n is not None and "n=" not in text:
+        text += f" (n={c.n})"
+    return text
+
+
+def claim_json(c: Claim) -> dict[str, Any]:
+    """The record `ssmlab claims --json` prints, one per claim, with exactly JSON_FIELDS."""
+    out = {"id": c.id, "paper": c.paper, "experiment": c.experiment, "ref": c.ref,
+           "statement": c.claim, "paper_value": c.paper_value, "measured": c.measured,
+           "ci_low": c.ci_low, "ci_high": c.ci_high, "tolerance": c.expected,
+           "tolerance_source": c.tolerance_source, "verdict": c.verdict,
+           "diagnosis": diagnosis_text(c)}
+    assert tuple(out) == JSON_FIELDS
+    return out
+
+
+def latest_per_profile(store: Store) -> dict[str, dict[str, ConfigRow]]:
+    """experiment -> profile -> its most recently analysed config."""
+    out: dict[str, dict[str, ConfigRow]] = {}
+    for cfg in store.configs(latest_only=False):  # newest analysis first per experiment
+        out.setdefault(cfg.experiment, {}).setdefault(cfg.profile, cfg)
+    return out
+
+
+def current_configs(store: Store, profile: str | None = None) -> list[ConfigRow]:
+    """The latest analysed config per experiment (of `profile` when given)."""
+    if profile is None:
+        return store.configs(latest_only=True)
+    return [by[profile] for _, by in sorted(latest_per_profile(store).items()) if profile in by]
+
+
+@dataclass
+class Tally:
+    """Verdict counts of one paper at one profile."""
+
+    paper: str
+    profile: str
+    counts: Counter = field(default_factory=Counter)
+    undiagnosed: list[str] = field(default_factory=list)  # ids of FAILs marked "undiagnosed"
+    legacy_fails: int = 0  # FAILs stored by an older version, which carry no diagnosis
+
+    def add(self, c: Claim) -> None:
+        self.counts[c.verdict] += 1
+        if c.verdict == "FAIL":
+            if c.diagnosis_kind == "undiagnosed":
+                self.undiagnosed.append(c.id or f"{c.experiment} {c.ref}")
+            elif not c.diagnosis_kind:
+                self.legacy_fails += 1
+
+
+def tally(claims_by_profile: dict[str, list[Claim]], paper_order: Any = None) -> list[Tally]:
+    """One Tally per (paper, profile) present, papers in `paper_order(paper)` order."""
+    table: dict[tuple[str, str], Tally] = {}
+    for prof, claims in claims_by_profile.items():
+        for c in claims:
+            table.setdefault((c.paper, prof), Tally(c.paper, prof)).add(c)
+    order = profile_order(claims_by_profile)
+    key = paper_order or (lambda p: 0)
+    return sorted(table.values(), key=lambda t: (key(t.paper), t.paper, order.index(t.profile)))
+
+
+@dataclass
+class Comparison:
+    """One experiment's claims at every profile that has an analysed config: profile -> claim
+    key -> claim. `profiles` lists them in report order; a comparison is shown when there are
+    two or more."""
+
+    claims: dict[str, dict[str, Claim]]
+
+    @property
+    def profiles(self) -> list[str]:
+        return profile_order(self.claims)
+
+    @property
+    def shown(self) -> bool:
+        return len(self.claims) > 1
+
+    def verdicts(self, own_profile: str, c: Claim) -> dict[str, str | None]:
+        """profile -> the verdict of the claim matching `c` there (None: not stored there);
+        `c` itself stands for its own profile."""
+        key = claim_key(c)
+        out: dict[str, str | None] = {}
+        for p in self.profiles:
+            if p == own_profile:
+                out[p] = c.verdict
+            else:
+                other = self.claims[p].get(key)
+                out[p] = other.verdict if other else None
+        return out
+
+    def missing_from(self, own_profile: str, own: list[Claim]) -> list[tuple[str, Claim]]:
+        """Claims stored at another profile that the shown config does not have."""
+        keys = {claim_key(c) for c in own}
+        seen: set[str] = set()
+        out = []
+        for p in self.profiles:
+            if p == own_profile:
+                continue
+            for k, c in self.claims[p].items():
+                if k not in keys and k not in seen:
+                    seen.add(k)
+                    out.append((p, c))
+        return out
+
+
+def comparisons(store: Store) -> tuple[dict[str, Comparison], dict[str, list[Claim]]]:
+    """Per experiment its Comparison, and per profile every claim of the latest analysed config
+    of each experiment at that profile (what the per-paper counts are made of)."""
+    comp: dict[str, Comparison] = {}
+    by_profile: dict[str, list[Claim]] = {}
+    for exp, by in latest_per_profile(store).items():
+        claims = {}
+        for prof, cfg in by.items():
+            cs = store.claims(exp, cfg.cfg_hash)
+            claims[prof] = {claim_key(c): c for c in cs}
+            by_profile.setdefault(prof, []).extend(cs)
+        comp[exp] = Comparison(claims)
+    return comp, by_profile

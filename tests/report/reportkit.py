@@ -1,0 +1,84 @@
+"""A store for report tests: builtin/test_sleepy analysed at both profiles, its stored claims
+replaced by spec-style claims (ids, intervals, diagnoses, every verdict) that differ between
+quick and paper, a real PNG figure for each, and builtin/test_flaky with its legacy claim
+(`passed`, no id) at the quick profile only.
+
+    quick  sleepy:total  FAIL profile-too-small   paper  PASS
+           sleepy:slope  INCONCLUSIVE (12 seeds)         PASS
+           sleepy:absent SKIP                            SKIP
+           sleepy:wrong  FAIL undiagnosed                FAIL finding
+           -                                             sleepy:extra PASS (paper only)
+           flaky: legacy PASS (quick only)
+"""
+
+from __future__ import annotations
+
+import struct
+import zlib
+from pathlib import Path
+
+from ssmlab.records import Claim
+from ssmlab.runner.store import Store
+from ssmlab.runner.sweep import figdir_for, run_sweep
+from ssmlab.runner.testing import registered_test_experiments
+
+SLEEPY = "builtin/test_sleepy"
+FLAKY = "builtin/test_flaky"
+
+
+def png(width: int = 24, height: int = 16, rgb: tuple[int, int, int] = (40, 120, 200)) -> bytes:
+    """A valid RGB PNG of one colour (no imaging library needed)."""
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return (struct.pack(">I", len(data)) + kind + data
+                + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF))
+
+    row = b"\x00" + bytes(rgb) * width
+    return (b"\x89PNG\r\n\x1a\n"
+            + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0))
+            + chunk(b"IDAT", zlib.compress(row * height)) + chunk(b"IEND", b""))
+
+
+def spec_claim(name: str, verdict: str, **kw) -> Claim:
+    base = dict(paper="builtin", experiment=SLEEPY, id=f"{SLEEPY}:{name}", ref=f"Fig. {name}",
+                claim=f"the {name} claim holds", paper_value="0.9", tolerance_source="seed spread",
+                expected="0.9 ± 0.1", verdict=verdict, figure=f"{name}.png")
+    return Claim(**(base | kw))
+
+
+def interval(v: float, lo: float, hi: float, n: int = 3) -> dict:
+    return dict(measured=f"accuracy: {v} [{lo}, {hi}] (bootstrap, n={n})", value=v, ci_low=lo,
+                ci_high=hi, n=n)
+
+
+QUICK = [
+    spec_claim("total", "FAIL", **interval(0.55, 0.5, 0.6), diagnosis_kind="profile-too-small",
+               diagnosis="150 steps cannot reach the regime; paper profile 0.93"),
+    spec_claim("slope", "INCONCLUSIVE", **interval(0.82, 0.7, 0.95), seeds_needed=12),
+    spec_claim("absent", "SKIP", measured="accuracy: no IMDb data"),
+    spec_claim("wrong", "FAIL", **interval(0.1, 0.05, 0.15), diagnosis_kind="undiagnosed",
+               diagnosis="no diagnosis recorded"),
+]
+PAPER = [
+    spec_claim("total", "PASS", **interval(0.93, 0.91, 0.95)),
+    spec_claim("slope", "PASS", **interval(0.9, 0.85, 0.95)),
+    spec_claim("absent", "SKIP", measured="accuracy: no IMDb data"),
+    spec_claim("wrong", "FAIL", **interval(0.2, 0.15, 0.25), diagnosis_kind="finding",
+               diagnosis="the verdict does not flip from 10^3 to 10^4 steps"),
+    spec_claim("extra", "PASS", **interval(0.95, 0.92, 0.97)),
+]
+
+
+def two_profile_store(res: Path) -> dict[str, str]:
+    """Fill `res` as the module docstring says; return profile -> sleepy's config hash."""
+    hashes = {}
+    with registered_test_experiments(), Store.open(res) as st:
+        for profile, claims in (("paper", PAPER), ("quick", QUICK)):  # quick analysed last
+            r = run_sweep(SLEEPY, store=st, profile=profile)
+            fd = figdir_for(res, SLEEPY, r.cfg_hash)
+            fd.mkdir(parents=True, exist_ok=True)
+            for c in claims:
+                (fd / c.figure).write_bytes(png(rgb=(len(c.figure) * 9, 100, 150)))
+            st.put_claims(SLEEPY, r.cfg_hash, claims)
+            hashes[profile] = r.cfg_hash
+        run_sweep(FLAKY, store=st)
+    return hashes
