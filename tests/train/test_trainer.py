@@ -203,3 +203,22 @@ def test_same_config_and_seed_is_bit_identical(threads):
     if threads == 1:
         r3, _ = _run_filtering(4)
         assert r3.history["train_loss"] != r1.history["train_loss"]
+
+
+def test_no_epoch_limit_and_no_rows_instead_of_sentinels():
+    with pytest.raises(ValueError, match="needs max_steps"):
+        TrainConfig(epochs=None)
+    X = torch.randn(20, 3)
+    y = torch.sign(X[:, 0])
+    model = torch.nn.Linear(3, 1)
+    res = train(_Squeeze(model), TrainConfig(epochs=None, max_steps=7, eval_every=None, lr=0.01), (X, y))
+    assert res.steps == 7 and "step" not in res.history and "train_loss" in res.final
+
+
+class _Squeeze(torch.nn.Module):
+    def __init__(self, inner):
+        super().__init__()
+        self.inner = inner
+
+    def forward(self, x):
+        return self.inner(x).squeeze(-1)

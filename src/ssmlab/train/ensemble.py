@@ -513,9 +513,7 @@ class _VmapEnsemble:
             steps_per_epoch = 1
         else:
             steps_per_epoch = math.ceil(self.X.shape[1] / cfg.batch_size)
-        total = cfg.epochs * steps_per_epoch
-        if cfg.max_steps is not None:
-            total = min(total, cfg.max_steps)
+        total = cfg.total_steps(steps_per_epoch)
         self._per_seed_lr = cfg.schedule == "plateau"
         self._shared = None if self._per_seed_lr else _LrTrack(cfg, total)
         self._lrs = [_LrTrack(cfg, total) if self._per_seed_lr else self._shared

@@ -51,7 +51,7 @@ Regularizer = Callable[[nn.Module, Tensor, Tensor], Tensor]
 
 # Ranges of TrainConfig (sanity limits, not recommendations; what a machine can hold is the
 # memory estimate's job). Step counts: 10**8 updates is years of CPU time at the sizes here,
-# and admits the callers' "no epoch limit" sentinel epochs=10**6 and eval_every=10**6.
+# (no epoch limit: epochs=None with max_steps; no per-step rows: eval_every=None).
 MAX_STEPS = 10**8
 MAX_BATCH = 2**24
 MAX_LR = 1e6  # admits deliberately divergent steps (the trainer's divergence tests use 1e6)
@@ -76,8 +76,9 @@ class TrainConfig(StrictModel):
     weight_decay: float = Field(0.0, ge=0, le=MAX_WEIGHT_DECAY)
     loss: LossName = "hinge"
     batch_size: int | None = Field(None, ge=1, le=MAX_BATCH, description="None = full batch")
-    epochs: int = Field(100, ge=0, le=MAX_STEPS,
-                        description="passes over the data (= steps for full batch)")
+    epochs: int | None = Field(100, ge=0, le=MAX_STEPS,
+                               description="passes over the data (= steps for full batch); "
+                                           "None = no limit (max_steps then required)")
     max_steps: int | None = Field(None, ge=0, le=MAX_STEPS, description="stop after this many updates")
     grad_clip: float | None = Field(None, gt=0, le=MAX_GRAD_CLIP,
                                     description="clip the global gradient norm")
@@ -85,7 +86,9 @@ class TrainConfig(StrictModel):
     plateau_factor: float = Field(0.9, gt=0, lt=1)
     plateau_patience: int = Field(5, ge=0, le=MAX_PATIENCE)
     plateau_threshold: float = Field(0.01, ge=0, le=1, description="relative improvement")
-    eval_every: int = Field(1, ge=1, le=MAX_STEPS, description="record metrics every k steps")
+    eval_every: int | None = Field(1, ge=1, le=MAX_STEPS,
+                                   description="record metrics every k steps; None = never "
+                                               "(divergence rows and final metrics only)")
     probe_every: int = Field(1, ge=1, le=MAX_STEPS)
     converge_error: float | None = Field(
         0.0, ge=0, le=1, description="steps_to_converge = first step with train error <= this"
@@ -103,7 +106,20 @@ class TrainConfig(StrictModel):
     def _check(self) -> TrainConfig:
         if self.optimizer == "gd" and self.batch_size is not None:
             raise ValueError("optimizer 'gd' is full-batch: leave batch_size unset or use 'sgd'")
+        if self.epochs is None and self.max_steps is None:
+            raise ValueError("epochs=None (no epoch limit) needs max_steps")
         return self
+
+    def total_steps(self, steps_per_epoch: int) -> int:
+        """Updates a run makes at most: epochs × steps_per_epoch, capped by max_steps."""
+        if self.epochs is None:
+            return self.max_steps
+        total = self.epochs * steps_per_epoch
+        return total if self.max_steps is None else min(total, self.max_steps)
+
+    def records(self, step: int) -> bool:
+        """Whether step `step` gets a history row (divergence rows are always recorded)."""
+        return self.eval_every is not None and step % self.eval_every == 0
 
 
 @dataclass
@@ -270,7 +286,7 @@ def run_loop(backend: Backend, cfg: TrainConfig, probes: list[Probe],
             tot_l, lval, err = backend.forward(batch)
             diverged = [running[s] and (not math.isfinite(tot_l[s]) or lval[s] > cfg.diverge_loss)
                         for s in range(S)]
-            rows_needed = [running[s] and (diverged[s] or step % cfg.eval_every == 0)
+            rows_needed = [running[s] and (diverged[s] or cfg.records(step))
                            for s in range(S)]
             test_ev = backend.test_metrics() if backend.has_test and any(rows_needed) else None
             for s in range(S):
@@ -374,9 +390,7 @@ class ModuleBackend:
             per_epoch = 1
         else:
             per_epoch = math.ceil(self.train_data[0].shape[0] / cfg.batch_size)
-        total = cfg.epochs * per_epoch
-        if cfg.max_steps is not None:
-            total = min(total, cfg.max_steps)
+        total = cfg.total_steps(per_epoch)
         if cfg.schedule == "cosine":
             self.sched = torch.optim.lr_scheduler.CosineAnnealingLR(self.opt, T_max=max(total, 1))
         return total
