@@ -166,3 +166,14 @@ def test_norm_probe_reads_the_model():
     for key in ("s_A", "L_p", "B_q", "B_B", "M_B", "B_C", "M_C", "B_A", "B_u", "log_capacity",
                 "log_lower_bound", "M_Delta"):
         assert key in row
+
+
+@pytest.mark.parametrize("s_A", [-0.2, 0.0])
+def test_the_lower_bound_is_logged_only_where_thm_4_1_holds(s_A):
+    """Thm 4.1 is stated for s_A > 0: at s_A ≤ 0 the probe logs NaN, not a 'lower bound'."""
+    base = dict(p=-1.0, L_p=1.0, B_q=1.0, B_u=1.0, B_w=1.0, B_B=2.0, M_B=4.0, B_C=2.0, M_C=4.0)
+    row = bound_quantities(NormQuantities(s_A=s_A, B_A=abs(s_A) or 1.0, **base), 50, 100)
+    assert math.isnan(row["log_lower_bound"])
+    row = bound_quantities(NormQuantities(s_A=0.1, B_A=0.1, **base), 50, 100)
+    assert row["log_lower_bound"] == pytest.approx(
+        math.log(rademacher_lower_bound(1.0, 0.1, 50, 100)))

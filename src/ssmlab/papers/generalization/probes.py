@@ -3,7 +3,8 @@
 The authors log s_A, L_p, B_q, B_B, M_B, B_C, M_C, B_A, B_u and the loss every epoch; this probe
 logs those plus ρ_A, M_Δ, ln S₂(ρ_A, T), the log of the capacity term of Thm 3.3 (up to its
 unknown constant, see ssmlab.papers.generalization.theory; without the factor B_A when A is fixed)
-and the log of Thm 4.1's lower bound.
+and the log of Thm 4.1's lower bound (for s_A > 0 only, the theorem's condition; NaN
+otherwise).
 Logarithms are stored because for s_A > 0 the quantities overflow at large T.
 """
 
@@ -60,7 +61,8 @@ def bound_quantities(q: NormQuantities, T: int, m: int, rho_form: RhoForm = "cod
     include_B_A: keep the factor B_A in the capacity term (False for a fixed, unlearned A; see
     ssmlab.papers.generalization.theory.log_capacity_term)."""
     rho = q.rho(rho_form)
-    lb = rademacher_lower_bound(q.B_w, q.s_A, T, m) if q.s_A > -1 else math.nan
+    # Thm 4.1 is stated for s_A > 0 only: below that the formula is no lower bound (NaN)
+    lb = rademacher_lower_bound(q.B_w, q.s_A, T, m) if q.s_A > 0 else math.nan
     out = q.as_dict() | {
         "rho_A": rho,
         "M_Delta": q.M_Delta,

@@ -33,11 +33,20 @@ from typing import Any
 import numpy as np
 from pydantic import Field, field_validator, model_validator
 
+from ssmlab.claims import (
+    ClaimSpec,
+    Context,
+    Diagnosis,
+    Estimate,
+    NoData,
+    Region,
+    mean_ci,
+    paired_ci,
+)
 from ssmlab.config import each_once
 from ssmlab.data.imdb import check_imdb
 from ssmlab.experiment import (
     MAX_SEEDS,
-    Claim,
     Experiment,
     ExperimentConfig,
     RunRecord,
@@ -58,7 +67,7 @@ from ssmlab.papers.generalization.experiments.common import (
     train_run_bytes,
 )
 from ssmlab.papers.generalization.model import MAX_ABS_SA
-from ssmlab.records import not_ok_note
+from ssmlab.papers.generalization.theory import rho_A
 from ssmlab.report.figures import new_figure, save
 
 PAPER = "generalization"
@@ -150,90 +159,41 @@ class StabilityMargin(Experiment):
         return train_run(model, cfg.training, data, seed)
 
     # -- analysis
-    def analyze(self, cfg: StabilityConfig, runs: list[RunRecord], figdir: Path) -> list[Claim]:
-        done = [r for r in runs if r.status in ("ok", "diverged")]
-        if not done:
-            reasons = sorted({r.reason for r in runs if r.reason}) or ["no finished runs"]
-            return [Claim(paper=PAPER, experiment=self.id, ref="Sec. 5, stability margin",
-                          claim="runs started at s_A > 0 diverge or drive s_A ≤ 0",
-                          measured="skipped: " + "; ".join(reasons), expected="-",
-                          passed=None, note=not_ok_note(runs) or "no finished runs")]
-        fig = self._figures(cfg, done, figdir)
-        return [self._claim_recovery(cfg, done, fig), self._claim_divergence(cfg, done, fig)]
+    # -- claims (specs) and figures
+    def specs(self, cfg: StabilityConfig) -> list[ClaimSpec]:
+        return [
+            ClaimSpec(
+                name="recovery", ref="Sec. 5, stability margin (sweep_T / sweep_sA)",
+                statement="every run started at s_A > 0 either diverges or recovers by driving "
+                          "s_A to ≤ 0 (within 2-5 epochs)",
+                paper_value="diverged runs keep s_A ≈ 0.1-0.16; the others reach s_A ≤ 0 "
+                            "within 2-5 epochs",
+                quantity=f"fraction of converged runs started at s_A > 0 whose final s_A "
+                         f"exceeds {cfg.sA_end_tol:g}",
+                metric=stays_unstable, region=Region.below(0.0),
+                tolerance_source=(
+                    f"the paper's 'every run': 0. 'Ends with s_A ≤ 0' is resolved to "
+                    f"{cfg.sA_end_tol:g}, one Adam step of lr 0.01 on A (a run ending within "
+                    "one step of 0 counts as recovered)"),
+                diagnosis=Diagnosis("finding", recovery_evidence),
+                figure="main", note=recovery_note,
+            ),
+            ClaimSpec(
+                name="divergence_grows", ref="Sec. 5, stability margin (sweep_T)",
+                statement=f"with s_A = {cfg.sweep_T_sA:g} at initialisation, divergence becomes "
+                          "more common as T grows",
+                paper_value="more diverged runs at larger T (no counts published)",
+                quantity="diverged fraction on the upper half of the T grid minus the lower half",
+                metric=divergence_trend, region=Region.above(0.0, strict=True),
+                tolerance_source="the paper's 'more common': any positive difference",
+                diagnosis=Diagnosis("profile-too-small", divergence_evidence),
+                figure="main",
+            ),
+        ]
 
-    def _claim_recovery(self, cfg, done, fig) -> Claim:
-        pos = [r for r in done if float(r.params["s_A"]) > 0 and r.status == "ok"]
-        other = [r for r in done if float(r.params["s_A"]) <= 0 and r.status == "ok"]
-        n_div = sum(float(r.params["s_A"]) > 0 and r.status == "diverged" for r in done)
-        finals = [r.metrics["s_A"] for r in pos]
-        bad = [r for r in pos if r.metrics["s_A"] > cfg.sA_end_tol]
-        note = (f"{len(pos)} converged and {n_div} diverged run(s) started at s_A > 0. ")
-        if pos:
-            Ts = sorted({int(r.params["T"]) for r in pos})
-            note += "Max final s_A per T: " + ", ".join(
-                f"T={T}: {max(r.metrics['s_A'] for r in pos if int(r.params['T']) == T):+.3f}"
-                for T in Ts) + ". "
-        if other:
-            of = [r.metrics["s_A"] for r in other]
-            note += (f"Runs started at s_A ≤ 0 ({len(other)}) end with s_A in "
-                     f"[{min(of):+.4f}, {max(of):+.4f}]. ")
-        if not pos:
-            passed: bool | None = None
-            note += "No run started at s_A > 0 converged, so nothing to check."
-        else:
-            passed = not bad
-            if bad:
-                note += "Ending above the tolerance: " + ", ".join(
-                    f"T={r.params['T']} s_A0={r.params['s_A']} seed {r.seed}: {r.metrics['s_A']:+.4f}"
-                    for r in bad[:8]) + "."
-                rhos = [r.metrics.get("rho_A", math.nan) for r in bad]
-                note += (f" These runs trained fine with s_A > 0: their decay bound ρ_A = "
-                         f"(1 + e^(p - B_q B_u))^s_A ends in [{min(rhos):.4f}, {max(rhos):.4f}], "
-                         "i.e. training kept exp(Δ_t s_A) near 1 through the steps Δ_t (p, q) "
-                         "rather than by moving A below 0.")
-        worst = max(finals) if finals else math.nan
-        return Claim(
-            paper=PAPER, experiment=self.id, ref="Sec. 5, stability margin (sweep_T / sweep_sA)",
-            claim="every run started at s_A > 0 that converges ends with s_A ≤ 0",
-            measured=(f"max final s_A {worst:+.4f} over {len(pos)} converged run(s)"
-                      if finals else "no converged run started at s_A > 0"),
-            expected=f"≤ {cfg.sA_end_tol:g} (one Adam step)",
-            passed=passed, value=worst if finals else None, figure=fig, note=note,
-        )
-
-    def _claim_divergence(self, cfg, done, fig) -> Claim:
-        sweep = [r for r in done if float(r.params["s_A"]) == cfg.sweep_T_sA
-                 and int(r.params["T"]) in cfg.T_values]
-        Ts = sorted({int(r.params["T"]) for r in sweep})
-        frac = {T: float(np.mean([r.status == "diverged" for r in sweep if int(r.params["T"]) == T]))
-                for T in Ts}
-        half = len(Ts) // 2
-        lo, hi = Ts[:half], Ts[len(Ts) - half:]
-        def f(ts):  # noqa: E306
-            rs = [r for r in sweep if int(r.params["T"]) in ts]
-            return float(np.mean([r.status == "diverged" for r in rs])) if rs else math.nan
-        f_lo, f_hi = f(lo), f(hi)
-        table = ", ".join(f"T={T}: {frac[T]:.2f}" for T in Ts)
-        if len(Ts) < 2:
-            passed: bool | None = None
-            note = "Needs at least two values of T."
-        else:
-            passed = bool(f_hi > f_lo)
-            note = f"divergence fraction per T: {table}."
-            if not passed:
-                note += (" No run diverged at any T, so growth with T cannot be shown at these"
-                         " sizes." if max(frac.values()) == 0 else
-                         " The upper half of the T grid does not diverge more often than the lower"
-                         " half.")
-        return Claim(
-            paper=PAPER, experiment=self.id, ref="Sec. 5, stability margin (sweep_T), Thm 4.1",
-            claim=f"with s_A = {cfg.sweep_T_sA:g} at init, divergence becomes more frequent as T grows",
-            measured=f"diverged fraction {f_lo:.2f} (T ≤ {lo[-1] if lo else '-'}) vs {f_hi:.2f} "
-                     f"(T ≥ {hi[0] if hi else '-'})",
-            expected="upper-half fraction > lower-half fraction",
-            passed=passed, value=f_hi - f_lo if math.isfinite(f_hi - f_lo) else None,
-            figure=fig, note=note,
-        )
+    def figures(self, ctx: Context) -> dict[str, str]:
+        done = [r for r in ctx.runs if r.status in ("ok", "diverged")]
+        return {"main": self._figures(ctx.cfg, done, ctx.figdir)}
 
     def _figures(self, cfg, done, figdir: Path) -> str:
         fig, axes = new_figure(3, width=4.4)
@@ -282,3 +242,124 @@ def _colors(n: int) -> list:
 
     cm = matplotlib.colormaps["viridis"]
     return [cm(i / max(n - 1, 1)) for i in range(n)]
+
+
+# ----------------------------------------------------------------------------- metrics
+
+
+def _started_unstable(ctx: Context) -> list[RunRecord]:
+    """Finished runs (ok or diverged) started at s_A > 0, by (T, s_A, seed)."""
+    rs = [r for r in ctx.runs if r.status in ("ok", "diverged") and float(r.params["s_A"]) > 0]
+    return sorted(rs, key=lambda r: (int(r.params["T"]), float(r.params["s_A"]), r.seed))
+
+
+def _cells_of(rs: list[RunRecord]) -> dict[tuple[int, float], list[RunRecord]]:
+    out: dict[tuple[int, float], list[RunRecord]] = {}
+    for r in rs:
+        out.setdefault((int(r.params["T"]), float(r.params["s_A"])), []).append(r)
+    return out
+
+
+def _rho_worst(r: RunRecord) -> float:
+    m = r.metrics
+    return rho_A(float(m["s_A"]), float(m["p"]), float(m["B_q"]), float(m["B_u"]), "worst_case")
+
+
+def stays_unstable(ctx: Context) -> Estimate:
+    """Fraction of the converged runs started at s_A > 0 whose final s_A is above sA_end_tol,
+    with a bootstrap over those runs (each its own seed)."""
+    conv = [r for r in _started_unstable(ctx) if r.status == "ok"]
+    if not conv:
+        raise NoData("no run started at s_A > 0 converged (all diverged or none ran)")
+    tol = ctx.cfg.sA_end_tol
+    parts = []
+    for (T, s0), rs in _cells_of(_started_unstable(ctx)).items():
+        ok = [r for r in rs if r.status == "ok"]
+        above = [r for r in ok if r.metrics["s_A"] > tol]
+        worst = f", max final s_A {max(r.metrics['s_A'] for r in ok):+.3f}" if ok else ""
+        parts.append(f"T={T} s_A0={s0:g}: {len(above)} of {len(ok)} converged stay above "
+                     f"({len(rs) - len(ok)} diverged{worst})")
+    return mean_ci([float(r.metrics["s_A"] > tol) for r in conv], detail="; ".join(parts))
+
+
+def recovery_note(ctx: Context) -> str:
+    other = [r for r in ctx.ok if float(r.params["s_A"]) <= 0]
+    if not other:
+        return ""
+    of = [r.metrics["s_A"] for r in other]
+    return (f"Runs started at s_A ≤ 0 ({len(other)}) end with s_A in "
+            f"[{min(of):+.4f}, {max(of):+.4f}] (the paper says nothing about them beyond "
+            "staying stable).")
+
+
+def recovery_evidence(ctx: Context) -> str:
+    """Numbers from the stored runs: per T whether the converged runs stay above 0, and what
+    kept them stable instead (the decay bound's two forms, theory.rho_A)."""
+    conv = [r for r in _started_unstable(ctx) if r.status == "ok"]
+    tol = ctx.cfg.sA_end_tol
+    above = [r for r in conv if r.metrics["s_A"] > tol]
+    per_T: dict[int, list[RunRecord]] = {}
+    for r in conv:
+        per_T.setdefault(int(r.params["T"]), []).append(r)
+    table = ", ".join(f"T={T}: {sum(r.metrics['s_A'] > tol for r in rs)}/{len(rs)}"
+                      for T, rs in sorted(per_T.items()))
+    n_T = sum(any(r.metrics["s_A"] > tol for r in rs) for rs in per_T.values())
+    longest = max(per_T)
+    text = (f"converged runs that end above s_A = {tol:g}, per T: {table}; such runs occur at "
+            f"{n_T} of the {len(per_T)} lengths with a converged run (longest T = {longest}: "
+            f"{sum(r.metrics['s_A'] > tol for r in per_T[longest])}/{len(per_T[longest])}), "
+            f"after {ctx.cfg.training.epochs} epochs (the paper trains 10 and says recovery "
+            "takes 2-5). ")
+    code = [float(r.metrics.get("rho_A", math.nan)) for r in above]
+    worst = [_rho_worst(r) for r in above]
+    accs = [float(r.metrics["train_acc"]) for r in above]
+    if above:
+        text += (f"They train fine (train accuracy {min(accs):.3f}-{max(accs):.3f}) with A still "
+                 f"unstable: the decay bound at the smallest step, (1 + e^(p − B_q B_u))^s_A, "
+                 f"ends in [{min(code):.4f}, {max(code):.4f}] and at the largest step in "
+                 f"[{min(worst):.3g}, {max(worst):.3g}]: training keeps the steps Δ_t small "
+                 "(through p, q) rather than moving A below 0.")
+    return text
+
+
+def _T_sweep_columns(ctx: Context) -> tuple[list[int], dict[str, list[float]]]:
+    cfg = ctx.cfg
+    rs = [r for r in ctx.runs if r.status in ("ok", "diverged")
+          and float(r.params["s_A"]) == float(cfg.sweep_T_sA) and int(r.params["T"]) in cfg.T_values]
+    Ts = sorted({int(r.params["T"]) for r in rs})
+    if len(Ts) < 2:
+        raise NoData(f"needs finished sweep_T runs at two or more T (have T = {Ts})")
+    seeds = sorted(set.intersection(*({r.seed for r in rs if int(r.params["T"]) == T}
+                                      for T in Ts)))
+    if len(seeds) < 1:
+        raise NoData("no seed finished at every T of the sweep")
+    cols = {f"T={T}": [float(next(r.status == "diverged" for r in rs
+                                  if int(r.params["T"]) == T and r.seed == s)) for s in seeds]
+            for T in Ts}
+    return Ts, cols
+
+
+def divergence_trend(ctx: Context) -> Estimate:
+    """Diverged fraction of the upper half of the T grid minus the lower half (the middle T
+    of an odd grid in neither), paired bootstrap over seeds."""
+    Ts, cols = _T_sweep_columns(ctx)
+    half = len(Ts) // 2
+    lo, hi = Ts[:half], Ts[len(Ts) - half:]
+
+    def stat(*c: np.ndarray) -> float:
+        by = dict(zip(Ts, c, strict=True))
+        return float(np.mean([by[T].mean() for T in hi]) - np.mean([by[T].mean() for T in lo]))
+
+    detail = "diverged per T: " + ", ".join(
+        f"T={T}: {int(sum(cols[f'T={T}']))}/{len(cols[f'T={T}'])}" for T in Ts)
+    return paired_ci(cols, stat, detail=detail + f" (lower half T ≤ {lo[-1]}, upper T ≥ {hi[0]})")
+
+
+def divergence_evidence(ctx: Context) -> str:
+    Ts, cols = _T_sweep_columns(ctx)
+    fr = {T: float(np.mean(cols[f"T={T}"])) for T in Ts}
+    if max(fr.values()) == 0:
+        return ("no run of the T sweep diverged at any T (" +
+                ", ".join(f"T={T}" for T in Ts) + "): growth with T cannot show at these sizes")
+    return ("diverged fraction per T: " + ", ".join(f"T={T}: {f:.2f}" for T, f in fr.items()) +
+            f" over {len(cols[f'T={Ts[0]}'])} seeds: too few seeds to separate the halves")
