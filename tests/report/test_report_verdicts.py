@@ -191,3 +191,30 @@ def test_all_configs_compare_against_the_latest_of_the_other_profile(report):
     extra = [r for r in rows if r[3] == "the extra claim holds"]
     assert extra == [[*extra[0][:-2], "-", "PASS"]]
     assert FLAKY in md
+
+
+def test_a_variant_run_last_neither_hides_nor_joins_the_papers_verdicts(tmp_path):
+    from reportkit import QUICK
+
+    from ssmlab.runner.sweep import run_sweep
+    from ssmlab.runner.testing import registered_test_experiments
+
+    two_profile_store(tmp_path)
+    with registered_test_experiments(), Store.open(tmp_path) as st:
+        r = run_sweep(SLEEPY, store=st, seeds=1)  # another config, analysed last
+        st.put_claims(SLEEPY, r.cfg_hash, [c.model_copy(update={
+            "variant": "model.mixer=gla", "verdict": "PASS", "diagnosis_kind": "",
+            "diagnosis": ""}) for c in QUICK])
+        out = write_report(st, tmp_path)
+    md = (out / "report.md").read_text()
+    _, _, *counts = _table(md, "Verdicts per paper")
+    assert counts == [["builtin", "quick", "1", "2", "1", "1", "1"],  # as without the variant
+                      ["builtin", "paper", "3", "1", "0", "1", "0"]]
+    assert "4 claim(s) of variants of a paper's set-up are shown apart and not counted" in md
+    _, _, *rows = _table(md, "Claims")
+    total = [r for r in rows if r[3].endswith("the total claim holds")]
+    # the paper's set-up still compared with the paper profile; the variant has no paper run
+    assert [r[3] for r in total] == ["the total claim holds",
+                                     "[variant model.mixer=gla] the total claim holds"]
+    assert [r[-2:] for r in total] == [["FAIL", "PASS"], ["PASS", "-"]]
+    assert "Variant `model.mixer=gla` of the paper's set-up" in md

@@ -42,9 +42,12 @@ from ssmlab.report import swap
 from ssmlab.report.verdicts import (
     VERDICTS,
     Comparison,
+    Entry,
     Tally,
+    catalog,
     comparisons,
     diagnosis_text,
+    latest,
     measured_text,
     paper_rank,
     profile_order,
@@ -66,6 +69,7 @@ class Section:
     figures: list[str] = field(default_factory=list)  # paths relative to the report folder
     sweeps: list[dict[str, Any]] = field(default_factory=list)
     comparison: Comparison | None = None  # the experiment's claims at every profile
+    variant: str = ""  # '' = the paper's set-up
 
     @property
     def refs(self) -> list[str]:
@@ -86,14 +90,18 @@ class Section:
         return self.cfg.experiment.replace("/", "__") + "-" + self.cfg.cfg_hash
 
 
-def collect(store: Store, results: Path, outdir: Path, all_configs: bool = False) -> list[Section]:
+def collect(store: Store, results: Path, outdir: Path, all_configs: bool = False,
+            entries: list[Entry] | None = None) -> list[Section]:
+    """The sections: the latest analysed config per experiment (per experiment and variant:
+    a variant run last does not hide the paper's set-up), or every one with `all_configs`."""
+    entries = catalog(store) if entries is None else entries
+    comp, _ = comparisons(entries)
     sections = []
-    comp, _ = comparisons(store)
-    for cfg in store.configs(latest_only=not all_configs):
-        claims = store.claims(cfg.experiment, cfg.cfg_hash)
+    for e in (entries if all_configs else latest(entries)):
+        cfg, claims = e.cfg, e.claims
         runs = store.runs(cfg.experiment, run_ids=cfg.run_ids)
         sec = Section(cfg, claims, runs, sweeps=store.sweeps(cfg.experiment, cfg.cfg_hash),
-                      comparison=comp.get(cfg.experiment))
+                      comparison=comp.get((cfg.experiment, e.variant)), variant=e.variant)
         src = results / cfg.figdir if cfg.figdir else None
         if src is not None and src.is_dir():
             dst = outdir / "figures" / cfg.figdir.removeprefix("figures/")
@@ -104,15 +112,15 @@ def collect(store: Store, results: Path, outdir: Path, all_configs: bool = False
                     sec.figures.append(str((dst / f.name).relative_to(outdir)))
         sections.append(sec)
     profiles = profile_order({s.cfg.profile for s in sections})
-    sections.sort(key=lambda s: (paper_rank(s.cfg.paper), s.cfg.experiment,
+    sections.sort(key=lambda s: (paper_rank(s.cfg.paper), s.cfg.experiment, s.variant,
                                  profiles.index(s.cfg.profile), s.cfg.cfg_hash))
     return sections
 
 
-def summarize(store: Store) -> list[Tally]:
+def summarize(entries: list[Entry]) -> list[Tally]:
     """Verdict counts per paper and profile, over the latest analysed config of each experiment
-    at each profile."""
-    _, by_profile = comparisons(store)
+    at each profile (variants counted apart)."""
+    _, by_profile = comparisons(entries)
     return tally(by_profile, paper_rank)
 
 
@@ -142,6 +150,17 @@ def _claim_verdicts(sec: Section, c: Claim, columns: list[str]) -> list[str | No
         return [c.verdict]
     by = sec.verdicts(c)
     return [by.get(p) for p in columns]
+
+
+def _statement(c: Claim) -> str:
+    """The claim as the tables show it: a variant's claims say which variant."""
+    return f"[variant {c.variant}] {c.claim}" if c.variant else c.claim
+
+
+def _variants_line(tallies: list[Tally]) -> str:
+    n = sum(t.variants for t in tallies)
+    return (f"{n} claim(s) of variants of a paper's set-up are shown apart and not counted "
+            f"above." if n else "")
 
 
 def _diagnosis_or_settle(c: Claim) -> str:
@@ -217,7 +236,8 @@ def render_markdown(sections: list[Section], notes: list[str], generated: str,
     tallies = _tallies_of(sections) if tallies is None else tallies
     lines = ["# ssmlab report", ""]
     lines.append(f"Generated {generated} by ssmlab {ssmlab.__version__}. Claims: "
-                 + _counts_line([c for s in sections for c in s.claims]) + ".")
+                 + _counts_line([c for s in sections for c in s.claims if not c.variant])
+                 + ".")
     lines.append("")
     for n in notes:
         lines.append(f"- note: {_md(n)}")
@@ -234,6 +254,8 @@ def render_markdown(sections: list[Section], notes: list[str], generated: str,
         lines.append("| - | - |" + " 0 |" * (len(VERDICTS) + 1))
     warning = _warning(tallies)
     lines.append("")
+    if _variants_line(tallies):
+        lines += [_variants_line(tallies), ""]
     if warning:
         lines += [f"**Warning:** {_md(warning)}", ""]
     columns = _verdict_columns(sections)
@@ -244,7 +266,7 @@ def render_markdown(sections: list[Section], notes: list[str], generated: str,
               "|---|---|---|---|---|---|---|---|---|" + "---|" * len(vheads)]
     for s in sections:
         for c in s.claims:
-            cells = [c.paper, c.experiment, c.ref, c.claim, c.paper_value or "-",
+            cells = [c.paper, c.experiment, c.ref, _statement(c), c.paper_value or "-",
                      measured_text(c), c.expected, c.tolerance_source or "-",
                      _diagnosis_or_settle(c) or "-"]
             lines.append("| " + " | ".join(_md(x) for x in cells) + " | "
@@ -260,6 +282,9 @@ def render_markdown(sections: list[Section], notes: list[str], generated: str,
 def _md_section(s: Section) -> list[str]:
     cfg = s.cfg
     lines = [f"## {cfg.experiment}", ""]
+    if s.variant:
+        lines += [f"Variant `{s.variant}` of the paper's set-up: its verdicts are not the "
+                  f"paper's and are not counted.", ""]
     if s.refs:
         lines += [f"Reproduces {_md(', '.join(s.refs))}.", ""]
     lines += [f"Paper `{cfg.paper}`, profile `{cfg.profile}`, config `{cfg.cfg_hash}`, "
@@ -405,7 +430,7 @@ def render_html(sections: list[Section], notes: list[str], generated: str,
                 tallies: list[Tally] | None = None) -> str:
     tallies = _tallies_of(sections) if tallies is None else tallies
     all_claims = [c for s in sections for c in s.claims]
-    verdicts = Counter(c.verdict for c in all_claims)
+    verdicts = Counter(c.verdict for c in all_claims if not c.variant)
     parts = ["<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'>",
              "<meta name='viewport' content='width=device-width, initial-scale=1'>",
              "<title>ssmlab report</title>",
@@ -427,6 +452,8 @@ def render_html(sections: list[Section], notes: list[str], generated: str,
         for t in tallies)
     parts.append(f"<table id='counts'><tr>{head}</tr>{rows}</table>")
     warning = _warning(tallies)
+    if _variants_line(tallies):
+        parts.append(f"<p>{_h(_variants_line(tallies))}</p>")
     if warning:
         parts.append(f"<p class='warn' id='undiagnosed'><b>Warning:</b> {_h(warning)}</p>")
 
@@ -446,7 +473,7 @@ def render_html(sections: list[Section], notes: list[str], generated: str,
                 f"<tr {_data(c.paper, vs)}><td>{_h(c.paper)}</td>"
                 f"<td><a href='#{_h(s.anchor)}'>{_h(c.experiment)}</a></td>"
                 f"<td>{_h(c.ref)}</td>"
-                f"<td><a href='#{_h(s.claim_anchor(i))}'>{_h(c.claim)}</a></td>"
+                f"<td><a href='#{_h(s.claim_anchor(i))}'>{_h(_statement(c))}</a></td>"
                 f"<td>{_h(c.paper_value or '-')}</td><td>{_h(measured_text(c))}</td>"
                 f"<td>{_h(c.expected)}</td><td>{_h(c.tolerance_source or '-')}</td>"
                 f"<td>{_h(_diagnosis_or_settle(c) or '-')}</td>"
@@ -492,6 +519,9 @@ def _html_section(s: Section) -> list[str]:
     cfg = s.cfg
     parts = [f"<section class='exp' id='{_h(s.anchor)}' data-paper='{_h(cfg.paper)}'>",
              f"<h2>{_h(cfg.experiment)}</h2>"]
+    if s.variant:
+        parts.append(f"<p class='warn'>Variant <code>{_h(s.variant)}</code> of the paper's "
+                     f"set-up: its verdicts are not the paper's and are not counted.</p>")
     if s.refs:
         parts.append(f"<p class='refs'>Reproduces <b>{_h(', '.join(s.refs))}</b>.</p>")
     parts.append(f"<p>Paper <code>{_h(cfg.paper)}</code>, profile <code>{_h(cfg.profile)}"
@@ -554,8 +584,9 @@ def write_report(store: Store, results: str | Path, all_configs: bool = False,
     swap.clean_stale(outdir)
     tmp = swap.make_temp_dir(outdir)
     try:
-        sections = collect(store, results, tmp, all_configs)
-        tallies = summarize(store)
+        entries = catalog(store)
+        sections = collect(store, results, tmp, all_configs, entries)
+        tallies = summarize(entries)
         generated = now_iso()
         notes = list(notes or [])
         (tmp / "report.md").write_text(render_markdown(sections, notes, generated, tallies),

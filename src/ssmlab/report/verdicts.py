@@ -5,6 +5,12 @@ claim.
 
 Claims stored by earlier versions (legacy: empty id, no interval, no diagnosis) are rendered
 like the others; they are matched across profiles by (experiment, ref, statement) instead of id.
+
+A config that runs a variant of the paper's set-up (its claims carry `variant`, e.g.
+'model.mixer=gla') is kept apart: "latest" means latest per (experiment, variant), so a variant
+run last never hides the paper's own verdicts, claims match across profiles only within one
+variant, and a variant's claims are never counted among the paper's verdicts (Tally.variants
+counts them instead).
 """
 
 from __future__ import annotations
@@ -35,8 +41,10 @@ def profile_order(profiles: Any) -> list[str]:
 
 def claim_key(c: Claim) -> str:
     """What matches one claim across configs and profiles: its id, or for a legacy claim
-    (empty id) its experiment, reference and statement."""
-    return c.id or f"{c.experiment}|{c.ref}|{c.claim}"
+    (empty id) its experiment, reference and statement; a variant's claims only match the same
+    variant's."""
+    key = c.id or f"{c.experiment}|{c.ref}|{c.claim}"
+    return f"{key}|variant={c.variant}" if c.variant else key
 
 
 def diagnosis_text(c: Claim) -> str:
@@ -61,30 +69,58 @@ def measured_text(c: Claim) -> str:
     return text
 
 
-def claim_json(c: Claim) -> dict[str, Any]:
-    """The record `ssmlab claims --json` prints, one per claim, with exactly JSON_FIELDS."""
+def claim_json(c: Claim, with_variant: bool = False) -> dict[str, Any]:
+    """The record `ssmlab claims --json` prints, one per claim, with exactly JSON_FIELDS (and
+    `variant` last with `with_variant`)."""
     out = {"id": c.id, "paper": c.paper, "experiment": c.experiment, "ref": c.ref,
            "statement": c.claim, "paper_value": c.paper_value, "measured": c.measured,
            "ci_low": c.ci_low, "ci_high": c.ci_high, "tolerance": c.expected,
            "tolerance_source": c.tolerance_source, "verdict": c.verdict,
            "diagnosis": diagnosis_text(c)}
     assert tuple(out) == JSON_FIELDS
+    if with_variant:
+        out["variant"] = c.variant
     return out
 
 
-def latest_per_profile(store: Store) -> dict[str, dict[str, ConfigRow]]:
-    """experiment -> profile -> its most recently analysed config."""
-    out: dict[str, dict[str, ConfigRow]] = {}
-    for cfg in store.configs(latest_only=False):  # newest analysis first per experiment
-        out.setdefault(cfg.experiment, {}).setdefault(cfg.profile, cfg)
+@dataclass
+class Entry:
+    """One analysed config with its claims."""
+
+    cfg: ConfigRow
+    claims: list[Claim]
+
+    @property
+    def variant(self) -> str:
+        """'' for the paper's set-up; else what the config changes (from its claims)."""
+        return next((c.variant for c in self.claims if c.variant), "")
+
+
+def catalog(store: Store) -> list[Entry]:
+    """Every analysed config with its claims, newest analysis first per experiment."""
+    return [Entry(cfg, store.claims(cfg.experiment, cfg.cfg_hash))
+            for cfg in store.configs(latest_only=False)]
+
+
+def latest(entries: list[Entry], profile: str | None = None) -> list[Entry]:
+    """The latest analysed config per (experiment, variant), of `profile` when given; the
+    paper's set-up before its variants."""
+    seen: set[tuple[str, str]] = set()
+    out = []
+    for e in entries:
+        key = (e.cfg.experiment, e.variant)
+        if (profile is None or e.cfg.profile == profile) and key not in seen:
+            seen.add(key)
+            out.append(e)
+    return sorted(out, key=lambda e: (e.cfg.experiment, e.variant != "", e.variant))
+
+
+def latest_per_profile(entries: list[Entry]) -> dict[tuple[str, str], dict[str, Entry]]:
+    """(experiment, variant) -> profile -> its most recently analysed config."""
+    out: dict[tuple[str, str], dict[str, Entry]] = {}
+    for e in entries:  # newest analysis first per experiment
+        out.setdefault((e.cfg.experiment, e.variant), {}).setdefault(e.cfg.profile, e)
     return out
-
-
-def current_configs(store: Store, profile: str | None = None) -> list[ConfigRow]:
-    """The latest analysed config per experiment (of `profile` when given)."""
-    if profile is None:
-        return store.configs(latest_only=True)
-    return [by[profile] for _, by in sorted(latest_per_profile(store).items()) if profile in by]
 
 
 @dataclass
@@ -96,8 +132,12 @@ class Tally:
     counts: Counter = field(default_factory=Counter)
     undiagnosed: list[str] = field(default_factory=list)  # ids of FAILs marked "undiagnosed"
     legacy_fails: int = 0  # FAILs stored by an older version, which carry no diagnosis
+    variants: int = 0  # claims of variants of the paper's set-up: not counted above
 
     def add(self, c: Claim) -> None:
+        if c.variant:
+            self.variants += 1
+            return
         self.counts[c.verdict] += 1
         if c.verdict == "FAIL":
             if c.diagnosis_kind == "undiagnosed":
@@ -161,16 +201,17 @@ class Comparison:
         return out
 
 
-def comparisons(store: Store) -> tuple[dict[str, Comparison], dict[str, list[Claim]]]:
-    """Per experiment its Comparison, and per profile every claim of the latest analysed config
-    of each experiment at that profile (what the per-paper counts are made of)."""
-    comp: dict[str, Comparison] = {}
+def comparisons(entries: list[Entry]) -> tuple[dict[tuple[str, str], Comparison],
+                                              dict[str, list[Claim]]]:
+    """Per (experiment, variant) its Comparison, and per profile every claim of the latest
+    analysed config of each (experiment, variant) at that profile (what the per-paper counts
+    are made of)."""
+    comp: dict[tuple[str, str], Comparison] = {}
     by_profile: dict[str, list[Claim]] = {}
-    for exp, by in latest_per_profile(store).items():
+    for key, by in latest_per_profile(entries).items():
         claims = {}
-        for prof, cfg in by.items():
-            cs = store.claims(exp, cfg.cfg_hash)
-            claims[prof] = {claim_key(c): c for c in cs}
-            by_profile.setdefault(prof, []).extend(cs)
-        comp[exp] = Comparison(claims)
+        for prof, e in by.items():
+            claims[prof] = {claim_key(c): c for c in e.claims}
+            by_profile.setdefault(prof, []).extend(e.claims)
+        comp[key] = Comparison(claims)
     return comp, by_profile
