@@ -198,6 +198,16 @@ CASES = [
     ("export-no-store", "absent", ["export", "-o", "SIDE/x.csv"], {}, "no results store"),
     ("report-no-store", "absent", ["report"], {}, "no results store"),
     ("list-paper", "absent", ["list", "nopaper"], {}, "unknown paper 'nopaper'"),
+    # -- claims (read-only) ---------------------------------------------------------------------
+    ("claims-paper", "store", ["claims", "nopaper"], {}, "unknown paper 'nopaper'"),
+    ("claims-paper-json", "store", ["claims", "builtin", "nopaper", "--json"], {},
+     "unknown paper 'nopaper'"),
+    ("claims-profile", "store", ["claims", "--profile", "huge"], {}, "unknown profile 'huge'"),
+    ("claims-no-store", "absent", ["claims"], {}, "no results store"),
+    ("claims-no-store-json", "absent", ["claims", "builtin", "--json"], {}, "no results store"),
+    ("claims-corrupt", "corrupt", ["claims"], {}, "is not a valid ssmlab store"),
+    ("claims-schema", "schema-newer", ["claims", "--json"], {}, "schema version 99"),
+    ("claims-option", "store", ["claims", "--format", "csv"], {}, "No such option: --format"),
     # -- the command line itself ----------------------------------------------------------------
     ("unknown-command", "absent", ["frobnicate"], {}, "No such command 'frobnicate'"),
     ("unknown-option", "store", ["run", SLEEPY, "--bogus"], {}, "No such option: --bogus"),

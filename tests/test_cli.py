@@ -57,8 +57,9 @@ def stored(tmp_path, capsys):
     (["reproduce", "nopaper"], "unknown paper 'nopaper'"),
     (["show", "ffffff"], "no run with id 'ffffff'"),
     (["export", "--format", "xlsx"], "unknown export format 'xlsx'"),
+    (["claims", "nopaper"], "unknown paper 'nopaper'"),
 ], ids=["experiment", "key", "range", "seeds", "profile", "executor", "option", "nested-key",
-        "paper", "run-id", "format"])
+        "paper", "run-id", "format", "claims-paper"])
 def test_bad_input_exits_2_with_one_line_and_keeps_the_store(stored, capsys, args, needle):
     before = snapshot(stored)
     assert cli(*args, "--results", str(stored)) == 2
@@ -67,7 +68,7 @@ def test_bad_input_exits_2_with_one_line_and_keeps_the_store(stored, capsys, arg
 
 
 @pytest.mark.parametrize("command", [["run", "builtin/test_sleepy"], ["report"], ["show", "ab"],
-                                     ["export"], ["reproduce", "builtin"]])
+                                     ["export"], ["reproduce", "builtin"], ["claims", "--json"]])
 def test_corrupt_store_exits_2_and_is_left_untouched(tmp_path, capsys, command):
     db = tmp_path / "ssmlab.db"
     db.write_bytes(bytes(range(256)) * 40)
@@ -78,7 +79,7 @@ def test_corrupt_store_exits_2_and_is_left_untouched(tmp_path, capsys, command):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["ssmlab.db"]
 
 
-@pytest.mark.parametrize("command", [["report"], ["show", "ab"], ["export"]])
+@pytest.mark.parametrize("command", [["report"], ["show", "ab"], ["export"], ["claims"]])
 def test_missing_store_exits_2(tmp_path, capsys, command):
     assert cli(*command, "--results", str(tmp_path / "none")) == 2
     assert "no results store" in one_line_error(capsys)
@@ -131,7 +132,7 @@ def test_reproduce_reports_every_paper_and_exits_0_on_fail(tmp_path, capsys, mon
     md = (tmp_path / "report" / "report.md").read_text()
     assert "note: no experiments yet for filtering" in md
     verdicts = [line.rsplit("|", 2)[-2].strip() for line in md.splitlines()
-                if line.startswith("| builtin |")]
+                if line.startswith("| builtin | builtin/")]
     assert sorted(verdicts) == ["FAIL", "PASS", "PASS"]
 
 

@@ -1,4 +1,4 @@
-"""The `ssmlab` command line: list, run, reproduce, report, show, export.
+"""The `ssmlab` command line: list, run, reproduce, status, report, claims, show, export, probe.
 
 Bad input (unknown experiment / paper / profile / config key, a value out of range, a missing or
 corrupt results file) prints one line `error: ...` on stderr and exits with code 2; nothing
@@ -139,12 +139,15 @@ def _claims_table(results: list[Any], title: str) -> Any:
         t.add_column(col, overflow="fold")
     from rich.text import Text
 
-    style = {"PASS": "bold green", "FAIL": "bold red", "SKIP": "dim"}
     for r in results:
         for c in r.claims:  # Text: an experiment's "[...]" must not be read as rich markup
             t.add_row(*(Text(x) for x in (c.paper, c.experiment, c.ref, c.measured, c.expected)),
-                      Text(c.verdict, style=style[c.verdict]))
+                      Text(c.verdict, style=VERDICT_STYLE.get(c.verdict, "")))
     return t
+
+
+VERDICT_STYLE = {"PASS": "bold green", "FAIL": "bold red", "INCONCLUSIVE": "bold yellow",
+                 "SKIP": "dim"}
 
 
 def _sweep_line(r: Any) -> str:
@@ -400,6 +403,85 @@ def report_cmd(
     with Store.open(res, create=False) as store:
         out = write_report(store, store.folder, all_configs=all_configs)
     _console().print(f"report: {out / 'index.html'}  and  {out / 'report.md'}", markup=False)
+
+
+@app.command("claims")
+def claims_cmd(
+    papers: Annotated[list[str] | None, typer.Argument(
+        help="papers (default: every paper in the store)")] = None,
+    as_json: Annotated[bool, typer.Option(
+        "--json", help="one JSON object per claim and line: id, paper, experiment, ref, "
+                       "statement, paper_value, measured, ci_low, ci_high, tolerance, "
+                       "tolerance_source, verdict, diagnosis")] = False,
+    profile: Annotated[str | None, typer.Option(
+        "--profile", "-p", help="only configs of this profile (default: the latest analysed "
+                                "config per experiment, whatever its profile)")] = None,
+    variants: Annotated[bool, typer.Option(
+        "--variants", help="also the claims of variants of the papers' set-ups (e.g. another "
+                           "mixer); with --json each record then ends with 'variant'")] = False,
+    results: ResultsOpt = None,
+) -> None:
+    """The claims of the latest analysed config of each experiment, with their verdicts: the
+    paper's number, ours with its 95% interval, the region, the diagnosis. Never writes."""
+    from rich.table import Table
+    from rich.text import Text
+
+    from ssmlab.report.verdicts import (
+        catalog,
+        claim_json,
+        diagnosis_text,
+        latest,
+        measured_text,
+        paper_rank,
+        settle_text,
+    )
+    from ssmlab.runner.registry import known_papers, paper_packages
+    from ssmlab.runner.store import Store
+
+    with Store.open(_results(results), create=False, readonly=True) as store:
+        entries = catalog(store)
+        where = store.path
+    stored_profiles = {e.cfg.profile for e in entries} | {"quick", "paper"}
+    if profile is not None and profile not in stored_profiles:
+        raise UserError(f"unknown profile {profile!r}; profiles: "
+                        f"{', '.join(sorted(stored_profiles))}")
+    stored_papers = {e.cfg.paper for e in entries}
+    wanted = list(dict.fromkeys(papers or []))
+    if any(p not in stored_papers and p not in paper_packages() for p in wanted):
+        known = list(dict.fromkeys([*known_papers(), *sorted(stored_papers)]))  # imports papers
+        for p in wanted:
+            if p not in known:
+                raise UserError(f"unknown paper {p!r}; papers: {', '.join(known)}")
+    shown = sorted((e for e in latest(entries, profile)
+                    if (not wanted or e.cfg.paper in wanted) and (variants or not e.variant)),
+                   key=lambda e: (paper_rank(e.cfg.paper), e.cfg.experiment, e.variant))
+    if as_json:
+        for e in shown:
+            for c in e.claims:
+                typer.echo(json.dumps(claim_json(c, with_variant=variants), ensure_ascii=False))
+        return
+    t = Table(title="claims of the latest analysed config per experiment"
+                    + (f" at profile {profile}" if profile else "") + f" in {where}")
+    cols = ["experiment", *([] if profile else ["profile"]), "ref", "claim", "paper's number",
+            "measured", "region", "verdict", "diagnosis"]
+    for col in cols:
+        t.add_column(col, overflow="fold",
+                     no_wrap=col in ("experiment", "profile", "ref", "verdict"))
+    for e in shown:
+        label = e.cfg.experiment + (f" [variant {e.variant}]" if e.variant else "")
+        for c in e.claims:  # Text: an experiment's "[...]" must not be read as rich markup
+            t.add_row(*(Text(x) for x in (label, *([] if profile else [e.cfg.profile]), c.ref,
+                                          c.claim, c.paper_value or "-", measured_text(c),
+                                          c.expected)),
+                      Text(c.verdict, style=VERDICT_STYLE.get(c.verdict, "")),
+                      Text(diagnosis_text(c) or settle_text(c) or "-"))
+    con = _console()
+    if not t.rows:
+        con.print(f"no analysed claims in {where}"
+                  + (f" for {', '.join(wanted)}" if wanted else "")
+                  + (f" at profile {profile}" if profile else ""), markup=False)
+        return
+    con.print(t)
 
 
 @app.command("show")

@@ -1,0 +1,135 @@
+"""`ssmlab claims`: the claims of the latest analysed config per experiment as a table or as
+JSON lines with exactly the documented fields, filtered by paper and profile, never writing the
+store (bad input: tests/test_bad_inputs.py)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import sys
+from pathlib import Path
+
+import pytest
+
+from ssmlab.cli import main
+from ssmlab.runner.testing import registered_test_experiments
+
+sys.path.insert(0, str(Path(__file__).parent / "report"))
+from reportkit import FLAKY, SLEEPY, two_profile_store  # noqa: E402
+
+FIELDS = ["id", "paper", "experiment", "ref", "statement", "paper_value", "measured", "ci_low",
+          "ci_high", "tolerance", "tolerance_source", "verdict", "diagnosis"]
+
+
+@pytest.fixture(autouse=True)
+def _exps():
+    with registered_test_experiments():
+        yield
+
+
+@pytest.fixture(scope="module")
+def template(tmp_path_factory) -> Path:
+    res = tmp_path_factory.mktemp("claims")
+    two_profile_store(res)
+    return res
+
+
+@pytest.fixture
+def res(template, tmp_path) -> Path:
+    dst = tmp_path / "results"
+    shutil.copytree(template, dst)
+    return dst
+
+
+def tree(path: Path) -> dict[str, str]:
+    return {str(p.relative_to(path)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(path.rglob("*")) if p.is_file()}
+
+
+def cli(capsys, *args: str) -> tuple[int, str]:
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as e:
+        main(list(args))
+    return e.value.code, capsys.readouterr().out
+
+
+def records(capsys, res: Path, *args: str) -> list[dict]:
+    code, out = cli(capsys, "claims", "--json", *args, "--results", str(res))
+    assert code == 0
+    return [json.loads(line) for line in out.splitlines()]
+
+
+def test_json_has_exactly_the_fields_of_the_latest_config_per_experiment(res, capsys):
+    before = tree(res)
+    recs = records(capsys, res)
+    assert all(list(r) == FIELDS for r in recs)
+    # sleepy's latest analysed config is the quick one (4 claims); flaky has its legacy claim
+    assert [r["id"] for r in recs] == ["", f"{SLEEPY}:total", f"{SLEEPY}:slope",
+                                       f"{SLEEPY}:absent", f"{SLEEPY}:wrong"]
+    by = {r["id"]: r for r in recs}
+    assert by[f"{SLEEPY}:total"] == {
+        "id": f"{SLEEPY}:total", "paper": "builtin", "experiment": SLEEPY, "ref": "Fig. total",
+        "statement": "the total claim holds", "paper_value": "0.9",
+        "measured": "accuracy: 0.55 [0.5, 0.6] (bootstrap, n=3)", "ci_low": 0.5, "ci_high": 0.6,
+        "tolerance": "0.9 ± 0.1", "tolerance_source": "seed spread", "verdict": "FAIL",
+        "diagnosis": "profile-too-small: 150 steps cannot reach the regime; paper profile 0.93"}
+    assert by[f"{SLEEPY}:wrong"]["diagnosis"] == "undiagnosed: no diagnosis recorded"
+    assert by[f"{SLEEPY}:slope"]["verdict"] == "INCONCLUSIVE"
+    assert by[f"{SLEEPY}:absent"]["ci_low"] is None and by[f"{SLEEPY}:absent"]["verdict"] == "SKIP"
+    legacy = by[""]
+    assert legacy["experiment"] == FLAKY and legacy["verdict"] == "PASS"
+    assert legacy["diagnosis"] == "" and legacy["ci_low"] is None
+    assert tree(res) == before  # read-only: not even a -wal / -shm file
+
+
+def test_profile_picks_that_profiles_latest_config(res, capsys):
+    recs = records(capsys, res, "--profile", "paper")
+    assert [(r["id"], r["verdict"]) for r in recs] == [
+        (f"{SLEEPY}:total", "PASS"), (f"{SLEEPY}:slope", "PASS"), (f"{SLEEPY}:absent", "SKIP"),
+        (f"{SLEEPY}:wrong", "FAIL"), (f"{SLEEPY}:extra", "PASS")]
+    assert recs[3]["diagnosis"].startswith("finding: the verdict does not flip")
+    quick = records(capsys, res, "-p", "quick")
+    assert len(quick) == 5 and {r["experiment"] for r in quick} == {SLEEPY, FLAKY}
+
+
+def test_paper_filter(res, capsys):
+    assert len(records(capsys, res, "builtin")) == 5
+    assert records(capsys, res, "filtering") == []  # a known paper with nothing stored
+    code, out = cli(capsys, "claims", "filtering", "--results", str(res))
+    assert code == 0 and "no analysed claims in" in out and "for filtering" in out
+
+
+def test_table(res, capsys):
+    before = tree(res)
+    code, out = cli(capsys, "claims", "builtin", "--results", str(res))
+    assert code == 0
+    rows = [line for line in out.splitlines() if "│ builtin/" in line]
+    assert [[c.strip() for c in r.split("│")[1:4]] for r in rows] == [
+        [FLAKY, "quick", "Test 2"], [SLEEPY, "quick", "Fig. total"],
+        [SLEEPY, "quick", "Fig. slope"], [SLEEPY, "quick", "Fig. absent"],
+        [SLEEPY, "quick", "Fig. wrong"]]
+    assert "INCONCLUSIVE" in out and "0.9 ± 0.1" in out
+    # the diagnosis column, its wrapped lines joined
+    diagnosis = " ".join(" ".join(line.split("│")[-2].split()) for line in out.splitlines()
+                         if line.count("│") > 3)
+    for needle in ("about 12 seeds would settle it", "undiagnosed: no diagnosis recorded"):
+        assert needle in diagnosis, diagnosis
+    assert "Fig. extra" not in out  # only at the paper profile
+    code, out = cli(capsys, "claims", "--profile", "paper", "--results", str(res))
+    assert code == 0 and "Fig. extra" in out and FLAKY not in out
+    assert tree(res) == before
+
+
+def test_variants_only_on_request(res, capsys):
+    from ssmlab.runner.store import Store
+
+    with Store.open(res) as st:
+        [cfg] = st.configs(FLAKY)
+        claims = st.claims(FLAKY, cfg.cfg_hash)
+        st.put_claims(FLAKY, cfg.cfg_hash, [c.model_copy(update={"variant": "n_cells=4"})
+                                            for c in claims])
+    assert [r["experiment"] for r in records(capsys, res)] == [SLEEPY] * 4
+    recs = records(capsys, res, "--variants")
+    assert len(recs) == 5 and list(recs[0]) == [*FIELDS, "variant"]
+    assert recs[0]["variant"] == "n_cells=4" and recs[1]["variant"] == ""
