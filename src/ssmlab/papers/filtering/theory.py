@@ -9,8 +9,8 @@ module ("The setting"), with the code that checks each one ("Where each claim li
     Thm 2 (locality):          T, N scale with g = (1/2)^{ΔL⁺} - (1/2)^{ΔL⁻} (as 1/g or 1/g²)
     Lemma 4.2:                 ⟨w_Δ, o_j⟩ strongly negative for irrelevant j, relevant ≈ 0
 
-The constants hidden in Θ / Ω were not published: only the exponents are checkable, and the
-functions below return the scalings with unit constants (for plotting predicted lines).
+The constants hidden in Θ / Ω were not published: only the exponents are checkable (the
+SLOPE_* constants below); Thm 1's sample bound is not checked by any experiment.
 """
 
 from __future__ import annotations
@@ -25,16 +25,6 @@ SLOPE_STEPS_VS_L = 2.0  # T ∝ L² (a sufficient iteration count)
 SLOPE_STEPS_VS_LOCALITY_GAP = (-2.0, -1.0)
 
 
-def majority_steps(L: float, lr: float, gap: float) -> float:
-    """Thm 1's iteration count L² / (η (α_r - α_c)²), unit constant."""
-    return L**2 / (lr * gap**2)
-
-
-def majority_samples(L: float, d: float, lr: float, gap: float) -> float:
-    """Thm 1's sample count L² d / (η² (α_r - α_c)²), unit constant."""
-    return L**2 * d / (lr**2 * gap**2)
-
-
 def locality_gap(delta_close: float, delta_far: float) -> float:
     """g = (1/2)^{ΔL⁺} - (1/2)^{ΔL⁻} (Thm 2)."""
     return 0.5**delta_close - 0.5**delta_far
@@ -46,12 +36,3 @@ def init_gate_matrix(L: int) -> np.ndarray:
     lag = t[:, None] - t[None, :]
     return np.where(lag >= 0, 0.5 ** (lag + 1.0), 0.0)
 
-
-def locality_init_margin(delta_close: int, delta_far: int, L: int) -> float:
-    """E[z · (M_+ - M_-)] at w_Δ = 0 for the identity kernel (b_sᵀc_t = 1[same feature]):
-    the difference of the mean gated masses of the close and the far pair, g / (2L).
-
-    Derivation: a token's mass is Σ over earlier same-feature tokens s of G_{s,t}; the pair at
-    distance Δ contributes 1/2 + 1/2 + (1/2)^{Δ+1}, so close minus far is
-    ((1/2)^{ΔL⁺} - (1/2)^{ΔL⁻}) / 2 per sequence, divided by L by the head's mean."""
-    return locality_gap(delta_close, delta_far) / (2 * L)

@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 from pydantic import Field
 
+from ssmlab.claims import ClaimSpec, Context, Diagnosis, NoData, Region, mean_ci
 from ssmlab.experiment import (
-    Claim,
     Experiment,
     ExperimentConfig,
     RunRecord,
@@ -25,16 +26,13 @@ from ssmlab.papers.filtering.experiments.common import (
     GDSpec,
     filtering_mamba_bytes,
     fit_gd,
-    fmt,
     gd_history_bytes,
-    ok_runs,
     runtime_bytes,
     splits_bytes,
     thin,
 )
 from ssmlab.papers.filtering.model import FilteringMamba, FilteringMambaConfig
 from ssmlab.papers.filtering.probes import gate_probe, head_probe
-from ssmlab.records import not_ok_note
 from ssmlab.report import figures
 from ssmlab.report.stats import loglog_fit, mean_std
 
@@ -52,7 +50,10 @@ class AlignmentConfig(ExperimentConfig):
     n_test: int = Field(1000, ge=2, le=MAX_SAMPLES)
     history_every: int = Field(1, ge=1, le=MAX_STEPS,
                                description="keep every k-th probe row in the store")
-    cos_min: float = Field(0.5, ge=-1, le=1, description="final cos(w_Δ, o_+) must reach this")
+    rho_min: float = Field(0.9, ge=-1, le=1,
+                           description="'rises steadily': Spearman ρ(step, cos) at least this")
+    class_cos_min: float = Field(0.9, ge=0, le=1,
+                                 description="final cos(w_Δ, span{o_+, o_-}) at least this")
     irr_cos_bound: float = Field(0.1, ge=0, le=1,
                                  description="'small bound' on max_j |cos(w_Δ, o_j)|")
     growth_exponent: float = Field(1.0, ge=0, le=MAX_TOL,
@@ -75,17 +76,21 @@ class Alignment(Experiment):
     Probes every 10 steps: cos(w_Δ, o_±), mean / max |cos(w_Δ, o_j)| over irrelevant j, the
     projections ⟨w_Δ, o⟩, mean gates per token class, lucky-neuron fraction of W_O.
 
-    Claims: (1) cos(w_Δ, o_+) rises steadily (Spearman ρ with the step ≥ 0.9) to ≥ 0.5;
-    (2) ⟨w_Δ, o_+⟩ grows about linearly: log-log slope of the projection against the step over
-    the last 90% of training within 1 ± 0.5; (3) max_j |cos(w_Δ, o_j)| over irrelevant j stays
-    below 0.1 at every probe.
+    Claims (each a mean over seeds with its bootstrap interval; 3 seeds in the quick profile):
+    (1) cos(w_Δ, o_+) rises steadily: Spearman ρ with the step (from the first probe after
+    step 0, where w_Δ = 0 has no direction) ≥ 0.9; (2) the other reading of "aligns with the
+    class-relevant features": both o_+ and o_- are relevant (a negative sequence swaps them), so
+    the final cos(w_Δ, span{o_+, o_-}) ≥ 0.9 (its class-symmetric end point has cos(w_Δ, o_+)
+    = 1/√2, not 1); (3) ⟨w_Δ, o_+⟩ grows about linearly: log-log slope of the projection
+    against the step over the last 90% of training within 1 ± 0.5; (4) max_j |cos(w_Δ, o_j)|
+    over irrelevant j stays below 0.1 at every probe.
     """
 
     id = "filtering/alignment"
     paper = PAPER
     Config = AlignmentConfig
     profiles = {
-        "quick": {"seeds": 2},
+        "quick": {"seeds": 3},
         "paper": {"seeds": 5, "n_train": 400, "data": {"L": 16, "d": 64, "alpha_r": 0.4375,
                                                           "alpha_c": 0.25, "tau": 0.01},
                   "model": {"width": 64}, "gd": {"lr": 0.5, "max_steps": 20000}},
@@ -124,78 +129,61 @@ class Alignment(Experiment):
         }
         return RunResult(metrics=metrics, history=hist)
 
-    def analyze(self, cfg: AlignmentConfig, runs: list[RunRecord], figdir: Path) -> list[Claim]:
-        ok = ok_runs(runs)
-        base = {"paper": PAPER, "experiment": self.id}
-        if not ok:
-            return [Claim(**base, ref="Fig. 2", claim="cos(w_Δ, o_+) rises", measured="no runs",
-                          expected="-", passed=None, note=not_ok_note(runs))]
-        fig = self._figure(ok, figdir)
-        base["figure"] = fig
-        note = not_ok_note(runs)
-        # (1) cosine rises steadily
-        rhos, finals = [], []
-        for r in ok:
-            steps = np.asarray(r.history["probe_step"], float)
-            cp = np.asarray(r.history["cos_plus"], float)
-            rhos.append(_spearman(steps, cp))
-            finals.append(cp[-1])
-        rho_m, _ = mean_std(rhos)
-        fin_m, fin_s = mean_std(finals)
-        p1 = bool(min(rhos) >= 0.9 and min(finals) >= cfg.cos_min)
-        early = []  # cos with span{o_+, o_-} at the first probe after step 0
-        for r in ok:
-            cc = r.history.get("cos_class", [])
-            if len(cc) > 1:
-                early.append(cc[1])
-        early_m = mean_std(early)[0]
-        note1 = ("" if p1 else f"w_Δ starts at 0, so its cosine is undefined at step 0; after "
-                 f"the first probe interval w_Δ already lies in span{{o_+, o_-}} (cosine "
-                 f"{early_m:.3f}) with most of its weight on one class feature, then the two "
-                 "class projections even out (w_Δ aligns with both relevant features, o_+ and "
-                 "o_- symmetrically): cos(w_Δ, o_+) jumps up and then drifts, it does not rise "
-                 "steadily. What grows steadily is the projection (next claim). ")
-        # (2) linear growth of the projection
-        slopes = []
-        for r in ok:
-            steps = np.asarray(r.history["probe_step"], float)
-            pp = np.asarray(r.history["proj_plus"], float)
-            T = steps[-1]
-            keep = (steps >= 0.1 * T) & (pp > 0)
-            slopes.append(loglog_fit(steps[keep], pp[keep]).slope)
-        sl_m, sl_s = mean_std(slopes)
-        p2 = bool(np.isfinite(sl_m) and abs(sl_m - cfg.growth_exponent) <= cfg.growth_tol)
-        # (3) irrelevant cosines stay small
-        irr = [r.metrics["irr_abs_cos_max_over_time"] for r in ok]
-        irr_max = float(np.max(irr))
-        p3 = bool(irr_max <= cfg.irr_cos_bound)
-        steps_m, steps_s = mean_std([r.metrics["steps_to_converge"] for r in ok])
-        te_m, _ = mean_std([r.metrics["test_error"] for r in ok])
-        ctx = (f"{len(ok)} seeds; GD η={cfg.gd.lr:g} ran {fmt(steps_m, 0)} ± {fmt(steps_s, 0)} "
-               f"steps to zero hinge loss; test error {te_m:.3f}.")
+    def specs(self, cfg: AlignmentConfig) -> list[ClaimSpec]:
         return [
-            Claim(**base, ref="Fig. 2 / Lemma 4.1",
-                  claim="During training cos(w_Δ, o_+) rises steadily: the gate aligns with the "
-                        "class-relevant feature.",
-                  measured=f"Spearman ρ(step, cos) mean {rho_m:.3f} (min {min(rhos):.3f}); final "
-                           f"cos {fin_m:.3f} ± {fin_s:.3f}",
-                  expected=f"ρ ≥ 0.9 and final cos ≥ {cfg.cos_min:g} in every seed",
-                  passed=p1, value=fin_m, note=(note1 + ctx + " " + note).strip()),
-            Claim(**base, ref="Lemma 4.1",
-                  claim="The projection ⟨w_Δ, o_+⟩ grows about linearly in the number of steps.",
-                  measured=f"log-log slope of ⟨w_Δ, o_+⟩ vs step (last 90%): {sl_m:.2f} ± "
-                           f"{sl_s:.2f}",
-                  expected=f"{cfg.growth_exponent:g} ± {cfg.growth_tol:g}", passed=p2,
-                  value=sl_m,
-                  note=("" if p2 else "Growth is not linear over the fitted window: W_O's "
-                        "class weight a grows ∝ t and drives w_Δ's gradient, so the projection "
-                        "can grow like t² early and saturate as margins reach 1. ") + note),
-            Claim(**base, ref="Fig. 2 / Lemma 4.1",
-                  claim="Cosines of w_Δ with irrelevant features stay near zero throughout.",
-                  measured=f"max over seeds, probes and irrelevant j of |cos(w_Δ, o_j)|: "
-                           f"{irr_max:.4f}",
-                  expected=f"≤ {cfg.irr_cos_bound:g}", passed=p3, value=irr_max, note=note),
+            ClaimSpec(
+                name="cos_rises", ref="Fig. 2 / Lemma 4.1",
+                statement="During training cos(w_Δ, o_+) rises steadily: the gate aligns with "
+                          "the class-relevant feature.",
+                quantity="Spearman ρ(step, cos(w_Δ, o_+)), mean over seeds",
+                metric=lambda ctx: mean_ci(_per_seed(ctx, _rho),
+                                           detail=_cos_detail(ctx)),
+                region=Region.above(cfg.rho_min),
+                tolerance_source=f"our reading of 'rises steadily': a near-monotone rise, "
+                                 f"rank correlation ≥ {cfg.rho_min:g} (the figure's curve is "
+                                 "not published as numbers)",
+                diagnosis=Diagnosis("setup-unknown", _rise_evidence), figure="main"),
+            ClaimSpec(
+                name="class_span", ref="Fig. 2 / Lemma 4.1",
+                statement="The gate aligns with the class-relevant features: at the end of "
+                          "training w_Δ lies in span{o_+, o_-}.",
+                quantity="final cos(w_Δ, span{o_+, o_-}), mean over seeds",
+                metric=lambda ctx: mean_ci(ctx.values("final_cos_class"),
+                                           detail=_cos_detail(ctx)),
+                region=Region.above(cfg.class_cos_min),
+                tolerance_source=f"our choice: ≥ {cfg.class_cos_min:g} (a random direction in "
+                                 f"R^d has cosine ≈ √(2/d) with a 2-d span); both o_+ and o_- "
+                                 "are relevant (a negative sequence's majority feature is o_-)",
+                figure="main"),
+            ClaimSpec(
+                name="proj_linear", ref="Lemma 4.1",
+                statement="The projection ⟨w_Δ, o_+⟩ grows about linearly in the number of "
+                          "steps.",
+                quantity="log-log slope of ⟨w_Δ, o_+⟩ vs step (last 90% of training), mean "
+                         "over seeds",
+                metric=lambda ctx: mean_ci(_per_seed(ctx, _growth_slope)),
+                region=Region.around(cfg.growth_exponent, cfg.growth_tol),
+                tolerance_source=f"Lemma 4.1's linear growth (exponent 1); ± {cfg.growth_tol:g} "
+                                 "is our choice (quadratic or saturating growth lies outside)",
+                diagnosis=Diagnosis("finding", lambda ctx: "per-seed slopes " + ", ".join(
+                    f"{v:.2f}" for v in _per_seed(ctx, _growth_slope))),
+                figure="main"),
+            ClaimSpec(
+                name="irrelevant_flat", ref="Fig. 2 / Lemma 4.1",
+                statement="Cosines of w_Δ with irrelevant features stay near zero throughout.",
+                quantity="max over probes and irrelevant j of |cos(w_Δ, o_j)|, mean over seeds",
+                metric=lambda ctx: mean_ci(ctx.values("irr_abs_cos_max_over_time")),
+                region=Region.below(cfg.irr_cos_bound),
+                tolerance_source=f"our choice: ≤ {cfg.irr_cos_bound:g} (the max |cos| of a "
+                                 "random direction over the d - 2 irrelevant features is ≈ 0.4 "
+                                 "at d = 32)",
+                diagnosis=Diagnosis("finding", lambda ctx: "per-seed maxima " + ", ".join(
+                    f"{v:.3f}" for v in ctx.values("irr_abs_cos_max_over_time"))),
+                figure="main"),
         ]
+
+    def figures(self, ctx: Context) -> dict[str, str]:
+        return {"main": self._figure(ctx.ok, ctx.figdir)}
 
     @staticmethod
     def _figure(ok: list[RunRecord], figdir: Path) -> str:
@@ -227,3 +215,60 @@ def _spearman(x: np.ndarray, y: np.ndarray) -> float:
     if ry.std() == 0 or rx.std() == 0:
         return float("nan")
     return float(np.corrcoef(rx, ry)[0, 1])
+
+
+def _per_seed(ctx: Context, fn: Callable[[RunRecord], float]) -> list[float]:
+    if not ctx.ok:
+        raise NoData(ctx.why_empty())
+    return [fn(r) for r in ctx.select()]
+
+
+def _rho(r: RunRecord) -> float:
+    """Spearman ρ of cos(w_Δ, o_+) against the step, from the first probe after step 0 (at
+    step 0 w_Δ = 0 and the cosine is undefined; the probe stores 0 there)."""
+    steps = np.asarray(r.history["probe_step"], float)
+    cp = np.asarray(r.history["cos_plus"], float)
+    keep = steps > 0
+    return _spearman(steps[keep], cp[keep])
+
+
+def _growth_slope(r: RunRecord) -> float:
+    steps = np.asarray(r.history["probe_step"], float)
+    pp = np.asarray(r.history["proj_plus"], float)
+    keep = (steps >= 0.1 * steps[-1]) & (pp > 0)
+    return float(loglog_fit(steps[keep], pp[keep]).slope)
+
+
+def _first_after_zero(r: RunRecord, key: str) -> float:
+    steps = np.asarray(r.history["probe_step"], float)
+    vals = np.asarray(r.history[key], float)
+    later = vals[steps > 0]
+    return float(later[0]) if later.size else float("nan")
+
+
+def _cos_detail(ctx: Context) -> str:
+    rs = ctx.select()
+    first = mean_std([_first_after_zero(r, "cos_plus") for r in rs])[0]
+    final = mean_std([r.metrics["final_cos_plus"] for r in rs])[0]
+    cls = mean_std([r.metrics["final_cos_class"] for r in rs])[0]
+    te = mean_std([r.metrics["test_error"] for r in rs])[0]
+    return (f"cos(w_Δ, o_+) at the first probe {first:.3f}, final {final:.3f} (1/√2 = 0.707 "
+            f"is the class-symmetric end point); final cos with span{{o_±}} {cls:.3f}; "
+            f"test error {te:.3f}")
+
+
+def _rise_evidence(ctx: Context) -> str:
+    rs = ctx.select()
+    cc = [_first_after_zero(r, "cos_class") for r in rs]
+    cp = [_first_after_zero(r, "cos_plus") for r in rs]
+    fin = [r.metrics["final_cos_plus"] for r in rs]
+    return ("w_Δ starts at 0 (the paper's init), so its cosine is undefined at step 0; at the "
+            f"first probe w_Δ already lies in span{{o_+, o_-}} (cos {', '.join(f'{v:.3f}' for v in cc)}"
+            f" per seed) and cos(w_Δ, o_+) is {', '.join(f'{v:.2f}' for v in cp)}: its first "
+            "value is set by W_O's random asymmetry between o_+ and o_-, not by training. Then "
+            "the two class projections even out (both class features are relevant: negatives "
+            "swap o_+ and o_-) and cos(w_Δ, o_+) drifts toward 1/√2 = 0.707 (final "
+            f"{', '.join(f'{v:.2f}' for v in fin)}). Whether the paper's figure plots "
+            "cos(w_Δ, o_+) from a random w_Δ, a cosine with both relevant features (claim "
+            "class_span, which holds) or an un-normalised projection (claim proj_linear) is "
+            "not published.")

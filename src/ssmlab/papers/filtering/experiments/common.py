@@ -134,6 +134,27 @@ def finite(values: Iterable[float | None]) -> np.ndarray:
     return a[np.isfinite(a)]
 
 
+def by_seed(runs: Iterable[RunRecord]) -> dict[int, list[RunRecord]]:
+    """Runs grouped by seed (seed order)."""
+    out: dict[int, list[RunRecord]] = {}
+    for r in sorted(runs, key=lambda r: r.seed):
+        out.setdefault(r.seed, []).append(r)
+    return out
+
+
+def pooled_loglog_slope(per_seed: Sequence[Sequence[tuple[float, float]]]) -> float:
+    """Least-squares slope of log y on log x over the (x, y) points of all the given seeds
+    (points with a non-finite or non-positive coordinate dropped); NaN with < 2 distinct x.
+    Used with claims.seed_bootstrap, which refits on resampled seeds: the points of one seed
+    share its data and init seed, so they are not independent."""
+    pts = [(x, y) for seed in per_seed for x, y in seed
+           if math.isfinite(x) and math.isfinite(y) and x > 0 and y > 0]
+    if len({x for x, _ in pts}) < 2:
+        return math.nan
+    lx, ly = np.log([p[0] for p in pts]), np.log([p[1] for p in pts])
+    return float(np.polyfit(lx, ly, 1)[0])
+
+
 def fmt(x: float | None, digits: int = 3) -> str:
     if x is None or not np.isfinite(x):
         return "nan"
