@@ -82,3 +82,29 @@ def two_profile_store(res: Path) -> dict[str, str]:
             hashes[profile] = r.cfg_hash
         run_sweep(FLAKY, store=st)
     return hashes
+
+
+def second_paper(res: Path) -> None:
+    """A synthetic analysed config of another paper (filtering/fake, quick): one PASS and one
+    FAIL (finding), each with a figure, so that the paper filter has something to filter."""
+    from ssmlab.runner.store import ConfigRow, now_iso
+
+    exp, cfg_hash = "filtering/fake", "feedfacecafe"
+    fd = figdir_for(res, exp, cfg_hash)
+    fd.mkdir(parents=True, exist_ok=True)
+    claims = []
+    for name, verdict, extra in (
+            ("ordering", "PASS", {}),
+            ("locality", "FAIL", {"diagnosis_kind": "finding",
+                                  "diagnosis": "holds at no training length tried"})):
+        (fd / f"{name}.png").write_bytes(png(rgb=(200, 60, len(name) * 20)))
+        claims.append(Claim(paper="filtering", experiment=exp, id=f"{exp}:{name}",
+                            ref=f"Lemma {len(claims) + 1}", claim=f"{name} holds",
+                            measured="m: 1 [0.9, 1.1] (bootstrap, n=3)", expected="≥ 0.5",
+                            tolerance_source="the lemma's constant", verdict=verdict,
+                            figure=f"{name}.png", **extra))
+    with Store.open(res) as st:
+        st.put_config(ConfigRow(exp, cfg_hash, cfg_hash, "filtering", "quick", {"seeds": 3},
+                                "filtering (synthetic): two claims", [],
+                                str(fd.relative_to(res)), now_iso(), None))
+        st.put_claims(exp, cfg_hash, claims)
