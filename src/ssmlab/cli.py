@@ -460,27 +460,36 @@ def claims_cmd(
             for c in e.claims:
                 typer.echo(json.dumps(claim_json(c, with_variant=variants), ensure_ascii=False))
         return
-    t = Table(title="claims of the latest analysed config per experiment"
-                    + (f" at profile {profile}" if profile else "") + f" in {where}")
-    cols = ["experiment", *([] if profile else ["profile"]), "ref", "claim", "paper's number",
-            "measured", "region", "verdict", "diagnosis"]
-    for col in cols:
-        t.add_column(col, overflow="fold",
-                     no_wrap=col in ("experiment", "profile", "ref", "verdict"))
-    for e in shown:
-        label = e.cfg.experiment + (f" [variant {e.variant}]" if e.variant else "")
-        for c in e.claims:  # Text: an experiment's "[...]" must not be read as rich markup
-            t.add_row(*(Text(x) for x in (label, *([] if profile else [e.cfg.profile]), c.ref,
-                                          c.claim, c.paper_value or "-", measured_text(c),
-                                          c.expected)),
-                      Text(c.verdict, style=VERDICT_STYLE.get(c.verdict, "")),
-                      Text(diagnosis_text(c) or settle_text(c) or "-"))
     con = _console()
-    if not t.rows:
+    rows = [(e, c) for e in shown for c in e.claims]
+    if not rows:
         con.print(f"no analysed claims in {where}"
                   + (f" for {', '.join(wanted)}" if wanted else "")
                   + (f" at profile {profile}" if profile else ""), markup=False)
         return
+    cells: dict[str, Any] = {  # column -> cell of one claim; Text: "[...]" is not markup
+        "experiment": lambda e, c: Text(e.cfg.experiment + (
+            f" [variant {e.variant}]" if e.variant else "")),
+        "profile": lambda e, c: Text(e.cfg.profile),
+        "ref": lambda e, c: Text(c.ref),
+        "claim": lambda e, c: Text(c.claim),
+        "paper's number": lambda e, c: Text(c.paper_value or "-"),
+        "measured": lambda e, c: Text(measured_text(c)),
+        "region": lambda e, c: Text(c.expected),
+        "verdict": lambda e, c: Text(c.verdict, style=VERDICT_STYLE.get(c.verdict, "")),
+        "diagnosis": lambda e, c: Text(diagnosis_text(c) or settle_text(c) or "-"),
+    }
+    if profile:
+        del cells["profile"]
+    for col in ("paper's number", "diagnosis"):  # a column no claim fills only takes room
+        if all(cells[col](e, c).plain == "-" for e, c in rows):
+            del cells[col]
+    t = Table(title="claims of the latest analysed config per experiment"
+                    + (f" at profile {profile}" if profile else "") + f" in {where}")
+    for col in cells:  # ids and verdicts whole; the texts share the rest of the width
+        t.add_column(col, overflow="fold", no_wrap=col in ("experiment", "profile", "verdict"))
+    for e, c in rows:
+        t.add_row(*(cell(e, c) for cell in cells.values()))
     con.print(t)
 
 
