@@ -60,7 +60,8 @@ def gate_profile(model: ICLMamba, pr: Prompts, max_rank: int | None = None) -> d
 @torch.no_grad()
 def score_concentration(model: ICLMamba, pr: Prompts) -> dict[str, float]:
     """Cor. 1: summed and per-example scores s_i on same-pattern context examples vs the others
-    (means over prompts). Keys: same_sum, other_sum, same_mean, other_mean."""
+    (means over prompts). Keys: same_sum, other_sum, same_mean, other_mean, and other_abs_mean
+    (the mean |s_i| over other examples: positive and negative scores do not cancel)."""
     s = model.scores(pr.P)[:, :-1]  # (B, l)
     same = pr.rel[:, :-1] == pr.rel[:, -1:]  # (B, l)
     zeros = torch.zeros_like(s)
@@ -69,6 +70,7 @@ def score_concentration(model: ICLMamba, pr: Prompts) -> dict[str, float]:
         "other_sum": float(torch.where(~same, s, zeros).sum(1).mean()),
         "same_mean": float(s[same].mean()) if same.any() else float("nan"),
         "other_mean": float(s[~same].mean()) if (~same).any() else float("nan"),
+        "other_abs_mean": float(s[~same].abs().mean()) if (~same).any() else float("nan"),
     }
 
 

@@ -9,9 +9,9 @@ outlier fraction, M₁ number of relevant patterns, β pattern norm, η step siz
 - Thm 2 (Mamba):        generalizes while α < min(1, p_a l_tr / l_ts)
 - Thm 4 (linear Trf.):  generalizes only while α < 1/2
 - Cor. 2:               outlier gates O(poly(M₁)⁻¹); the j-th closest clean example's gate is
-                        ≥ Θ(2^{-(j-1)}). The corollary is a lower bound; GATE_LOG2_SLOPE reads
-                        it as a rate (log₂ G_j decreasing with slope ≈ -1 in j), which is this
-                        folder's choice, as is M₁⁻² for the poly in outlier_gate_bound.
+                        ≥ Θ(2^{-(j-1)}). The corollary is a lower bound: GATE_LOG2_SLOPE = -1 is
+                        the steepest log₂-slope of G_j in j it allows (a slower decay satisfies
+                        it too). M₁⁻² for the poly in outlier_gate_bound is this folder's choice.
 
 The Θ constants are not given, so the experiments test exponents (log-log slopes), not counts;
 mamba_iterations / linear_iterations state the orders with a free constant c.
@@ -25,7 +25,8 @@ SLOPE_LINEAR_VS_LTR = -1.0
 SLOPE_RATIO_VS_LTR = 1.0
 SLOPE_MAMBA_VS_INV_CLEAN = 1.0  # T_M against 1 / (1 - p_a)
 SLOPE_MAMBA_VS_M1 = 1.0
-#: Cor. 2: log₂ of the clean gate against the clean example's rank j from the query.
+#: Cor. 2: the steepest log₂-slope of the clean gate in the clean example's rank j from the
+#: query that the lower bound Θ(2^{-(j-1)}) allows.
 GATE_LOG2_SLOPE = -1.0
 
 

@@ -2,20 +2,15 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 from pydantic import Field, model_validator
 
-from ssmlab.experiment import (
-    Claim,
-    Experiment,
-    ExperimentConfig,
-    RunRecord,
-    RunResult,
-    register,
-)
+from ssmlab.claims import ClaimSpec, Context, Diagnosis, Estimate, NoData, Region, mean_ci
+from ssmlab.experiment import Experiment, ExperimentConfig, RunRecord, RunResult, register
 from ssmlab.papers.icl_outliers.data import ICLDataConfig, sample_train
 from ssmlab.papers.icl_outliers.experiments.common import (
     MAX_LEN,
@@ -35,9 +30,7 @@ from ssmlab.papers.icl_outliers.experiments.common import (
     train_bytes,
 )
 from ssmlab.papers.icl_outliers.probes import score_probe
-from ssmlab.records import not_ok_note
 from ssmlab.report import figures
-from ssmlab.report.stats import fmt_pm, mean_std
 
 PAPER = "icl_outliers"
 MAX_GROWTH = 1e6
@@ -54,7 +47,7 @@ class AttentionConfig(ExperimentConfig):
     growth: float = Field(2.0, gt=1, le=MAX_GROWTH,
                           description="same-pattern summed score must grow by this factor")
     eps_ratio: float = Field(0.1, gt=0, le=1,
-                             description="'O(ε) elsewhere': |other| ≤ eps_ratio × same")
+                             description="'O(ε) elsewhere': mean |other| ≤ eps_ratio × mean same")
 
     @model_validator(mode="after")
     def _check(self) -> AttentionConfig:
@@ -68,11 +61,17 @@ class Attention(Experiment):
     one-layer Mamba, summed over the context examples that share the query's relevant pattern and
     over the others, recorded during training on a fixed set of training-distribution prompts.
 
-    Claims (means over seeds, at the last probe vs the first):
-    1. Fig. 3: the same-pattern summed score rises during training (grows ≥ 2×) and ends above
-       the others' summed score.
-    2. Cor. 1: the score is concentrated: per example, |score on other-pattern examples| ≤
-       0.1 × score on same-pattern examples ("Θ(1) on same-pattern examples, O(ε) elsewhere").
+    Claims (ids icl_outliers/attention:<name>; 95% bootstrap intervals over seeds):
+    - same_rises (Fig. 3): the same-pattern summed score grows ≥ 2× from the first probe to
+      the last.
+    - same_above_others (Fig. 3): the margin (same − others' summed score) widens during
+      training (at init it is already positive, δ² β² on the shared pattern).
+    - cor1_other_eps (Cor. 1): what "Θ(1) on same-pattern examples and O(ε) elsewhere" means
+      for a learned W_B^T W_C: the prediction F is invariant to the scale of W_B^T W_C, so the
+      statement is about the relative size of the scores. Per example, the mean |score| on an
+      example of the task's other pattern (positive and negative scores counted alike) over the
+      mean score on a same-pattern example must be O(ε), ε the theorems' accuracy parameter
+      (no number published); we take ≤ 0.1.
 
     Deviation: Fig. 3 plots the first layer of a 3-layer model; Cor. 1 is about the one-layer
     model's W_B^T W_C, which is what is measured here (p_a = 0.4 as in Fig. 3). Training
@@ -95,7 +94,7 @@ class Attention(Experiment):
         probe = test_set_bytes("mamba", cfg.model, d, l, cfg.n_probe, l)
         return (runtime_bytes(("mamba",), cfg.model) + prompts_bytes(cfg.n_probe, l, d)
                 + max(probe, train_bytes("mamba", cfg.model, cfg.sgd.for_model("mamba"), d, l))
-                + fit_history_bytes(cfg.sgd, cfg.probe_every, 5))
+                + fit_history_bytes(cfg.sgd, cfg.probe_every, 6))
 
     def run(self, cfg: AttentionConfig, params: dict[str, Any], seed: int) -> RunResult:
         pat = patterns_for(cfg.data)
@@ -106,41 +105,53 @@ class Attention(Experiment):
         if res.status != "ok":
             return RunResult(status="diverged", reason=f"diverged at step {res.diverged_at}")
         h = res.history
-        keys = ("same_sum", "other_sum", "same_mean", "other_mean")
+        keys = ("same_sum", "other_sum", "same_mean", "other_mean", "other_abs_mean")
         metrics = {f"first_{k}": float(h[k][0]) for k in keys}
         metrics |= {f"last_{k}": float(h[k][-1]) for k in keys}
         return RunResult(metrics=metrics, history={k: h[k] for k in ("probe_step", *keys)})
 
-    def analyze(self, cfg: AttentionConfig, runs: list[RunRecord], figdir: Path) -> list[Claim]:
-        ok = [r for r in runs if r.status == "ok"]
-        base = {"paper": PAPER, "experiment": self.id}
-        note = not_ok_note(runs)
-
-        def m(k: str) -> tuple[float, float]:
-            return mean_std([r.metrics.get(k, np.nan) for r in ok])
-
-        s0, s1, o1 = m("first_same_sum")[0], m("last_same_sum"), m("last_other_sum")
-        grow = s1[0] / s0 if s0 > 0 else float("nan")
-        same_m, other_m = m("last_same_mean")[0], m("last_other_mean")[0]
-        ratio = abs(other_m) / same_m if same_m > 0 else float("nan")
-        fig = self._figure(ok, figdir) if ok else None
+    def specs(self, cfg: AttentionConfig) -> list[ClaimSpec]:
         return [
-            Claim(**base, ref="Fig. 3", figure=fig,
-                  claim="The summed score on same-pattern examples rises during training, above "
-                        "the score on the other examples.",
-                  measured=f"same-pattern sum {s0:.3f} → {fmt_pm(*s1)} (×{grow:.1f}); "
-                           f"others' sum at the end {fmt_pm(*o1)}",
-                  expected=f"growth ≥ ×{cfg.growth:g} and final same > final others",
-                  passed=bool(np.isfinite(grow) and grow >= cfg.growth and s1[0] > o1[0]),
-                  value=grow, note=note),
-            Claim(**base, ref="Cor. 1", figure=fig,
-                  claim="W_B^T W_C puts Θ(1) score on same-pattern examples and O(ε) elsewhere.",
-                  measured=f"per example: same {same_m:.3f}, others {other_m:.3f} "
-                           f"(|others| / same = {ratio:.3f})",
-                  expected=f"|others| / same ≤ {cfg.eps_ratio:g}",
-                  passed=bool(np.isfinite(ratio) and ratio <= cfg.eps_ratio), value=ratio,
-                  note=(note + " " + _cross_note(ratio, other_m, cfg.eps_ratio)).strip()),
+            ClaimSpec(
+                name="same_rises", ref="Fig. 3", figure="main",
+                statement="The summed score on context examples that share the query's relevant "
+                          "pattern rises during training.",
+                paper_value="Fig. 3 (no number; 3-layer model's first layer)",
+                quantity="same-pattern summed score, last probe / first probe (mean over seeds)",
+                metric=lambda ctx: _growth(ctx),
+                region=Region.above(cfg.growth),
+                tolerance_source=f"our reading of 'rises': grows at least ×{cfg.growth:g} from "
+                "the δ-diagonal init"),
+            ClaimSpec(
+                name="same_above_others", ref="Fig. 3", figure="main",
+                statement="The same-pattern score rises above the score on the other examples: "
+                          "the margin between them widens during training.",
+                paper_value="Fig. 3 (no number)",
+                quantity="(same − others' summed score) at the last probe minus at the first "
+                         "(mean over seeds)",
+                metric=lambda ctx: _margin(ctx),
+                region=Region.above(0.0, strict=True),
+                tolerance_source="sign only; at init the same-pattern score is already above "
+                "(δ² β² on the shared pattern), so the check asks that training widens the gap"),
+            ClaimSpec(
+                name="cor1_other_eps", ref="Cor. 1", figure="main",
+                statement="The learned W_B^T W_C puts Θ(1) score on context examples that share "
+                          "the query's relevant pattern and O(ε) elsewhere.",
+                paper_value="Θ(1) vs O(ε)",
+                quantity="mean |score| on an example of the other pattern / mean score on a "
+                         "same-pattern example, at the end of training (mean over seeds)",
+                metric=lambda ctx: _concentration(ctx),
+                region=Region.below(cfg.eps_ratio),
+                tolerance_source=f"'O(ε) elsewhere' read scale-free (the prediction's sign does "
+                f"not depend on the scale of W_B^T W_C): the magnitude of an other-pattern "
+                f"example's score relative to a same-pattern one must be small; ε is the "
+                f"theorem's accuracy parameter, unpublished as a number: we take ≤ "
+                f"{cfg.eps_ratio:g} (10× Fig. 2's error level 0.01)",
+                diagnosis=Diagnosis("finding", lambda ctx: _cor1_evidence(ctx, cfg))),
         ]
+
+    def figures(self, ctx: Context) -> dict[str, str]:
+        return {"main": self._figure(ctx.ok, ctx.figdir)}
 
     def _figure(self, ok: list[RunRecord], figdir: Path) -> str:
         fig, (ax,) = figures.new_figure()
@@ -155,10 +166,59 @@ class Attention(Experiment):
         return figures.save(fig, figdir, "icl_attention.png")
 
 
-def _cross_note(ratio: float, other: float, tol: float) -> str:
-    if not np.isfinite(ratio) or ratio <= tol:
-        return ""
-    sign = "negative" if other < 0 else "positive"
-    return (f"the score on other-pattern examples is not O(ε) but {sign}: the factorised "
-            "W_B^T W_C also learns cross-pattern terms (two patterns of one task carry opposite "
-            "labels, so a negative cross score also votes for the right label).")
+def _growth(ctx: Context) -> Estimate:
+    s0, s1 = np.array(ctx.values("first_same_sum")), np.array(ctx.values("last_same_sum"))
+    return mean_ci(s1 / s0, f"same-pattern sum {s0.mean():.3f} → {s1.mean():.3f}")
+
+
+def _margin(ctx: Context) -> Estimate:
+    f = np.array(ctx.values("first_same_sum")) - np.array(ctx.values("first_other_sum"))
+    last_o = np.array(ctx.values("last_other_sum"))
+    la = np.array(ctx.values("last_same_sum")) - last_o
+    return mean_ci(la - f, f"margin {f.mean():.3f} → {la.mean():.3f}; others' sum at the end "
+                           f"{last_o.mean():.3f}")
+
+
+def _ratio_curve(r: RunRecord) -> tuple[list[int], list[float]]:
+    h = r.history
+    ab = h.get("other_abs_mean") or [abs(x) for x in h.get("other_mean", [])]
+    return list(h.get("probe_step", [])), [a / s if s > 0 else math.nan
+                                           for a, s in zip(ab, h.get("same_mean", []),
+                                                           strict=False)]
+
+
+def _concentration(ctx: Context) -> Estimate:
+    rs = ctx.select()
+    if not rs:
+        raise NoData(ctx.why_empty())
+    same = np.array([r.metrics.get("last_same_mean", math.nan) for r in rs])
+    ab = np.array([r.metrics.get("last_other_abs_mean",
+                                 abs(r.metrics.get("last_other_mean", math.nan))) for r in rs])
+    signed = np.array([r.metrics.get("last_other_mean", math.nan) for r in rs])
+    return mean_ci(ab / same, f"per example: same {same.mean():.3f}, others {signed.mean():.3f} "
+                              f"(|others| {ab.mean():.3f})")
+
+
+def _cor1_evidence(ctx: Context, cfg: AttentionConfig) -> str:
+    """From the probe history: the ratio does not shrink as training goes on."""
+    rs = ctx.select()
+    parts = []
+    for frac in (0.1, 0.5, 1.0):
+        vals = []
+        for r in rs:
+            steps, ratio = _ratio_curve(r)
+            if not steps:
+                continue
+            target = frac * steps[-1]
+            i = min(range(len(steps)), key=lambda k: abs(steps[k] - target))
+            vals.append(ratio[i])
+        if vals:
+            parts.append(f"{frac * cfg.sgd.steps:.0f}: {np.nanmean(vals):.3f}")
+    signed = np.mean([r.metrics.get("last_other_mean", math.nan) for r in rs])
+    sign = "negative" if signed < 0 else "positive"
+    return ("the ratio does not fall with training (|others| / same at step "
+            + ", ".join(parts) + f"); the others' scores are {sign} ({signed:.3f} per example): "
+            "the factorised W_B^T W_C also learns cross-pattern terms between the two patterns "
+            "of a task, which carry opposite labels, so a negative cross score votes for the "
+            "right label too. The learned solution uses both patterns; Cor. 1's 'O(ε) "
+            "elsewhere' is the theory's idealisation (README 'Findings').")

@@ -17,13 +17,16 @@ memory", lists the estimates beside the measurements).
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Sequence
 from typing import Annotated, Any, Literal
 
 import annotated_types as at
+import numpy as np
 import torch
 from pydantic import Field, model_validator
 from torch import Tensor, nn
 
+from ssmlab.claims import Context, Estimate, NoData, seed_bootstrap
 from ssmlab.config import StrictModel
 from ssmlab.memory import nbytes
 from ssmlab.papers.icl_outliers.data import (
@@ -211,6 +214,37 @@ def patterns_for(data: ICLDataConfig) -> Patterns:
 def runs_of(runs: list[RunRecord], kind: str) -> list[RunRecord]:
     """The runs of one model's cells (for a per-model note: records.not_ok_note(runs_of(...)))."""
     return [r for r in runs if r.params.get("model") == kind]
+
+
+# --- claims: per-seed tables and their intervals -------------------------------------------------
+
+Column = tuple[dict[str, Any], str]  # (cell parameters, metric key)
+
+
+def seed_matrix(ctx: Context, columns: Sequence[Column]) -> np.ndarray:
+    """(seeds, columns): metrics[key] of the ok run of each column's cell, one row per seed that
+    finished in every column's cell (in seed order), so that a statistic of several cells
+    resamples whole seeds. NoData when a cell has no finished run or no seed is common."""
+    per: list[dict[int, float]] = []
+    for params, k in columns:
+        rs = ctx.select(**params)
+        if not rs:
+            raise NoData(ctx.why_empty(**params))
+        per.append({r.seed: float(r.metrics.get(k, math.nan)) for r in rs})
+    seeds = sorted(set.intersection(*(set(p) for p in per))) if per else []
+    if not seeds:
+        raise NoData("no seed finished in every cell the claim reads")
+    return np.array([[p[s] for p in per] for s in seeds], float).reshape(len(seeds), len(per))
+
+
+def over_seeds(mat: np.ndarray, statistic: Callable[[np.ndarray], float],
+               detail: str = "") -> Estimate:
+    """statistic(rows of `mat`) with a bootstrap interval over whole seeds (rows)."""
+    return seed_bootstrap(list(mat), lambda rows: float(statistic(np.asarray(rows))), detail)
+
+
+def fmt_cells(labels: Sequence[Any], values: Sequence[float], digits: int = 3) -> str:
+    return ", ".join(f"{a}: {v:.{digits}f}" for a, v in zip(labels, values, strict=True))
 
 
 # --- memory estimates ---------------------------------------------------------------------------

@@ -9,14 +9,8 @@ from typing import Any
 import numpy as np
 from pydantic import Field, model_validator
 
-from ssmlab.experiment import (
-    Claim,
-    Experiment,
-    ExperimentConfig,
-    RunRecord,
-    RunResult,
-    register,
-)
+from ssmlab.claims import ClaimSpec, Context, Diagnosis, Estimate, NoData, Region, mean_ci
+from ssmlab.experiment import Experiment, ExperimentConfig, RunRecord, RunResult, register
 from ssmlab.memory import nbytes
 from ssmlab.papers.icl_outliers.data import ICLDataConfig, Placement, Rule, sample_test
 from ssmlab.papers.icl_outliers.experiments.common import (
@@ -39,9 +33,8 @@ from ssmlab.papers.icl_outliers.experiments.common import (
 )
 from ssmlab.papers.icl_outliers.probes import gate_profile
 from ssmlab.papers.icl_outliers.theory import GATE_LOG2_SLOPE, outlier_gate_bound
-from ssmlab.records import not_ok_note
 from ssmlab.report import figures
-from ssmlab.report.stats import fmt_pm, linear_fit, mean_std
+from ssmlab.report.stats import linear_fit
 
 PAPER = "icl_outliers"
 
@@ -59,7 +52,6 @@ class GatesConfig(ExperimentConfig):
     fit_ranks: int = Field(8, ge=2, le=MAX_LEN,
                            description="fit log₂ G_j over clean ranks j = 1..fit_ranks")
     bound_power: float = Field(2.0, gt=0, le=MAX_TOL, description="outlier gate bound M₁^-power")
-    slope_tol: float = Field(0.5, gt=0, le=MAX_TOL, description="Cor. 2 slope -1 ± slope_tol")
     min_r2: float = Field(0.9, ge=0, le=1, description="'exponential decay': R² of the log fit")
 
     @model_validator(mode="after")
@@ -78,12 +70,15 @@ class Gates(Experiment):
     """icl_outliers, Fig. 4 / Cor. 2: gates G_{i,l+1}(w) of the trained one-layer Mamba on test
     prompts with α = 0.3 shifted outliers (flipped labels, random positions).
 
-    Claims:
-    1. Cor. 2: outliers are gated out: the mean outlier gate is ≤ M₁⁻² (= 0.028 for M₁ = 6), our
-       concrete instance of O(poly(M₁)⁻¹).
-    2. Fig. 4: clean gates decay exponentially with the clean example's rank j from the query
-       (log₂ G_j linear in j with R² ≥ 0.9 and a negative slope).
-    3. Cor. 2: at about the rate 2^{-j}: fitted log₂-slope -1 ± 0.5 over j = 1..8.
+    Claims (ids icl_outliers/gates:<name>; intervals are 95% bootstraps over seeds):
+    - outlier_gate (Cor. 2): outliers are gated out: the mean outlier gate is ≤ M₁⁻² (= 0.028
+      for M₁ = 6), our concrete instance of O(poly(M₁)⁻¹).
+    - clean_decay (Fig. 4): clean gates decay with the clean example's rank j from the query
+      (the log₂-slope of G_j over j = 1..8 is negative).
+    - clean_exponential (Fig. 4): roughly exponentially: R² ≥ 0.9 of that line.
+    - clean_lower_bound (Cor. 2): G_j ≥ Θ(2^{-(j-1)}) is a lower bound, so the log₂-slope must
+      be ≥ -1 (the decay may be slower than 2^{-j}, not faster). Earlier versions tested it as
+      a rate (slope -1 ± 0.5), which the corollary does not state.
 
     Training is experiment 1's (paper set-up, p_a = 0.6, l_tr = 20, SGD η = 1.0, batch 64, 2000
     steps quick / 10000 paper; unpublished). j = 1 is the clean example closest to the query;
@@ -127,48 +122,59 @@ class Gates(Experiment):
             "gate_by_rank_clean": by_rank,
         })
 
-    def analyze(self, cfg: GatesConfig, runs: list[RunRecord], figdir: Path) -> list[Claim]:
-        ok = [r for r in runs if r.status == "ok"]
-        base = {"paper": PAPER, "experiment": self.id}
-        note = not_ok_note(runs)
-        m_out, s_out = mean_std([r.metrics["mean_outlier"] for r in ok])
-        m_cl, _ = mean_std([r.metrics["mean_clean"] for r in ok])
-        mx = max([r.metrics["max_outlier"] for r in ok], default=float("nan"))
+    def specs(self, cfg: GatesConfig) -> list[ClaimSpec]:
         bound = outlier_gate_bound(cfg.data.M1, cfg.bound_power)
         J = cfg.fit_ranks
-        ranks = np.arange(1, J + 1)
-        per_seed = np.array([(list(r.history["gate_by_rank_clean"]) + [np.nan] * J)[:J] for r in ok],
-                            float).reshape(len(ok), J)
-        g_mean = np.nanmean(per_seed, 0) if ok else np.full(J, np.nan)
-        fit_all = linear_fit(ranks, np.log2(np.clip(g_mean, 1e-300, None)))
-        slopes = [linear_fit(ranks, np.log2(np.clip(row, 1e-300, None))).slope for row in per_seed]
-        s_m, s_s = mean_std(slopes)
-        fig = self._figure(cfg, ok, figdir, g_mean, fit_all) if ok else None
-        claims = [
-            Claim(**base, ref="Cor. 2 / Fig. 4", figure=fig,
-                  claim="Gates on outlier examples are O(poly(M₁)⁻¹): outliers are ignored.",
-                  measured=f"mean outlier gate {fmt_pm(m_out, s_out, 4)} (max {mx:.3f}); "
-                           f"mean clean gate {m_cl:.4f}",
-                  expected=f"≤ M₁^-{cfg.bound_power:g} = {bound:.4f}",
-                  passed=bool(np.isfinite(m_out) and m_out <= bound), value=m_out, note=note),
-            Claim(**base, ref="Fig. 4", figure=fig,
-                  claim="Gates on clean examples decay exponentially with the distance to the query.",
-                  measured=f"log₂ G_j = {fit_all.slope:.3f} j + {fit_all.intercept:.2f}, "
-                           f"R² {fit_all.r2:.3f} (j = 1..{J})",
-                  expected=f"slope < 0, R² ≥ {cfg.min_r2:g}",
-                  passed=bool(np.isfinite(fit_all.slope) and fit_all.slope < 0
-                              and fit_all.r2 >= cfg.min_r2), value=fit_all.r2, note=note),
-            Claim(**base, ref="Cor. 2", figure=fig,
-                  claim="The j-th closest clean example's gate decays like 2^{-(j-1)}.",
-                  measured=f"fitted log₂-slope {fit_all.slope:.3f} (per seed {fmt_pm(s_m, s_s)}; "
-                           f"decay factor {2 ** fit_all.slope:.3f} per clean example)",
-                  expected=f"{GATE_LOG2_SLOPE:g} ± {cfg.slope_tol:g}",
-                  passed=bool(np.isfinite(fit_all.slope)
-                              and abs(fit_all.slope - GATE_LOG2_SLOPE) <= cfg.slope_tol),
-                  value=fit_all.slope,
-                  note=(note + " " + _slope_note(fit_all.slope, cfg.slope_tol)).strip()),
+        return [
+            ClaimSpec(
+                name="outlier_gate", ref="Cor. 2 / Fig. 4", figure="main",
+                statement="Gates on outlier examples are O(poly(M₁)⁻¹): outliers are ignored.",
+                paper_value="O(poly(M₁)⁻¹); Fig. 4: 'very small'",
+                quantity="mean gate on an outlier example (mean over seeds)",
+                metric=lambda ctx: _outlier_gate(ctx),
+                region=Region.below(bound),
+                tolerance_source=f"M₁^-{cfg.bound_power:g} = {bound:.4f}: our concrete instance "
+                "of the corollary's poly(M₁)⁻¹ (no constant is published); an untrained gate "
+                "spreads ≈ 1/l_ts = 0.05 over every example, so the bound needs suppression"),
+            ClaimSpec(
+                name="clean_decay", ref="Fig. 4", figure="main",
+                statement="Gates on clean examples decay with the distance to the query.",
+                paper_value="Fig. 4 (no number)",
+                quantity=f"log₂-slope of the j-th closest clean gate over j = 1..{J} "
+                         "(per-seed fit, mean over seeds)",
+                metric=lambda ctx: _slope(ctx, J),
+                region=Region.below(0.0, strict=True),
+                tolerance_source="sign only: 'decay' is a negative slope"),
+            ClaimSpec(
+                name="clean_exponential", ref="Fig. 4", figure="main",
+                statement="The decay of the clean gates is roughly exponential in the distance.",
+                paper_value="Fig. 4 (no number)",
+                quantity=f"R² of the per-seed line log₂ G_j = a j + b, j = 1..{J} (mean over seeds)",
+                metric=lambda ctx: _r2(ctx, J),
+                region=Region.above(cfg.min_r2),
+                tolerance_source=f"our reading of 'roughly exponential': R² ≥ {cfg.min_r2:g} "
+                "of a straight line in log₂ space"),
+            ClaimSpec(
+                name="clean_lower_bound", ref="Cor. 2", figure="main",
+                statement="The j-th closest clean example's gate is ≥ Θ(2^{-(j-1)}): it decays "
+                          "no faster than 2^{-(j-1)}.",
+                paper_value="≥ Θ(2^{-(j-1)})",
+                quantity=f"log₂-slope of the j-th closest clean gate over j = 1..{J} "
+                         "(per-seed fit, mean over seeds)",
+                metric=lambda ctx: _slope(ctx, J),
+                region=Region.above(GATE_LOG2_SLOPE),
+                tolerance_source="the corollary's bound: G_j ≥ c 2^{-(j-1)} for a constant c "
+                "(unpublished) holds for every j only if the log₂-slope is ≥ -1; the constant "
+                "is not tested, only the rate the bound allows",
+                diagnosis=Diagnosis("finding", lambda ctx: _lower_bound_evidence(ctx, J))),
         ]
-        return claims
+
+    def figures(self, ctx: Context) -> dict[str, str]:
+        J = ctx.cfg.fit_ranks
+        rows = _rank_rows(ctx, J)
+        g_mean = np.nanmean(rows, 0)
+        fit_all = linear_fit(np.arange(1, J + 1), np.log2(np.clip(g_mean, 1e-300, None)))
+        return {"main": self._figure(ctx.cfg, ctx.ok, ctx.figdir, g_mean, fit_all)}
 
     def _figure(self, cfg: GatesConfig, ok: list[RunRecord], figdir: Path, g_mean: np.ndarray,
                 fit_all) -> str:
@@ -195,11 +201,47 @@ class Gates(Experiment):
         return figures.save(fig, figdir, "icl_gates.png")
 
 
-def _slope_note(slope: float, tol: float) -> str:
-    if not np.isfinite(slope) or abs(slope - GATE_LOG2_SLOPE) <= tol:
-        return ""
-    factor = 2**slope
-    side = ("slower than 2^{-j}: Cor. 2's lower bound Θ(2^{-(j-1)}) holds, but the rate is not ≈ 1/2"
-            if slope > GATE_LOG2_SLOPE else "faster than 2^{-j}, below Cor. 2's lower bound")
-    return (f"each clean example multiplies the gates behind it by ≈ {factor:.2f}, i.e. σ(w^T p) ≈ "
-            f"{1 - factor:.2f} on clean examples instead of 1/2; the decay is {side}.")
+def _rank_rows(ctx: Context, J: int) -> np.ndarray:
+    """(seeds, J): the mean gate of the j-th closest clean example, per seed."""
+    rs = ctx.select()
+    if not rs:
+        raise NoData(ctx.why_empty())
+    return np.array([(list(r.history.get("gate_by_rank_clean", [])) + [np.nan] * J)[:J]
+                     for r in rs], float).reshape(len(rs), J)
+
+
+def _fits(ctx: Context, J: int) -> list:
+    ranks = np.arange(1, J + 1)
+    return ctx.shared(f"gate_fits_{J}", lambda: [
+        linear_fit(ranks, np.log2(np.clip(row, 1e-300, None))) for row in _rank_rows(ctx, J)])
+
+
+def _outlier_gate(ctx: Context) -> Estimate:
+    rs = ctx.select()
+    out, cl = ctx.values("mean_outlier"), ctx.values("mean_clean")
+    mx = max(r.metrics.get("max_outlier", math.nan) for r in rs)
+    return mean_ci(out, f"mean clean gate {np.mean(cl):.4f} (outlier / clean "
+                        f"{np.mean(out) / np.mean(cl):.3f}); largest outlier gate {mx:.3f}")
+
+
+def _slope(ctx: Context, J: int) -> Estimate:
+    fits = _fits(ctx, J)
+    slopes = [f.slope for f in fits]
+    return mean_ci(slopes, f"decay factor {2 ** float(np.mean(slopes)):.3f} per clean example "
+                           f"(2^-1 = 0.5 at Cor. 2's rate); per seed "
+                           + ", ".join(f"{x:.3f}" for x in slopes))
+
+
+def _r2(ctx: Context, J: int) -> Estimate:
+    fits = _fits(ctx, J)
+    return mean_ci([f.r2 for f in fits], "per seed " + ", ".join(f"{f.r2:.3f}" for f in fits))
+
+
+def _lower_bound_evidence(ctx: Context, J: int) -> str:
+    rows = _rank_rows(ctx, J)
+    g = np.nanmean(rows, 0)
+    return ("the clean gates fall faster than 2^{-(j-1)}: mean gates by rank "
+            + ", ".join(f"{x:.4f}" for x in g)
+            + f"; G_{J} / G_1 = {g[-1] / g[0]:.4f} against 2^-{J - 1} = {2.0 ** (1 - J):.4f}. "
+            "Each clean example's σ(w^T p) exceeds 1/2, so the gates behind it shrink by more "
+            "than half.")

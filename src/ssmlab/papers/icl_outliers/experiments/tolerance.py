@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -9,15 +10,9 @@ import numpy as np
 import torch
 from pydantic import Field, model_validator
 
+from ssmlab.claims import ClaimSpec, Context, Diagnosis, Estimate, NoData, Region
 from ssmlab.config import Distinct
-from ssmlab.experiment import (
-    Claim,
-    Experiment,
-    ExperimentConfig,
-    RunRecord,
-    RunResult,
-    register,
-)
+from ssmlab.experiment import Experiment, ExperimentConfig, RunRecord, RunResult, register
 from ssmlab.papers.icl_outliers.data import ICLDataConfig, Placement, Rule, sample_test
 from ssmlab.papers.icl_outliers.experiments.common import (
     MAX_LEN,
@@ -32,18 +27,18 @@ from ssmlab.papers.icl_outliers.experiments.common import (
     eval_generator,
     fit,
     fit_history_bytes,
+    fmt_cells,
     one_layer_only,
+    over_seeds,
     patterns_for,
     placements_need_counts,
-    runs_of,
     runtime_bytes,
+    seed_matrix,
     test_set_bytes,
     train_bytes,
 )
 from ssmlab.papers.icl_outliers.theory import linear_alpha_threshold, mamba_alpha_threshold
-from ssmlab.records import not_ok_note
 from ssmlab.report import figures
-from ssmlab.report.stats import mean_std
 
 PAPER = "icl_outliers"
 
@@ -158,56 +153,50 @@ class Tolerance(Experiment):
                     metrics["gate_clean_paper_alpha"] = float(G[~pr.outlier].mean())
         return RunResult(metrics=metrics, info={"model": kind, "steps": res.steps})
 
-    def analyze(self, cfg: ToleranceConfig, runs: list[RunRecord], figdir: Path) -> list[Claim]:
-        ok = [r for r in runs if r.status == "ok"]
-        err: dict[tuple[str, str, float], float] = {}
-        for kind in cfg.models:
-            rs = [r for r in ok if r.params.get("model") == kind]
-            for rule in cfg.rules:
-                for a in cfg.alphas:
-                    err[kind, rule, a] = mean_std([r.metrics.get(key(rule, a), np.nan) for r in rs])[0]
-        fig_name = self._figure(cfg, ok, figdir) if ok else None
+    def specs(self, cfg: ToleranceConfig) -> list[ClaimSpec]:
         thr = mamba_alpha_threshold(cfg.data.p_a, cfg.l_tr, cfg.l_ts)
-        base = {"paper": PAPER, "experiment": self.id, "figure": fig_name}
-
-        def worst(kind: str, alphas: list[float], rules=cfg.rules) -> tuple[float, str]:
-            vals = [(err.get((kind, r, a), np.nan), f"{r}@α={a:g}") for r in rules for a in alphas]
-            vals = [v for v in vals if np.isfinite(v[0])]
-            return max(vals) if vals else (float("nan"), "no runs")
-
-        def curve(kind: str, rule: str) -> str:
-            return ", ".join(f"{a:g}:{err.get((kind, rule, a), np.nan):.3f}" for a in cfg.alphas)
-
-        claims = []
-        a1 = [a for a in cfg.alphas if a <= cfg.paper_alpha + 1e-9]
-        w1, at1 = worst("mamba", a1)
-        claims.append(Claim(
-            **base, ref="Fig. 2",
-            claim=f"One-layer Mamba's test error stays below {cfg.err_tol:g} up to α ≈ {cfg.paper_alpha:g}.",
-            measured=f"max error over α ≤ {cfg.paper_alpha:g} and rules: {w1:.4f} ({at1}); "
-                     f"flipped: {curve('mamba', 'flipped')}",
-            expected=f"< {cfg.err_tol:g}", passed=bool(np.isfinite(w1) and w1 < cfg.err_tol),
-            value=w1, note=(not_ok_note(runs_of(runs, "mamba")) + " " + _note_tolerance(err, cfg, w1, ok)).strip()))
-        a2 = [a for a in cfg.alphas if a < thr - 1e-9]
-        w2, at2 = worst("mamba", a2)
-        claims.append(Claim(
-            **base, ref="Thm 2",
-            claim=f"Mamba generalizes (error < {cfg.err_tol:g}) for α < min(1, p_a l_tr / l_ts) = {thr:g}.",
-            measured=f"max error over α < {thr:g} and rules: {w2:.4f} ({at2})",
-            expected=f"< {cfg.err_tol:g}", passed=bool(np.isfinite(w2) and w2 < cfg.err_tol),
-            value=w2, note=not_ok_note(runs_of(runs, "mamba"))))
         half = linear_alpha_threshold()
-        a3 = [a for a in cfg.alphas if a > half + 1e-9]
-        vals = [err.get(("linear", "flipped", a), np.nan) for a in a3]
-        low = min(vals) if vals and all(np.isfinite(vals)) else float("nan")
-        claims.append(Claim(
-            **base, ref="Fig. 2 / Thm 4",
-            claim="The linear Transformer's error is large once α > 1/2.",
-            measured=f"min flipped-label error over α > 1/2: {low:.3f}; flipped: {curve('linear', 'flipped')}; "
-                     f"one label: {curve('linear', 'one_label')}; random: {curve('linear', 'random')}",
-            expected=f"> {cfg.large_error:g} at every α > 1/2 (flipped labels)",
-            passed=bool(np.isfinite(low) and low > cfg.large_error), value=low, note=not_ok_note(runs_of(runs, "linear"))))
-        return claims
+        a_fig = [a for a in cfg.alphas if a <= cfg.paper_alpha + 1e-9]
+        a_thm2 = [a for a in cfg.alphas if a < thr - 1e-9]
+        a_thm4 = [a for a in cfg.alphas if half + 1e-9 < a <= cfg.paper_alpha + 1e-9]
+        err_src = (f"Fig. 2's 'error < {cfg.err_tol:g}' (the paper's own threshold); the upper "
+                   "end of the 95% interval must lie below it")
+        return [
+            ClaimSpec(
+                name="mamba_fig2", ref="Fig. 2", figure="main",
+                statement=f"One-layer Mamba's test error stays below {cfg.err_tol:g} up to "
+                          f"α ≈ {cfg.paper_alpha:g}, for every outlier labelling rule.",
+                paper_value=f"error < 0.01 up to α ≈ 0.8 (p_a = {cfg.data.p_a:g})",
+                quantity=f"Mamba's largest seed-mean error over rules and α ≤ {cfg.paper_alpha:g}",
+                metric=lambda ctx: _worst(ctx, cfg, "mamba", a_fig),
+                region=Region.below(cfg.err_tol, strict=True), tolerance_source=err_src,
+                diagnosis=Diagnosis("finding", lambda ctx: _fig2_evidence(ctx, cfg))),
+            ClaimSpec(
+                name="mamba_thm2", ref="Thm 2", figure="main",
+                statement=f"Mamba generalizes (error < {cfg.err_tol:g}) while α < "
+                          f"min(1, p_a l_tr / l_ts) = {thr:g}, for every labelling rule.",
+                paper_value=f"threshold min(1, p_a l_tr / l_ts) = {thr:g}",
+                quantity=f"Mamba's largest seed-mean error over rules and α < {thr:g}",
+                metric=lambda ctx: _worst(ctx, cfg, "mamba", a_thm2),
+                region=Region.below(cfg.err_tol, strict=True), tolerance_source=err_src),
+            ClaimSpec(
+                name="linear_thm4", ref="Fig. 2 / Thm 4", figure="main",
+                statement="The linear Transformer generalizes only while α < 1/2: past it "
+                          "(flipped outlier labels) its error is large where the gated Mamba, "
+                          "trained on the same data, stays accurate.",
+                paper_value="threshold 1/2",
+                quantity=f"smallest gap, linear Transformer minus Mamba, of the seed-mean "
+                         f"flipped-label error over 1/2 < α ≤ {cfg.paper_alpha:g}",
+                metric=lambda ctx: _thm4_gap(ctx, cfg, a_thm4),
+                region=Region.above(cfg.large_error),
+                tolerance_source=f"'large' = {cfg.large_error:g}, 10× Fig. 2's 0.01 (our "
+                "reading). The gap to Mamba is what makes the check discriminating: with "
+                "flipped labels past α = 1/2 the flipped outliers are the majority, so any "
+                "label-averaging model fails there (README 'Findings')"),
+        ]
+
+    def figures(self, ctx: Context) -> dict[str, str]:
+        return {"main": self._figure(ctx.cfg, ctx.ok, ctx.figdir)}
 
     def _figure(self, cfg: ToleranceConfig, ok: list[RunRecord], figdir: Path) -> str:
         fig, axes = figures.new_figure(ncols=len(cfg.rules))
@@ -227,20 +216,64 @@ class Tolerance(Experiment):
         return figures.save(fig, figdir, "icl_tolerance.png")
 
 
-def _note_tolerance(err: dict, cfg: ToleranceConfig, worst: float, ok: list[RunRecord]) -> str:
-    if not np.isfinite(worst) or worst < cfg.err_tol:
-        return ""
-    ok_alphas = [a for a in cfg.alphas
-                 if all(err.get(("mamba", r, a), np.inf) < cfg.err_tol for r in cfg.rules)]
-    reach = max([a for a in ok_alphas if all(b in ok_alphas for b in cfg.alphas if b <= a)],
-                default=float("nan"))
-    rs = [r for r in ok if r.params.get("model") == "mamba"]
-    g_out = mean_std([r.metrics.get("gate_outlier_paper_alpha", np.nan) for r in rs])[0]
-    g_cl = mean_std([r.metrics.get("gate_clean_paper_alpha", np.nan) for r in rs])[0]
+def _worst(ctx: Context, cfg: ToleranceConfig, kind: str, alphas: list[float]) -> Estimate:
+    """max over (rule, α) of the seed-mean error, bootstrapped over seeds."""
+    if not alphas:
+        raise NoData("no α of the grid lies in the claim's range")
+    cols = [(rule, a) for rule in cfg.rules for a in alphas]
+    mat = seed_matrix(ctx, [({"model": kind}, key(r, a)) for r, a in cols])
+    means = mat.mean(0)
+    at = cols[int(np.nanargmax(means))] if np.isfinite(means).any() else ("-", math.nan)
+    flipped = [a for a in alphas if "flipped" in cfg.rules]
+    detail = (f"worst {at[0]}@α={at[1]:g}; flipped by α: "
+              + fmt_cells([f"{a:g}" for a in flipped],
+                          [means[cols.index(("flipped", a))] for a in flipped]))
+    return over_seeds(mat, lambda m: m.mean(0).max(), detail)
+
+
+def _thm4_gap(ctx: Context, cfg: ToleranceConfig, alphas: list[float]) -> Estimate:
+    """min over α of (linear − Mamba) flipped-label error, the two models' runs paired by seed."""
+    if not alphas or "flipped" not in cfg.rules:
+        raise NoData("needs rule 'flipped' and an α in (1/2, paper_alpha]")
+    if not {"mamba", "linear"} <= set(cfg.models):
+        raise NoData("needs both models")
+    cols = [({"model": k}, key("flipped", a)) for a in alphas for k in ("linear", "mamba")]
+    mat = seed_matrix(ctx, cols)
+    n = len(alphas)
+
+    def gap(m: np.ndarray) -> float:
+        mm = m.mean(0).reshape(n, 2)
+        return float((mm[:, 0] - mm[:, 1]).min())
+
+    mm = mat.mean(0).reshape(n, 2)
+    detail = ("flipped-label error linear / Mamba by α: "
+              + ", ".join(f"{a:g}: {lt:.3f} / {ma:.3f}" for a, (lt, ma)
+                          in zip(alphas, mm, strict=True)))
+    return over_seeds(mat, gap, detail)
+
+
+def _fig2_evidence(ctx: Context, cfg: ToleranceConfig) -> str:
+    """Numbers from the stored runs: how far Mamba stays below the threshold, and the gates."""
+    reach = math.nan
+    for a in sorted(cfg.alphas):
+        try:
+            worst = max(float(np.mean(ctx.values(key(r, a), model="mamba"))) for r in cfg.rules)
+        except NoData:
+            break
+        if worst >= cfg.err_tol:
+            break
+        reach = a
+    g_out = float(np.nanmean([r.metrics.get("gate_outlier_paper_alpha", math.nan)
+                              for r in ctx.select(model="mamba")] or [math.nan]))
+    g_cl = float(np.nanmean([r.metrics.get("gate_clean_paper_alpha", math.nan)
+                             for r in ctx.select(model="mamba")] or [math.nan]))
     n_out = int(np.floor(cfg.paper_alpha * cfg.l_ts + 0.5))
-    return (f"Mamba stays below {cfg.err_tol:g} (all rules) only up to α = {reach:g}. At "
+    return (f"Mamba stays below {cfg.err_tol:g} (every rule) up to α = {reach:g} only. At "
             f"α = {cfg.paper_alpha:g} the mean gate on a shifted outlier is {g_out:.4f} against "
-            f"{g_cl:.4f} on a clean example, so {n_out} flipped-label outliers can outvote "
-            f"{cfg.l_ts - n_out} clean ones. The outlier gates shrink only while the hinge loss "
-            "is non-zero, which stops early; the weakest shifted outlier (v'_3, Σλ = L = 0.3) "
-            "keeps 0.3 of the learned v* gate suppression.")
+            f"{g_cl:.4f} on a clean example ({g_out / g_cl:.2f}×), so {n_out} flipped-label "
+            f"outliers (total gate {n_out * g_out:.2f}) can outvote {cfg.l_ts - n_out} clean ones "
+            f"({(cfg.l_ts - n_out) * g_cl:.2f}). The gates on outliers shrink only while the "
+            "hinge loss is non-zero, and the weakest shifted outlier (v'_3, Σλ = L = 0.3) keeps "
+            "0.3 of the learned v* suppression. Not an artefact of training length: 5× longer "
+            "training lowers the α = 0.8 error but leaves it above 0.01 (README 'Findings', "
+            "with the command).")
