@@ -27,7 +27,7 @@ Claims (ids generalization/bound_vs_T:<name>; tolerances up front):
 Dropped: "for s_A < 0 every trained model has ρ_A < 1". With A ≡ s_A < 0 fixed and Δ_t > 0,
 ρ_A = exp(s_A softplus(·)) < 1 by construction: the check could not fail (README, "Where each
 claim lives").
-Quick profile: T = 50 / 150 / 300, 2 runs, 15 epochs.
+Quick profile: T = 50 / 150 / 300, 3 runs, 15 epochs.
 """
 
 from __future__ import annotations
@@ -146,7 +146,7 @@ class BoundVsT(Experiment):
     paper = PAPER
     Config = BoundConfig
     profiles = {
-        "quick": {"seeds": 2, "T_values": [50, 150, 300], "training": {"epochs": 15}},
+        "quick": {"seeds": 3, "T_values": [50, 150, 300], "training": {"epochs": 15}},
         "paper": {},
     }
 
