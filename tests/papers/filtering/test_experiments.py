@@ -185,24 +185,27 @@ def test_gate_ablation_run_and_analyze(tmp_path: Path):
         "n_train": 16, "n_test": 16, "gd": TINY_GD,
         "majority": {"L": 8, "d": 8, "alpha_r": 0.5, "alpha_c": 0.25},
         "locality": {"L": 8, "d": 8, "delta_close": 1, "delta_far": 5}})
-    r = exp.run(cfg, {"data": "locality", "bc_init": "gaussian", "gate": False}, 0)
+    r = exp.run(cfg, {"data": "locality", "bc_init": "gaussian_trained", "gate": False}, 0)
     assert {"test_accuracy", "gate_relevant", "gate_irrelevant"} <= set(r.metrics)
     assert r.metrics["gate_relevant"] == pytest.approx(0.5)
     assert len(exp.cells(cfg)) == 8  # data × W_B, W_C reading × gate
     acc = {("majority", "identity", True): 0.99, ("majority", "identity", False): 0.7,
-           ("majority", "gaussian", True): 0.5, ("majority", "gaussian", False): 0.5,
+           ("majority", "gaussian_trained", True): 0.5,
+           ("majority", "gaussian_trained", False): 0.5,
            ("locality", "identity", True): 0.8, ("locality", "identity", False): 0.75,
-           ("locality", "gaussian", True): 0.9, ("locality", "gaussian", False): 0.6}
+           ("locality", "gaussian_trained", True): 0.9,
+           ("locality", "gaussian_trained", False): 0.6}
     runs = [rec(exp, {"data": d, "bc_init": bc, "gate": g}, s,
                 {"test_accuracy": a + 0.001 * s, "gate_relevant": 0.9, "gate_irrelevant": 0.4,
                  "train_loss": 0.1})
             for (d, bc, g), a in acc.items() for s in range(2)]
     claims = exp.analyze(cfg, runs, tmp_path)
-    assert [c.id.split(":")[1] for c in claims] == ["majority_identity", "majority_gaussian",
-                                                   "locality_identity", "locality_gaussian"]
+    assert [c.id.split(":")[1] for c in claims] == [
+        "majority_identity", "majority_gaussian_trained", "locality_identity",
+        "locality_gaussian_trained"]
     assert verdicts(claims) == ["PASS", "FAIL", "FAIL", "PASS"]
     assert "neither model learns" in claims[1].diagnosis
-    assert "already matches" in claims[2].diagnosis and "gaussian: gate 0.9" in \
+    assert "already matches" in claims[2].diagnosis and "gaussian_trained: gate 0.9" in \
         claims[2].diagnosis
 
 
