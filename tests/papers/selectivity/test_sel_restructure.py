@@ -88,9 +88,9 @@ def test_train_spec_runs_exactly_steps_updates(n_train, batch, steps):
 
 def test_not_ok_runs_are_noted(tmp_path: Path):
     cfg = InductionExpConfig(sizes=(8,))
-    runs = [RunRecord("selectivity/induction", "h", {"mixer": m, "d_model": 8}, 0, "ok",
-                      {"test_acc": 1.0}, {}, {}) for m in ("mamba", "mamba_dt")]
-    runs.append(RunRecord("selectivity/induction", "h", {"mixer": "mamba", "d_model": 8}, 1,
+    runs = [RunRecord("selectivity/induction", "h", {"mixer": m, "d_model": 8}, s, "ok",
+                      {"test_acc": 1.0}, {}, {}) for m in ("mamba", "mamba_dt") for s in (0, 1)]
+    runs.append(RunRecord("selectivity/induction", "h", {"mixer": "mamba", "d_model": 8}, 2,
                           "diverged", {}, {}, {}, reason="diverged at step 3"))
     (c,) = Induction().analyze(cfg, runs, tmp_path)
     assert c.verdict == "PASS" and "1 diverged" in c.note and "step 3" in c.note

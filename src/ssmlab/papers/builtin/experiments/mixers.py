@@ -6,17 +6,17 @@ report); it is small, but its claim is real and can fail.
 
 from __future__ import annotations
 
-from pathlib import Path
+import math
 from typing import Annotated, Any
 
+import numpy as np
 from pydantic import Field, model_validator
 
+from ssmlab.claims import ClaimSpec, Context, Diagnosis, Estimate, NoData, Region, paired_ci
 from ssmlab.config import Distinct
 from ssmlab.experiment import (
-    Claim,
     Experiment,
     ExperimentConfig,
-    RunRecord,
     RunResult,
     register,
 )
@@ -142,17 +142,14 @@ class Mixers(Experiment):
                     "test_loss": res.final["test_loss"]}
         return RunResult(metrics=metrics, history=hist)
 
-    def analyze(self, cfg: MixersConfig, runs: list[RunRecord], figdir: Path) -> list[Claim]:
+    def figures(self, ctx: Context) -> dict[str, str]:
         from ssmlab.report.figures import mean_band, new_figure, save
-        from ssmlab.report.stats import group_by, mean_std
 
-        by_mixer = group_by(runs, lambda r: r.params["mixer"])
-        acc = {m: mean_std(r.metrics.get("test_acc", 1.0 / cfg.vocab) for r in rs)
-               for m, rs in by_mixer.items()}
-
+        cfg = ctx.cfg
+        acc = {m: _accs(ctx, m) for m in cfg.mixers}
         fig, (ax1, ax2) = new_figure(2)
         for m in cfg.mixers:
-            rs = [r for r in by_mixer.get(m, []) if r.status == "ok" and r.history.get("step")]
+            rs = [r for r in ctx.select(mixer=m) if r.history.get("step")]
             if not rs:
                 continue
             n = min(len(r.history["step"]) for r in rs)
@@ -163,27 +160,55 @@ class Mixers(Experiment):
         ax1.set_ylabel("test token error")
         ax1.set_title("selective copying")
         ax1.legend(fontsize=8)
-        names = [m for m in cfg.mixers if m in acc]
-        ax2.bar(names, [acc[m][0] for m in names], yerr=[acc[m][1] for m in names],
+        names = [m for m in cfg.mixers if acc[m]]
+        ax2.bar(names, [np.mean(list(acc[m].values())) for m in names],
+                yerr=[np.std(list(acc[m].values())) for m in names],
                 color=["tab:blue", "tab:orange", "tab:green", "tab:red", "tab:purple"][:len(names)])
         ax2.axhline(1 / cfg.vocab, color="grey", ls=":", lw=1)
         ax2.set_ylim(0, 1)
         ax2.set_ylabel(f"final test accuracy (mean ± sd, {cfg.seeds} seeds)")
-        figure = save(fig, figdir, "selective_copying.png")
+        return {"main": save(fig, ctx.figdir, "selective_copying.png")}
 
-        ref, text = ("Mamba Table 1",
-                     "selective S6 solves selective copying far better than the same-size LTI S4D")
-        base = dict(paper=self.paper, experiment=self.id, ref=ref, claim=text,
-                    expected=f"accuracy gap S6 - S4D >= {cfg.margin:.2f}", figure=figure)
-        others = ", ".join(f"{m} {acc[m][0]:.3f}" for m in names if m not in ("s6", "s4d"))
-        context = f"other mixers (context, not part of the claim): {others}" if others else ""
-        if "s6" not in acc or "s4d" not in acc:
-            return [Claim(**base, measured="n/a", passed=None,
-                          note="needs mixers 's6' and 's4d' in the config")]
-        (a, sa), (b, sb) = acc["s6"], acc["s4d"]
-        gap = a - b
-        note = context if gap >= cfg.margin else (
-            f"the gap is below {cfg.margin}: selection did not pay off at this size. " + context)
-        return [Claim(**base, value=gap, passed=bool(gap >= cfg.margin), note=note.strip(),
-                      measured=f"S6 {a:.3f} ± {sa:.3f} vs S4D {b:.3f} ± {sb:.3f} "
-                               f"(gap {gap:+.3f})")]
+    def specs(self, cfg: MixersConfig) -> list[ClaimSpec]:
+        if not {"s6", "s4d"} <= set(cfg.mixers):
+            return []
+        return [ClaimSpec(
+            name="s6_beats_s4d", ref="Gu & Dao 2023 (Mamba), §3.1 / Table 1", figure="main",
+            statement="Selective S6 solves selective copying far better than the same-size LTI "
+                      "S4D.",
+            paper_value="S6 97.0 % vs S4 18.3 % (no-gate 2-layer models, length 4096)",
+            quantity="seed-mean test accuracy S6 - S4D (same seeds, same data; a diverged run "
+                     "counts as chance)",
+            metric=lambda ctx: _gap(ctx, cfg), region=Region.above(cfg.margin),
+            tolerance_source=f"our choice: a gap of at least {cfg.margin:g} is 'far better' at "
+                             "this small size (the paper's gap is 0.79 at length 4096)",
+            note=lambda ctx: _context(ctx, cfg),
+            diagnosis=Diagnosis("profile-too-small", lambda ctx: (
+                f"the task here is small ({cfg.seq_len} noise tokens, {cfg.n_tokens} to copy, "
+                f"{cfg.train.max_steps} steps) against the paper's length 4096 with 16 tokens; "
+                "judge the claim at the paper profile (length 256, 20000 steps). "
+                + _context(ctx, cfg))))]
+
+
+def _accs(ctx: Context, mixer: str) -> dict[int, float]:
+    """Per seed, the final test accuracy; a diverged run stored its chance accuracy."""
+    return {r.seed: float(r.metrics.get("test_acc", math.nan))
+            for r in ctx.select(ok=False, mixer=mixer) if r.status in ("ok", "diverged")}
+
+
+def _gap(ctx: Context, cfg: MixersConfig) -> Estimate:
+    a, b = _accs(ctx, "s6"), _accs(ctx, "s4d")
+    seeds = sorted(set(a) & set(b))
+    if not seeds:
+        raise NoData("no seed finished both s6 and s4d")
+    cols = {"s6": [a[s] for s in seeds], "s4d": [b[s] for s in seeds]}
+    detail = (f"S6 {np.mean(cols['s6']):.3f} vs S4D {np.mean(cols['s4d']):.3f} (per seed "
+              f"{', '.join(f'{x:.3f}' for x in cols['s6'])} vs "
+              f"{', '.join(f'{x:.3f}' for x in cols['s4d'])})")
+    return paired_ci(cols, lambda x, y: x.mean() - y.mean(), detail)
+
+
+def _context(ctx: Context, cfg: MixersConfig) -> str:
+    others = [m for m in cfg.mixers if m not in ("s6", "s4d")]
+    parts = [f"{m} {np.mean(list(v.values())):.3f}" for m in others if (v := _accs(ctx, m))]
+    return "other mixers (context, not part of the claim): " + ", ".join(parts) if parts else ""

@@ -19,19 +19,24 @@ Models, all with N scalar states:
                      mixing the channels; W_Δ ~ N(0, 1), Δ bias log-uniform in [1/L, 10/L],
                      least-squares readout at init, then Adam on everything.
 
-Claims (fits of log error; the paper's "error" is read as this squared L2 error):
-    1. S6 (construction) error decays geometrically in N: on N ≥ `fit_min_n`, the semilog fit
-       (log err vs N) has slope ≤ -ln 2 / (3m) (the paper's O(2^{-N/(3m)})) and fits better
-       (r²) than a power law (log err vs log N).
-    2. S4D error decays like 1/N: log-log slope over the N grid = -1 ± `s4d_slope_tol`.
-    3. S6 has the edge: the construction's error is below the trained S4D's at every N ≥
-       `fit_min_n`. The trained clock-driven S6 is reported beside it (not a paper claim: whether
-       gradient descent finds the selective solution within the step budget is a separate
-       question; the construction shows that it exists).
+Claims (ids `selectivity/approximation:<name>`; the paper's "error" is read as this squared L2
+error: its norm is not published, and only under this reading is S4D's rate 1/N):
+    s6_rate       semilog slope (ln err vs N, all seeds' points, N ≥ `fit_min_n`, err > `floor`)
+                  ≤ -ln 2 / (3m), the rate of the paper's O(2^{-N/(3m)}); t-interval of the fit.
+    s6_geometric  r²(semilog) - r²(log-log) > 0 on the same points (a geometric decay is a line in
+                  the semilog plot; a 1/N law would also pass s6_rate on N = 16..54), bootstrap
+                  over seeds.
+    s4d_rate      log-log slope of the trained S4D's error = -1 ± `s4d_slope_tol`; the note gives
+                  the slope for the unsquared L2 error (half of it).
+    s6_edge       max over N ≥ `fit_min_n` of the seed-mean log10(err construction / err S4D) < 0
+                  (paired bootstrap: a seed draws one target for both models). The trained
+                  clock-driven S6 is reported beside it (not a paper claim: whether gradient
+                  descent finds the selective solution within the step budget is a separate
+                  question; the construction shows that it exists).
 
 Unpublished choices (defaults): m = 8 pieces, L = 1024 cells (quick) / 4096 (paper), N grid
 2..64 in powers of two (the construction also at every even N), Adam lr 0.01, 100 steps (quick)
-/ 2000 (paper), the best iterate kept, target heights N(0, 1), jumps uniform with min gap 0.02; a seed draws one
+/ 2000 (paper), 4 seeds (quick; each ~1 s) / 5 (paper), the best iterate kept, target heights N(0, 1), jumps uniform with min gap 0.02; a seed draws one
 target (the same target for every model of that seed).
 """
 
@@ -44,10 +49,21 @@ from typing import Any, Literal, get_args
 import numpy as np
 import torch
 from pydantic import Field, field_validator, model_validator
+from scipy import stats
 
+from ssmlab.claims import (
+    ClaimSpec,
+    Context,
+    Diagnosis,
+    Estimate,
+    NoData,
+    Region,
+    paired_ci,
+    seed_bootstrap,
+    slope_ci,
+)
 from ssmlab.config import each_once
 from ssmlab.experiment import (
-    Claim,
     Experiment,
     ExperimentConfig,
     RunRecord,
@@ -73,7 +89,6 @@ from ssmlab.papers.selectivity.experiments.common import (
 from ssmlab.papers.selectivity.model import ClockS6Kernel
 from ssmlab.papers.selectivity.theory.haar import boxes_for, greedy_wavelets, s6_haar_projection
 from ssmlab.report import figures
-from ssmlab.report.stats import linear_fit, loglog_fit
 from ssmlab.seeding import seeded, split_seed
 
 PAPER = "selectivity"
@@ -195,7 +210,7 @@ class Approximation(Experiment):
     paper = PAPER
     Config = ApproximationConfig
     profiles = {
-        "quick": {"seeds": 2, "steps": 100},
+        "quick": {"seeds": 4, "steps": 100},
         "paper": {"seeds": 5, "steps": 2000,
                   "target": {"pieces": 8, "grid": 4096},
                   "n_states": (2, 4, 8, 16, 32, 64, 128), "fit_min_n": 16},
@@ -263,71 +278,73 @@ class Approximation(Experiment):
             mean = np.exp(np.nanmean(np.log(np.maximum(vals, 1e-300)), axis=0))
         return Ns, mean
 
-    def analyze(self, cfg: ApproximationConfig, runs: list[RunRecord], figdir: Path) -> list[Claim]:
+    def figures(self, ctx: Context) -> dict[str, str]:
+        return {"main": self._figure(ctx.cfg, ctx.runs, ctx.figdir)}
+
+    def specs(self, cfg: ApproximationConfig) -> list[ClaimSpec]:
         m = cfg.target.pieces
-        base = {"paper": PAPER, "experiment": self.id}
-        fig = self._figure(cfg, runs, figdir) if any(r.status == "ok" for r in runs) else None
-        base["figure"] = fig
-        claims: list[Claim] = []
-
-        Nc, ec = self.curve(runs, "s6_construction")
-        sel = [(N, e) for N, e in zip(Nc, ec, strict=True) if N >= cfg.fit_min_n and e > cfg.floor]
-        bound_rate = -math.log(2) / (3 * m)
-        if len(sel) >= 3:
-            xs, es = [N for N, _ in sel], [e for _, e in sel]
-            semi = linear_fit(xs, np.log(es))
-            pw = loglog_fit(xs, es)
-            ok = semi.slope <= bound_rate and semi.r2 >= pw.r2
-            measured = (f"log-error slope {semi.slope:.4f}/state (r² {semi.r2:.3f}) vs power-law "
-                        f"r² {pw.r2:.3f} on N = {xs[0]}..{xs[-1]}; err(N={xs[-1]}) = {es[-1]:.2e}")
-            note = "" if ok else (
-                "slope not steeper than the bound's" if semi.slope > bound_rate
-                else "a power law fits at least as well as a geometric decay")
-            claims.append(Claim(**base, ref="Thm (Haar approximation)",
-                                claim="S6 error on piecewise-constant targets decays geometrically "
-                                      "in the state size N (O(2^{-N/(3m)})).",
-                                measured=measured,
-                                expected=f"semilog slope ≤ -ln2/(3m) = {bound_rate:.4f} and "
-                                         f"r²(semilog) ≥ r²(log-log)",
-                                passed=bool(ok), value=semi.slope, note=note))
-        else:
-            claims.append(Claim(**base, ref="Thm (Haar approximation)",
-                                claim="S6 error decays geometrically in N.",
-                                measured=f"{len(sel)} usable points", expected="≥ 3 points",
-                                passed=None, note="not enough construction runs"))
-
-        Ns, es4 = self.curve(runs, "s4d")
-        if len(Ns) >= 3 and np.all(np.isfinite(es4)):
-            f4 = loglog_fit(Ns, es4)
-            ok4 = f4.within(cfg.s4d_slope, cfg.s4d_slope_tol)
-            claims.append(Claim(**base, ref="Thm (S4D rate)",
-                                claim="S4D error on piecewise-constant targets decays like 1/N.",
-                                measured=f"log-log slope {f4.slope:.2f} ± {f4.stderr:.2f} "
-                                         f"(r² {f4.r2:.3f}); err(N={Ns[-1]}) = {es4[-1]:.2e}",
-                                expected=f"{cfg.s4d_slope:g} ± {cfg.s4d_slope_tol:g}",
-                                passed=bool(ok4), value=f4.slope,
-                                note="" if ok4 else "the trained S4D's rate is outside the tolerance"))
-            ec_at = dict(zip(Nc, ec, strict=True))
-            pairs = [(N, ec_at.get(N, np.nan), e) for N, e in zip(Ns, es4, strict=True)
-                     if N >= cfg.fit_min_n]
-            edge = all(np.isfinite(c) and c < s for _, c, s in pairs) and bool(pairs)
-            Nt, et = self.curve(runs, "s6_trained")
-            trained = ""
-            if Nt:
-                ft = loglog_fit(Nt, et)
-                trained = (" | trained clock-driven S6 (not part of the claim): "
-                           + ", ".join(f"N={N}: {e:.2e}" for N, e in zip(Nt, et, strict=True)
-                                       if N >= cfg.fit_min_n)
-                           + f", log-log slope {ft.slope:.2f}")
-            claims.append(Claim(**base, ref="Sec. approximation",
-                                claim="S6 has an edge over S4D on discontinuous targets "
-                                      "(lower error at equal state size).",
-                                measured="; ".join(f"N={N}: S6 {c:.2e} vs S4D {s:.2e}"
-                                                   for N, c, s in pairs) + trained,
-                                expected=f"S6 construction < trained S4D at every N ≥ {cfg.fit_min_n}",
-                                passed=edge if pairs else None,
-                                value=(pairs[-1][1] / pairs[-1][2]) if pairs else None))
-        return claims
+        bound = -math.log(2) / (3 * m)
+        fit_range = f"N ≥ {cfg.fit_min_n}, errors > {cfg.floor:g}"
+        return [
+            ClaimSpec(
+                name="s6_rate", ref=REF, figure="main",
+                statement="S6's error on piecewise-constant targets decays at least as fast as "
+                          "O(2^{-N/(3m)}) in the state size N.",
+                paper_value="O(2^{-N/(3m)}) (m pieces)",
+                quantity=f"slope of ln(relative squared L2 error) against N (S6 construction, "
+                         f"all seeds' points, {fit_range})",
+                metric=lambda ctx: _semilog_slope(ctx, cfg), region=Region.below(bound),
+                tolerance_source=f"the theorem's rate: ln 2/(3m) = {-bound:.4f} per state for "
+                                 f"m = {m}, read for the squared L2 error (the reading under "
+                                 "which S4D's rate is 1/N); the O(·) constant is free, so only "
+                                 "the slope is checked",
+                note=f"If the paper's error is the unsquared L2 norm, the bound's slope for our "
+                     f"squared error doubles to {2 * bound:.4f}. A 1/N power law has semilog "
+                     "slope ≈ -0.03 on N = 16..54, also below the bound: `s6_geometric` is what "
+                     "separates geometric from power-law decay.",
+                diagnosis=Diagnosis("finding", "the construction's error decays slower than the "
+                                    "paper's rate on this grid")),
+            ClaimSpec(
+                name="s6_geometric", ref=REF, figure="main",
+                statement="S6's error decays geometrically in N (not like a power law).",
+                paper_value="O(2^{-N/(3m)})",
+                quantity=f"r²(ln err vs N) - r²(ln err vs ln N) for the S6 construction "
+                         f"({fit_range})",
+                metric=lambda ctx: _shape(ctx, cfg), region=Region.above(0.0, strict=True),
+                tolerance_source="a geometric decay is a straight line in the semilog plot, a "
+                                 "power law in the log-log plot: the better straight-line fit "
+                                 "decides (no tolerance)",
+                diagnosis=Diagnosis("finding", "a power law fits the construction's error at "
+                                    "least as well as a geometric decay")),
+            ClaimSpec(
+                name="s4d_rate", ref=REF, figure="main",
+                statement="S4D's error on piecewise-constant targets decays like 1/N.",
+                paper_value="O(1/N)",
+                quantity="log-log slope of the trained S4D's relative squared L2 error against "
+                         "N (all seeds' points)",
+                metric=lambda ctx: _loglog_slope(ctx, "s4d"),
+                region=Region.around(cfg.s4d_slope, cfg.s4d_slope_tol),
+                tolerance_source=f"our choice: ±{cfg.s4d_slope_tol:g} around the paper's exponent "
+                                 f"{cfg.s4d_slope:g} (a rate between N^-0.6 and N^-1.4 is read as "
+                                 "1/N); the rate depends on the error's normalisation, which the "
+                                 "paper's reachable text does not give",
+                note=lambda ctx: _s4d_norm_note(ctx),
+                diagnosis=Diagnosis("setup-unknown", lambda ctx: (
+                    "the paper's error norm is not published. For the squared L2 error (ours) "
+                    "1/N is slope -1; for the L2 norm itself the slope halves: "
+                    + _s4d_norm_note(ctx)))),
+            ClaimSpec(
+                name="s6_edge", ref=REF, figure="main",
+                statement="S6 has an edge over S4D on discontinuous targets: lower error at "
+                          "equal state size.",
+                quantity=f"largest over N ≥ {cfg.fit_min_n} of the seed-mean log10(err S6 "
+                         "construction / err trained S4D) (same target per seed)",
+                metric=lambda ctx: _edge(ctx, cfg), region=Region.below(0.0, strict=True),
+                tolerance_source="an ordering: below 0 at every N means S6 is lower everywhere",
+                note=lambda ctx: _trained_note(ctx, cfg),
+                diagnosis=Diagnosis("finding", "the S6 construction is not below the trained "
+                                    "S4D at some N; the per-N numbers are in `measured`")),
+        ]
 
     def _figure(self, cfg: ApproximationConfig, runs: list[RunRecord], figdir: Path) -> str:
         fig, (ax, ax2) = figures.new_figure(ncols=2)
@@ -355,3 +372,114 @@ class Approximation(Experiment):
         ax.legend(fontsize=7)
         ax2.legend(fontsize=7)
         return figures.save(fig, figdir, "approximation.png")
+
+
+REF = "abstract (i) (theorem number not reachable)"
+
+
+def _points(ctx: Context, model: str, min_n: int = 0,
+            floor: float = 0.0) -> list[list[tuple[int, float]]]:
+    """Per seed: the (N, error) points of one model with N ≥ min_n and error > floor."""
+    rs = ctx.select(model=model)
+    if not rs:
+        raise NoData(ctx.why_empty(model=model))
+    out = []
+    for r in rs:
+        pts = sorted((int(k[5:]), float(v)) for k, v in r.metrics.items() if k.startswith("err_N"))
+        out.append([(N, e) for N, e in pts if N >= min_n and e > floor])
+    return out
+
+
+def _pooled(per_seed: list[list[tuple[int, float]]]) -> tuple[np.ndarray, np.ndarray]:
+    pts = [p for seed in per_seed for p in seed]
+    return np.array([N for N, _ in pts], float), np.array([e for _, e in pts], float)
+
+
+def _semilog_slope(ctx: Context, cfg: ApproximationConfig) -> Estimate:
+    per = _points(ctx, "s6_construction", cfg.fit_min_n, cfg.floor)
+    N, e = _pooled(per)
+    if np.unique(N).size < 3:
+        raise NoData(f"{np.unique(N).size} usable N (need 3) in N ≥ {cfg.fit_min_n} above "
+                     f"{cfg.floor:g}")
+    est = slope_ci(N, np.log(e))
+    return est.with_detail(f"N = {int(N.min())}..{int(N.max())}, {len(per)} seed(s); "
+                           f"err(N={int(N.max())}) = {e[N == N.max()].mean():.2e}")
+
+
+def _r2(x: np.ndarray, y: np.ndarray) -> float:
+    if np.unique(x).size < 2:
+        return math.nan
+    return float(stats.linregress(x, y).rvalue ** 2)
+
+
+def _shape(ctx: Context, cfg: ApproximationConfig) -> Estimate:
+    per = _points(ctx, "s6_construction", cfg.fit_min_n, cfg.floor)
+
+    def stat(items: list) -> float:
+        N, e = _pooled(items)
+        return _r2(N, np.log(e)) - _r2(np.log(N), np.log(e))
+
+    N, e = _pooled(per)
+    detail = (f"r² semilog {_r2(N, np.log(e)):.3f}, log-log {_r2(np.log(N), np.log(e)):.3f} "
+              f"on N = {int(N.min())}..{int(N.max())}")
+    return seed_bootstrap(per, stat, detail)
+
+
+def _loglog_slope(ctx: Context, model: str) -> Estimate:
+    per = _points(ctx, model)
+    N, e = _pooled(per)
+    est = slope_ci(N, e, log=True)
+    return est.with_detail(f"N = {int(N.min())}..{int(N.max())}, {len(per)} seed(s); "
+                           f"err(N={int(N.max())}) = {np.exp(np.log(e[N == N.max()]).mean()):.2e}")
+
+
+def _s4d_norm_note(ctx: Context) -> str:
+    try:
+        est = _loglog_slope(ctx, "s4d")
+    except NoData:
+        return ""
+    return (f"the same fit for the (unsquared) relative L2 error is slope {est.value / 2:.2f} "
+            f"[{est.low / 2:.2f}, {est.high / 2:.2f}], a 1/√N rate, outside -1 ± 0.4: the "
+            "verdict holds only if the paper's error is the squared L2 error (its norm is "
+            "unpublished).")
+
+
+def _edge(ctx: Context, cfg: ApproximationConfig) -> Estimate:
+    con = {r.seed: r for r in ctx.select(model="s6_construction")}
+    s4d = {r.seed: r for r in ctx.select(model="s4d")}
+    seeds = sorted(set(con) & set(s4d))
+    if not seeds:
+        raise NoData("no seed with both the S6 construction and S4D")
+    Ns = sorted(N for N in cfg.n_states if N >= cfg.fit_min_n
+                and all(err_key(N) in con[s].metrics and err_key(N) in s4d[s].metrics
+                        for s in seeds))
+    if not Ns:
+        raise NoData(f"no N ≥ {cfg.fit_min_n} measured for both models")
+    cols = {}
+    for N in Ns:
+        cols[f"{N}"] = [math.log10(max(con[s].metrics[err_key(N)], 1e-300))
+                        - math.log10(max(s4d[s].metrics[err_key(N)], 1e-300)) for s in seeds]
+
+    def worst(*c: np.ndarray) -> float:
+        return float(max(x.mean() for x in c))
+
+    detail = "; ".join(
+        f"N={N}: S6 {_gmean([con[s].metrics[err_key(N)] for s in seeds]):.2e} vs S4D "
+        f"{_gmean([s4d[s].metrics[err_key(N)] for s in seeds]):.2e}" for N in Ns)
+    return paired_ci(cols, worst, detail)
+
+
+def _gmean(v: list[float]) -> float:
+    return float(np.exp(np.mean(np.log(np.maximum(v, 1e-300)))))
+
+
+def _trained_note(ctx: Context, cfg: ApproximationConfig) -> str:
+    try:
+        per = _points(ctx, "s6_trained")
+    except NoData:
+        return ""
+    N, e = _pooled(per)
+    Ns = sorted({int(n) for n in N if n >= cfg.fit_min_n})
+    return ("trained clock-driven S6 (not part of the claim): "
+            + ", ".join(f"N={n}: {_gmean(list(e[N == n])):.2e}" for n in Ns)
+            + f", log-log slope {slope_ci(N, e, log=True).value:.2f}")

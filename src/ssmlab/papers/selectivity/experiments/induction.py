@@ -9,28 +9,36 @@ last position); a one-layer `TokenLM` (pre-norm residual, final norm, untied hea
 expand 2, d_conv 4, the two blocks identical except for the SSM; Adam (TrainSpec). Sizes are
 d_model values.
 
-Claim: accuracy(Mamba-ΔT) ≥ accuracy(Mamba) - max(`tol`, 2·SE) at every size (mean over seeds;
-SE = binomial standard error of the accuracy difference from the test-set size, so a gap within
-test-set noise is not read as a loss; `tol` = 0.02).
+Claim `selectivity/induction:dt_not_worse`: the smallest over sizes of the seed-mean accuracy
+difference Mamba-ΔT - Mamba is ≥ -`tol` (a non-inferiority margin, 0.02; the interval is a paired
+bootstrap over seeds: both mixers see the same data for a seed). The quick sizes include d = 4,
+below the accuracy ceiling both mixers reach at d ≥ 8, so that the claim can fail.
 
-Unpublished choices: sizes (quick 8, 16; paper 8, 16, 32, 64), N, T, steps (300 quick / 1500
+Unpublished choices: sizes (quick 4, 8, 16; paper 4, 8, 16, 32, 64), N, T, steps (300 quick / 1500
 paper), Mamba-ΔT's input scaling ("none", the paper's recurrence; ssmlab.layers.mamba_dt).
 """
 
 from __future__ import annotations
 
-from pathlib import Path
+import math
 from typing import Any
 
 import numpy as np
 from pydantic import Field, field_validator, model_validator
 
+from ssmlab.claims import (
+    ClaimSpec,
+    Context,
+    Diagnosis,
+    Estimate,
+    NoData,
+    Region,
+    paired_ci,
+)
 from ssmlab.config import each_once
 from ssmlab.experiment import (
-    Claim,
     Experiment,
     ExperimentConfig,
-    RunRecord,
     RunResult,
     register,
 )
@@ -51,9 +59,7 @@ from ssmlab.papers.selectivity.experiments.common import (
     run_metrics,
     token_accuracy,
 )
-from ssmlab.records import not_ok_note
 from ssmlab.report import figures
-from ssmlab.report.stats import group_by, mean_std
 
 
 class InductionExpConfig(ExperimentConfig):
@@ -94,9 +100,11 @@ class Induction(Experiment):
     paper = PAPER
     Config = InductionExpConfig
     profiles = {
-        "quick": {"seeds": 2, "train": {"steps": 300, "n_test": 1024}},
+        # quick sizes include d = 4, where Mamba is not at the accuracy ceiling: at 8 and 16
+        # both mixers reach ≈ 1.0 and "at least as good" cannot fail there
+        "quick": {"seeds": 3, "train": {"steps": 300, "n_test": 1024}, "sizes": (4, 8, 16)},
         "paper": {"seeds": 3, "train": {"steps": 1500, "n_train": 8192, "n_test": 2048},
-                  "data": {"vocab_size": 16, "seq_len": 64}, "sizes": (8, 16, 32, 64)},
+                  "data": {"vocab_size": 16, "seq_len": 64}, "sizes": (4, 8, 16, 32, 64)},
     }
 
     def cells(self, cfg: InductionExpConfig) -> list[dict[str, Any]]:
@@ -120,45 +128,69 @@ class Induction(Experiment):
         return RunResult(metrics=metrics, history={"train_loss": res.history.get("train_loss", [])},
                          info={"mixer": mixer})
 
-    def analyze(self, cfg: InductionExpConfig, runs: list[RunRecord], figdir: Path) -> list[Claim]:
-        ok = [r for r in runs if r.status == "ok"]
-        acc = {k: mean_std([r.metrics["test_acc"] for r in rs])[0]
-               for k, rs in group_by(ok, lambda r: (r.params["mixer"], r.params["d_model"])).items()}
-        counts = {k: len(rs) * cfg.train.n_test
-                   for k, rs in group_by(ok, lambda r: (r.params["mixer"], r.params["d_model"])).items()}
+    def figures(self, ctx: Context) -> dict[str, str]:
+        cfg = ctx.cfg
         sizes = sorted(cfg.sizes)
-        gaps = [acc.get(("mamba_dt", d), np.nan) - acc.get(("mamba", d), np.nan) for d in sizes]
-        tols = [max(cfg.tol, 2 * _se_diff(acc, counts, d)) for d in sizes]
-        passed = (bool(gaps) and all(np.isfinite(gaps))
-                  and all(g >= -t for g, t in zip(gaps, tols, strict=True)))
-        fig = None
-        if ok:
-            f, (ax,) = figures.new_figure()
-            for m in cfg.mixers:
-                ax.plot(sizes, [acc.get((m, d), np.nan) for d in sizes], "o-", label=MIXER_LABELS.get(m, m))
-            ax.set_xscale("log", base=2)
-            ax.set_xlabel("d_model")
-            ax.set_ylabel("induction-head accuracy")
-            ax.legend(fontsize=7)
-            fig = figures.save(f, figdir, "induction.png")
-        return [Claim(
-            paper=PAPER, experiment=self.id, ref="Sec. Mamba-ΔT (induction heads)",
-            claim="Mamba-ΔT is at least as good as Mamba on induction heads at every model size.",
-            measured="; ".join(f"d={d}: Mamba-ΔT {acc.get(('mamba_dt', d), np.nan):.3f} vs Mamba "
-                               f"{acc.get(('mamba', d), np.nan):.3f} (tolerance {t:.3f})"
-                               for d, t in zip(sizes, tols, strict=True)),
-            expected=f"acc(Mamba-ΔT) ≥ acc(Mamba) - max({cfg.tol:g}, 2 SE of the difference) "
-                     "at every size",
-            passed=passed, value=float(min(gaps)) if gaps and all(np.isfinite(gaps)) else None,
-            figure=fig, note=not_ok_note(runs))]
+        f, (ax,) = figures.new_figure()
+        for m in cfg.mixers:
+            ax.plot(sizes, [np.mean([r.metrics["test_acc"] for r in ctx.select(mixer=m, d_model=d)]
+                                    or [np.nan]) for d in sizes], "o-",
+                    label=MIXER_LABELS.get(m, m))
+        ax.set_xscale("log", base=2)
+        ax.set_xlabel("d_model")
+        ax.set_ylabel("induction-head accuracy")
+        ax.legend(fontsize=7)
+        return {"main": figures.save(f, ctx.figdir, "induction.png")}
+
+    def specs(self, cfg: InductionExpConfig) -> list[ClaimSpec]:
+        if not {"mamba", "mamba_dt"} <= set(cfg.mixers):
+            return []
+        se = 2 * math.sqrt(2 * 0.05 * 0.95 / cfg.train.n_test)
+        return [ClaimSpec(
+            name="dt_not_worse", ref=REF, figure="main",
+            statement="Mamba-ΔT is at least as good as Mamba on induction heads at every model "
+                      "size.",
+            quantity="smallest over sizes of the seed-mean accuracy difference Mamba-ΔT - Mamba "
+                     "(same seeds, same data)",
+            metric=lambda ctx: _worst_gap(ctx, cfg), region=Region.above(-cfg.tol),
+            tolerance_source=f"our choice: a non-inferiority margin of {cfg.tol:g} (equal "
+                             "accuracies must pass; about 2 binomial standard errors of a "
+                             f"difference at accuracy 0.95 on {cfg.train.n_test} test sequences: "
+                             f"{se:.3f})",
+            diagnosis=Diagnosis("finding", lambda ctx: "per size: " + _gaps_text(ctx, cfg)))]
 
 
-def _se_diff(acc: dict, counts: dict, d: int) -> float:
-    """Binomial standard error of acc(Mamba-ΔT) - acc(Mamba) at size d (test-set noise)."""
-    var = 0.0
-    for m in ("mamba_dt", "mamba"):
-        p, n = acc.get((m, d), np.nan), counts.get((m, d), 0)
-        if not np.isfinite(p) or n == 0:
-            return float("nan")
-        var += p * (1 - p) / n
-    return float(np.sqrt(var))
+REF = "paper summaries: Mamba-ΔT on induction heads (figure number not reachable)"
+
+
+def _cols(ctx: Context, cfg: InductionExpConfig) -> dict[str, list[float]]:
+    """Per size, Mamba-ΔT's and Mamba's per-seed accuracies over the seeds every cell finished
+    (so that a resample keeps each seed's numbers together)."""
+    by = {}
+    for d in sorted(cfg.sizes):
+        for m in ("mamba_dt", "mamba"):
+            rs = ctx.select(mixer=m, d_model=d)
+            if not rs:
+                raise NoData(ctx.why_empty(mixer=m, d_model=d))
+            by[f"{'dt' if m == 'mamba_dt' else 'm'}{d}"] = {
+                r.seed: float(r.metrics["test_acc"]) for r in rs}
+    seeds = sorted(set.intersection(*(set(v) for v in by.values())))
+    if not seeds:
+        raise NoData("no seed finished every (mixer, size) cell")
+    return {name: [v[s] for s in seeds] for name, v in by.items()}
+
+
+def _gaps_text(ctx: Context, cfg: InductionExpConfig) -> str:
+    cols = _cols(ctx, cfg)
+    return "; ".join(f"d={d}: Mamba-ΔT {np.mean(cols[f'dt{d}']):.3f} vs Mamba "
+                     f"{np.mean(cols[f'm{d}']):.3f}" for d in sorted(cfg.sizes))
+
+
+def _worst_gap(ctx: Context, cfg: InductionExpConfig) -> Estimate:
+    cols = _cols(ctx, cfg)
+    n = len(cfg.sizes)
+
+    def worst(*c: np.ndarray) -> float:
+        return float(min(c[2 * i].mean() - c[2 * i + 1].mean() for i in range(n)))
+
+    return paired_ci(cols, worst, _gaps_text(ctx, cfg))
