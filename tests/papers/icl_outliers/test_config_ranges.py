@@ -63,7 +63,6 @@ CASES: list[tuple[str, tuple[str, ...], tuple[str, ...]]] = [
     ("icl_outliers/gates", ("fit_ranks=1",), ("fit_ranks",)),
     ("icl_outliers/gates", ("alpha=1.5",), ("alpha",)),
     ("icl_outliers/gates", ("model.n_layers=2",), ("model.n_layers=2",)),
-    ("icl_outliers/gates", ("min_r2=2",), ("min_r2",)),
     ("icl_outliers/gates", ("data.count=bernoulli", "placement=closest"), ("data.count",)),
     ("icl_outliers/attention", ("growth=1",), ("growth",)),
     ("icl_outliers/attention", ("eps_ratio=2",), ("eps_ratio",)),
