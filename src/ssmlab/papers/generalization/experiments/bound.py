@@ -228,6 +228,11 @@ class BoundVsT(Experiment):
                          for T in Ts if any(int(r.params["T"]) == T for r in ok)]
                 axes[1].plot([T for T in Ts if any(int(r.params["T"]) == T for r in ok)], means,
                              "-", color=colors[reg], lw=1)
+        pts = [v for r in done for v in [_log_cap(cfg, r)] if np.isfinite(v)]
+        if pts:  # the s_A > 0 curve explodes past the trained lengths: keep the points legible
+            lo_y, hi_y = min(pts), max(pts)
+            pad = max(hi_y - lo_y, 1.0)
+            axes[0].set_ylim(lo_y - 0.3 * pad, hi_y + 0.6 * pad)
         axes[0].set(xscale="log", xlabel="T", ylabel="ln capacity term (+ unknown const.)",
                     title=f"Thm 3.3 capacity term (ρ_A form '{cfg.rho_form}')")
         axes[0].legend(fontsize=6)
