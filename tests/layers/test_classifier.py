@@ -142,3 +142,21 @@ def test_bad_arguments_are_user_errors(kwargs, needle):
 def test_unknown_mixer_name_is_user_error():
     with pytest.raises(UserError, match="unknown mixer 'mamba3'"):
         SequenceClassifier("mamba3", d_model=8, depth=1, n_classes=2, vocab_size=3)
+
+
+def test_features_as_they_are_and_a_plain_stack():
+    torch.manual_seed(0)
+    x = torch.randn(2, 5, 8)
+    m = SequenceClassifier("s6", d_model=8, depth=2, binary=True, d_input=8, input_proj=False,
+                           init="none")
+    assert isinstance(m.backbone.embedding, torch.nn.Identity)
+    hs = m.backbone.hidden(x)
+    assert len(hs) == 3 and torch.equal(hs[0], x)
+    blk = m.backbone.layers[0]
+    assert torch.allclose(hs[1], x + blk.mixer(blk.norm(x)))
+    plain = CausalLM("s6", d_model=8, depth=1, d_input=8, n_outputs=3, input_proj=False,
+                     residual=False, norm="none", final_norm=False, head_bias=False, init="none")
+    assert plain.head.bias is None
+    assert torch.allclose(plain(x), plain.head(plain.backbone.layers[0].mixer(x)))
+    with pytest.raises(UserError, match="needs d_input == d_model"):
+        SequenceClassifier("s6", d_model=8, depth=1, binary=True, d_input=4, input_proj=False)

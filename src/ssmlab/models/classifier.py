@@ -2,8 +2,10 @@
 classifier (pooled logits) and, in models/lm.py, a causal per-position head.
 
 Layout (mamba_ssm's MixerModel, pre-norm):
-    h_0 = encoder(x) [+ positional encoding]          embedding (vocab_size) or linear (d_input)
+    h_0 = encoder(x) [+ positional encoding]          embedding (vocab_size), linear (d_input),
+                                                      or the features themselves (input_proj=False)
     h_l = h_{l-1} + mixer_l(norm_l(h_{l-1}))           l = 1..depth   (ResidualBlock)
+                                                      (residual=False: h_l = mixer_l(norm_l(h_{l-1})))
     h   = norm_f(h_depth)                              (final_norm=True)
     classifier: logits = head(pool(h))                 pool = last position | mean over positions
 
@@ -12,6 +14,9 @@ Glossary:
                     "mamba_dt", "softmax", "linear", "local") or a factory d_model -> nn.Module
     mixer_kwargs    options of the named mixer (checked: unknown keys are UserErrors)
     pos_encoding    "none" | "sinusoidal" (Vaswani et al.) | "learned" (needs max_len)
+    input_proj      False: features enter the stack as they are (needs d_input == d_model), so
+                    the residual stream lives in the data's feature space
+    residual        False: a plain stack h <- mixer(norm(h)) (e.g. an analytical construction)
     norm            "rms" (RMSNorm) | "layer" (LayerNorm) | "none"
     init            "mamba": mamba_ssm's `_init_weights` — nn.Linear biases zeroed unless marked
                     `_no_reinit`, embeddings N(0, 0.02²), and (rescale_prenorm_residual) each
@@ -38,7 +43,7 @@ from torch import Tensor, nn
 from ssmlab.config import StrictModel
 from ssmlab.errors import UserError
 from ssmlab.layers.norms import RMSNorm
-from ssmlab.layers.registry import build_mixer
+from ssmlab.layers.registry import MixerName, build_mixer
 from ssmlab.seeding import seeded
 
 MixerSpec = str | Callable[[int], nn.Module]
@@ -88,15 +93,17 @@ def mamba_init_(model: nn.Module, depth: int, rescale_prenorm_residual: bool = T
 
 
 class ResidualBlock(nn.Module):
-    """Pre-norm residual block: h + mixer(norm(h))."""
+    """Pre-norm residual block: h + mixer(norm(h)); residual=False: mixer(norm(h))."""
 
-    def __init__(self, mixer: nn.Module, norm: nn.Module):
+    def __init__(self, mixer: nn.Module, norm: nn.Module, residual: bool = True):
         super().__init__()
         self.norm = norm
         self.mixer = mixer
+        self.residual = residual
 
     def forward(self, h: Tensor) -> Tensor:
-        return h + self.mixer(self.norm(h))
+        out = self.mixer(self.norm(h))
+        return h + out if self.residual else out
 
 
 class SequenceBackbone(nn.Module):
@@ -109,10 +116,14 @@ class SequenceBackbone(nn.Module):
     def __init__(self, mixer: MixerSpec, d_model: int, depth: int, vocab_size: int | None = None,
                  d_input: int | None = None, pos_encoding: PosEncoding = "none",
                  max_len: int | None = None, norm: NormKind = "rms", norm_eps: float = 1e-5,
-                 final_norm: bool = True, mixer_kwargs: dict[str, Any] | None = None):
+                 final_norm: bool = True, mixer_kwargs: dict[str, Any] | None = None,
+                 input_proj: bool = True, residual: bool = True):
         super().__init__()
         if (vocab_size is None) == (d_input is None):
             raise UserError("give exactly one of vocab_size (token inputs) or d_input (features)")
+        if not input_proj and d_input != d_model:
+            raise UserError(f"input_proj=False feeds the features as they are: needs d_input == "
+                            f"d_model, got d_input={d_input}, d_model={d_model}")
         for name, v in (("d_model", d_model), ("depth", depth), ("vocab_size", vocab_size),
                         ("d_input", d_input), ("max_len", max_len)):
             if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v < 1):
@@ -127,12 +138,14 @@ class SequenceBackbone(nn.Module):
         self.pos_encoding, self.max_len = pos_encoding, max_len
         if vocab_size is not None:
             self.embedding: nn.Module = nn.Embedding(vocab_size, d_model)
-        else:
+        elif input_proj:
             self.embedding = nn.Linear(d_input, d_model)
+        else:
+            self.embedding = nn.Identity()
         self.pos_embedding = nn.Embedding(max_len, d_model) if pos_encoding == "learned" else None
         self.layers = nn.ModuleList(
             ResidualBlock(self._mixer(mixer, d_model, mixer_kwargs or {}),
-                          make_norm(norm, d_model, norm_eps))
+                          make_norm(norm, d_model, norm_eps), residual)
             for _ in range(depth)
         )
         self.norm_f = make_norm(norm if final_norm else "none", d_model, norm_eps)
@@ -164,6 +177,13 @@ class SequenceBackbone(nn.Module):
             h = h + self.pos_embedding(torch.arange(L, device=h.device))
         return h
 
+    def hidden(self, x: Tensor) -> list[Tensor]:
+        """The residual stream after the encoder and after each layer: depth + 1 × (B, L, D)."""
+        hs = [self.encode(x)]
+        for layer in self.layers:
+            hs.append(layer(hs[-1]))
+        return hs
+
     def forward(self, x: Tensor) -> Tensor:
         h = self.encode(x)
         for layer in self.layers:
@@ -194,7 +214,8 @@ class SequenceClassifier(nn.Module):
     binary=True (exactly one); pooling "last" (default) | "mean"; vocab_size (embedding) or
     d_input (linear encoder); pos_encoding "none" (default) | "sinusoidal" | "learned" (+ max_len);
     norm "rms" (default) | "layer" | "none"; norm_eps=1e-5; final_norm=True; mixer_kwargs;
-    init "mamba" (default, see module doc) | "none"; rescale_prenorm_residual=True.
+    init "mamba" (default, see module doc) | "none"; rescale_prenorm_residual=True;
+    input_proj=True; residual=True (module doc).
     """
 
     def __init__(self, mixer: MixerSpec, d_model: int, depth: int, n_classes: int | None = None,
@@ -202,7 +223,8 @@ class SequenceClassifier(nn.Module):
                  d_input: int | None = None, pos_encoding: PosEncoding = "none",
                  max_len: int | None = None, norm: NormKind = "rms", norm_eps: float = 1e-5,
                  final_norm: bool = True, mixer_kwargs: dict[str, Any] | None = None,
-                 init: InitKind = "mamba", rescale_prenorm_residual: bool = True):
+                 init: InitKind = "mamba", rescale_prenorm_residual: bool = True,
+                 input_proj: bool = True, residual: bool = True):
         super().__init__()
         if binary == (n_classes is not None):
             raise UserError("give exactly one of n_classes (softmax head) or binary=True")
@@ -218,7 +240,8 @@ class SequenceClassifier(nn.Module):
         self.backbone = SequenceBackbone(mixer, d_model, depth, vocab_size=vocab_size,
                                          d_input=d_input, pos_encoding=pos_encoding,
                                          max_len=max_len, norm=norm, norm_eps=norm_eps,
-                                         final_norm=final_norm, mixer_kwargs=mixer_kwargs)
+                                         final_norm=final_norm, mixer_kwargs=mixer_kwargs,
+                                         input_proj=input_proj, residual=residual)
         self.head = nn.Linear(d_model, 1 if binary else n_classes)
         if init == "mamba":
             mamba_init_(self, depth, rescale_prenorm_residual)
@@ -231,7 +254,7 @@ class SequenceClassifier(nn.Module):
 class BackboneConfig(StrictModel):
     """Strict config shared by the sequence models (fields as in SequenceBackbone)."""
 
-    mixer: str = "mamba"
+    mixer: MixerName = "mamba"
     mixer_kwargs: dict[str, Any] = Field(default_factory=dict)
     d_model: int = Field(32, ge=1)
     depth: int = Field(1, ge=1)
@@ -244,6 +267,8 @@ class BackboneConfig(StrictModel):
     final_norm: bool = True
     init: InitKind = "mamba"
     rescale_prenorm_residual: bool = True
+    input_proj: bool = True
+    residual: bool = True
 
 
 def _seeded(build: Callable[[], nn.Module], seed: int | None) -> nn.Module:
