@@ -313,8 +313,9 @@ def recovery_evidence(ctx: Context) -> str:
             f"{n_T} of the {len(per_T)} lengths with a converged run (longest T = {longest}: "
             f"{sum(r.metrics['s_A'] > tol for r in per_T[longest])}/{len(per_T[longest])}), "
             f"after {ctx.cfg.training.epochs} epochs (the paper trains 10 and says recovery "
-            "takes 2-5; trained 3× longer, 30 epochs, 6 of 10 converged runs of the T sweep "
-            "still end above 0.01 — README 'Findings', stability). ")
+            "takes 2-5). Neither training 3× longer (30 epochs: 6 of 10 converged runs of the "
+            "T sweep still end above 0.01) nor the unpublished batch size (256 instead of 64: "
+            "8 of 10) flips it (README 'Findings', stability). ")
     code = [float(r.metrics.get("rho_A", math.nan)) for r in above]
     worst = [_rho_worst(r) for r in above]
     accs = [float(r.metrics["train_acc"]) for r in above]
