@@ -69,8 +69,10 @@ class Claim(StrictModel):
     value: float | None = None
     ci_low: float | None = None
     ci_high: float | None = None
-    n: int | None = Field(None, description="seeds (or points) behind the interval")
-    seeds_needed: int | None = Field(None, description="INCONCLUSIVE: seeds that would settle it")
+    n: int | None = Field(None, description="how many n_unit are behind the interval")
+    n_unit: str = Field("seeds", description="what n counts: seeds, runs or fitted points")
+    seeds_needed: int | None = Field(None, description="INCONCLUSIVE: about how many n_unit "
+                                     "would settle it")
     diagnosis_kind: DiagnosisKind = ""
     diagnosis: str = Field("", description="FAIL: why it is a finding and not a bug")
     figure: str | None = Field(None, description="figure file name inside figdir")

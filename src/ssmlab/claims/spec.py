@@ -206,7 +206,7 @@ def evaluate(spec: ClaimSpec, ctx: Context, paper: str, experiment: str,
     out: dict[str, Any] = dict(
         measured=f"{spec.quantity}: {est.format()}", verdict=verdict,
         value=est.value, ci_low=est.low if est.has_interval else None,
-        ci_high=est.high if est.has_interval else None, n=est.n,
+        ci_high=est.high if est.has_interval else None, n=est.n, n_unit=est.unit,
         note=" ".join(s for s in (note, run_note) if s))
     if verdict == "INCONCLUSIVE":
         out["seeds_needed"] = seeds_to_settle(est, spec.region.low, spec.region.high)

@@ -34,8 +34,9 @@ RANDOM_STATE = 0  # fixed: the same stored runs give the same interval
 
 @dataclass(frozen=True)
 class Estimate:
-    """value with its interval [low, high]; n = seeds (or points) behind it; method says how
-    the interval was made; detail is free text (per-cell numbers) printed after it."""
+    """value with its interval [low, high]; n = how many `unit`s (seeds, runs, fitted points)
+    are behind it; method says how the interval was made; detail is free text (per-cell
+    numbers) printed after it."""
 
     value: float
     low: float
@@ -43,6 +44,7 @@ class Estimate:
     n: int
     method: str
     detail: str = ""
+    unit: str = "seeds"
 
     @property
     def has_interval(self) -> bool:
@@ -53,16 +55,17 @@ class Estimate:
         return math.isfinite(self.value)
 
     def with_detail(self, detail: str) -> Estimate:
-        return Estimate(self.value, self.low, self.high, self.n, self.method, detail)
+        return Estimate(self.value, self.low, self.high, self.n, self.method, detail, self.unit)
 
     def format(self, digits: int = 3) -> str:
         v = _num(self.value, digits)
         if self.method == "exact":
             core = f"{v} (exact)"
         elif self.has_interval:
-            core = f"{v} [{_num(self.low, digits)}, {_num(self.high, digits)}] ({self.method}, n={self.n})"
+            core = (f"{v} [{_num(self.low, digits)}, {_num(self.high, digits)}] "
+                    f"({self.method}, n={self.n} {self.unit})")
         else:
-            core = f"{v} (no interval: {self.method}, n={self.n})"
+            core = f"{v} (no interval: {self.method}, n={self.n} {self.unit})"
         return f"{core}; {self.detail}" if self.detail else core
 
 
@@ -94,21 +97,36 @@ def _bootstrap(data: tuple[np.ndarray, ...], statistic: Callable[..., float], pa
     return lo, hi
 
 
-def mean_ci(values: Sequence[float], detail: str = "") -> Estimate:
-    """Mean over seeds with its bootstrap interval. A non-finite seed (a diverged run's NaN)
-    makes the mean NaN: a diverged seed is not silently dropped."""
+def mean_ci(values: Sequence[float], detail: str = "", unit: str = "seeds") -> Estimate:
+    """Mean over seeds (or over `unit`: "runs" when the values are seeds × cells) with its
+    bootstrap interval. A non-finite value (a diverged run's NaN) makes the mean NaN: a
+    diverged seed is not silently dropped."""
     v = _clean(values)
     if v.size == 0:
-        return Estimate(math.nan, math.nan, math.nan, 0, "no seeds", detail)
+        return Estimate(math.nan, math.nan, math.nan, 0, f"no {unit}", detail, unit)
     m = float(v.mean())
     if not np.isfinite(v).all():
-        return Estimate(math.nan, math.nan, math.nan, v.size, "a seed is not finite", detail)
+        return Estimate(math.nan, math.nan, math.nan, v.size, "a value is not finite", detail,
+                        unit)
     if v.size == 1:
-        return Estimate(m, math.nan, math.nan, 1, "one seed", detail)
+        return Estimate(m, math.nan, math.nan, 1, "one value", detail, unit)
     if np.ptp(v) == 0:
-        return Estimate(m, m, m, v.size, "bootstrap over seeds (all equal)", detail)
+        return Estimate(m, m, m, v.size, f"bootstrap over {unit} (all equal)", detail, unit)
     lo, hi = _bootstrap((v,), np.mean, paired=False, vectorized=True)
-    return Estimate(m, lo, hi, v.size, "bootstrap over seeds", detail)
+    return Estimate(m, lo, hi, v.size, f"bootstrap over {unit}", detail, unit)
+
+
+def proportion_ci(successes: int, n: int, detail: str = "", unit: str = "runs") -> Estimate:
+    """A fraction of n independent trials (e.g. runs that diverged) with its Wilson score
+    interval (`scipy.stats.binomtest`), which keeps its coverage with few trials and at 0 or 1,
+    where a bootstrap of 0/1 values collapses."""
+    if n <= 0:
+        return Estimate(math.nan, math.nan, math.nan, 0, f"no {unit}", detail, unit)
+    if not 0 <= successes <= n:
+        raise ValueError(f"successes={successes} outside 0..{n}")
+    ci = stats.binomtest(int(successes), int(n)).proportion_ci(LEVEL, method="wilson")
+    return Estimate(successes / n, float(ci.low), float(ci.high), int(n), "Wilson interval",
+                    detail, unit)
 
 
 def paired_ci(columns: Mapping[str, Sequence[float]], statistic: Callable[..., float],
@@ -170,21 +188,27 @@ def slope_ci(x: Sequence[float], y: Sequence[float], log: bool = False,
     what = "log-log slope" if log else "slope"
     if xa.size < 2 or np.ptp(xa) == 0:
         return Estimate(math.nan, math.nan, math.nan, int(xa.size), f"{what}: too few points",
-                        detail)
+                        detail, "points")
+    if np.ptp(ya) == 0:  # a flat line fits exactly: slope 0, no spread
+        return Estimate(0.0, 0.0, 0.0, int(xa.size), f"{what}, exact fit (y constant)", detail,
+                        "points")
     fit = stats.linregress(xa, ya)
     if xa.size < 3:
         return Estimate(float(fit.slope), math.nan, math.nan, 2, f"{what} through 2 points",
-                        detail)
+                        detail, "points")
     half = float(stats.t.ppf(0.5 + LEVEL / 2, xa.size - 2)) * float(fit.stderr)
     return Estimate(float(fit.slope), float(fit.slope) - half, float(fit.slope) + half,
-                    int(xa.size), f"{what}, t-interval (r² {fit.rvalue ** 2:.2f})", detail)
+                    int(xa.size), f"{what}, t-interval (r² {fit.rvalue ** 2:.2f})", detail,
+                    "points")
 
 
 def seeds_to_settle(est: Estimate, low: float | None, high: float | None) -> int | None:
-    """About how many seeds would make the interval clear the nearest bound of [low, high],
-    assuming its half-width shrinks as 1/√n: n · (half-width / distance)². None when the point
-    sits on a bound or the interval is not made over seeds."""
-    if not est.has_interval or "seed" not in est.method or est.n < 2:
+    """About how many of the estimate's units (seeds, runs, fitted points) would make the
+    interval clear the nearest bound of [low, high], assuming its half-width shrinks as 1/√n:
+    n · (half-width / distance)². A rough guide: with few units the half-width itself is
+    uncertain (a proportion near 0 or 1 needs more). None when the point sits on a bound, the
+    number is exact or there is no interval."""
+    if not est.has_interval or est.method == "exact" or est.n < 2:
         return None
     bounds = [b for b in (low, high) if b is not None and math.isfinite(b)]
     if not bounds:

@@ -57,7 +57,7 @@ def diagnosis_text(c: Claim) -> str:
 def settle_text(c: Claim) -> str:
     """For an INCONCLUSIVE claim: 'about N seeds would settle it' when the evaluator estimated N."""
     if c.verdict == "INCONCLUSIVE" and c.seeds_needed:
-        return f"about {c.seeds_needed} seeds would settle it"
+        return f"about {c.seeds_needed} {c.n_unit} would settle it"
     return ""
 
 
