@@ -44,8 +44,8 @@ from ssmlab.claims import (
     Estimate,
     NoData,
     Region,
+    mean_ci,
     paired_ci,
-    proportion_ci,
 )
 from ssmlab.config import each_once
 from ssmlab.data.imdb import check_imdb
@@ -271,7 +271,9 @@ def _rho_worst(r: RunRecord) -> float:
 
 def stays_unstable(ctx: Context) -> Estimate:
     """Fraction of the converged runs started at s_A > 0 whose final s_A is above sA_end_tol,
-    with its Wilson interval over those runs (each its own seed)."""
+    with a bootstrap over those runs (each its own seed). Not a Wilson interval: the claim is
+    universal ("every converged run recovers"), so no observed exception is its PASS, and a
+    Wilson upper bound above 0 would keep it INCONCLUSIVE at any number of runs."""
     conv = [r for r in _started_unstable(ctx) if r.status == "ok"]
     if not conv:
         raise NoData("no run started at s_A > 0 converged (all diverged or none ran)")
@@ -283,8 +285,8 @@ def stays_unstable(ctx: Context) -> Estimate:
         worst = f", max final s_A {max(r.metrics['s_A'] for r in ok):+.3f}" if ok else ""
         parts.append(f"T={T} s_A0={s0:g}: {len(above)} of {len(ok)} converged stay above "
                      f"({len(rs) - len(ok)} diverged{worst})")
-    return proportion_ci(sum(r.metrics["s_A"] > tol for r in conv), len(conv),
-                         detail="; ".join(parts))
+    return mean_ci([float(r.metrics["s_A"] > tol) for r in conv], detail="; ".join(parts),
+                   unit="runs")
 
 
 def recovery_note(ctx: Context) -> str:
