@@ -270,5 +270,5 @@ def _rise_evidence(ctx: Context) -> str:
             "swap o_+ and o_-) and cos(w_Δ, o_+) drifts toward 1/√2 = 0.707 (final "
             f"{', '.join(f'{v:.2f}' for v in fin)}). Whether the paper's figure plots "
             "cos(w_Δ, o_+) from a random w_Δ, a cosine with both relevant features (claim "
-            "class_span, which holds) or an un-normalised projection (claim proj_linear) is "
+            "class_span) or an un-normalised projection (claim proj_linear) is "
             "not published.")
