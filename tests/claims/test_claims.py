@@ -220,3 +220,11 @@ def test_slopes_and_runs_say_how_many_would_settle_them():
     e = slope_ci([1, 2, 3, 4, 5], [0.0, 0.3, 0.1, 0.5, 0.3])
     assert e.has_interval
     assert seeds_to_settle(e, None, e.value + (e.high - e.value) / 2) > 5
+
+
+def test_exact_selection_leaves_side_cells_out():
+    main = RunRecord("p/e", "h", {"cell": "a"}, 0, "ok", {"acc": 0.5}, {}, {})
+    side = RunRecord("p/e", "h", {"cell": "a", "epochs": 1000}, 0, "ok", {"acc": 0.9}, {}, {})
+    ctx = Context(None, [main, side])
+    assert ctx.values("acc", cell="a") == [0.5, 0.9]
+    assert ctx.values("acc", exact=True, cell="a") == [0.5]

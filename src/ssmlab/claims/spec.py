@@ -130,15 +130,17 @@ class Context:
     def ok(self) -> list[RunRecord]:
         return [r for r in self.runs if r.status == "ok"]
 
-    def select(self, ok: bool = True, **params: Any) -> list[RunRecord]:
-        """Runs whose cell parameters equal `params`, ordered by seed."""
+    def select(self, ok: bool = True, exact: bool = False, **params: Any) -> list[RunRecord]:
+        """Runs whose cell parameters include `params` (exact=True: equal `params`, so a cell
+        with an extra key, e.g. a longer-training side cell, is not mixed in), by seed."""
         pool = self.ok if ok else self.runs
-        out = [r for r in pool if all(r.params.get(k) == v for k, v in params.items())]
+        out = [r for r in pool if all(r.params.get(k) == v for k, v in params.items())
+               and (not exact or set(r.params) == set(params))]
         return sorted(out, key=lambda r: r.seed)
 
-    def values(self, key: str, **params: Any) -> list[float]:
+    def values(self, key: str, exact: bool = False, **params: Any) -> list[float]:
         """metrics[key] of the ok runs of one cell, in seed order; NoData when there are none."""
-        rs = self.select(**params)
+        rs = self.select(exact=exact, **params)
         if not rs:
             raise NoData(self.why_empty(**params))
         return [float(r.metrics.get(key, math.nan)) for r in rs]
