@@ -304,3 +304,15 @@ def test_placement_run_tiny():
     for kind in ("mamba", "linear", "softmax"):
         r = E.run(cfg, {"model": kind}, 0)
         assert r.status == "ok" and 0 <= r.metrics["acc_closest"] <= 100
+
+
+def test_quick_profile_seed_caps():
+    """The costly cells run fewer seeds (a cap the runner reads, not part of the cell hash)."""
+    E = exp("icl_outliers/placement")
+    cells = E.cells(build_config(E.Config, E.profiles["quick"]))
+    assert {c["model"]: c.get("_seeds") for c in cells} == {"mamba": None, "linear": None,
+                                                             "softmax": 5}
+    E = exp("icl_outliers/iterations")
+    cfg = build_config(E.Config, E.profiles["quick"])
+    caps = {(c["sweep"], c.get("_seeds")) for c in E.cells(cfg)}
+    assert caps == {("l_tr", 3), ("p_a", None), ("M1", None)} and cfg.seeds == 6
