@@ -113,6 +113,7 @@ def test_memory_pass_and_fail(tmp_path: Path) -> None:
     assert all(c.diagnosis and c.diagnosis_kind for c in cl)
     # the evidence is computed from the stored runs, the longer-trained cell included
     assert "1500 steps" in cl[4].diagnosis and "0.930" in cl[4].diagnosis
+    assert "share of factors before n below 0.5 0.500" in cl[4].diagnosis  # from the histograms
     assert "accuracy 1.000" in cl[0].diagnosis
 
 
@@ -126,6 +127,8 @@ def test_memory_long_cells_stay_out_of_the_claims(tmp_path: Path) -> None:
     assert "1500" in cl[1].note
     cells = Memory().cells(cfg)
     assert {"model": "mamba_pe", "seq_len": 64, "steps": 1500, "_seeds": 1} in cells
+    # S4D without PE (the other reading of the paper's S4D) runs only on request
+    assert "s4d" not in MemoryConfig().models and "s4d" in MemoryConfig(models=("s4d",)).models
 
 
 def test_memory_one_seed_is_inconclusive(tmp_path: Path) -> None:

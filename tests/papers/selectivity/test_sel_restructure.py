@@ -94,3 +94,32 @@ def test_not_ok_runs_are_noted(tmp_path: Path):
                           "diverged", {}, {}, {}, reason="diverged at step 3"))
     (c,) = Induction().analyze(cfg, runs, tmp_path)
     assert c.verdict == "PASS" and "1 diverged" in c.note and "step 3" in c.note
+
+
+def test_claims_are_specs_only():
+    """No hand-built Claim(...) left: every verdict comes from a ClaimSpec and the evaluator."""
+    import ssmlab.papers.selectivity as pkg
+
+    root = Path(pkg.__file__).parent
+    offenders = [p.name for p in root.rglob("*.py") if "Claim(" in p.read_text()]
+    assert offenders == []
+
+
+@pytest.mark.parametrize("exp_id", ["selectivity/approximation", "selectivity/constructions",
+                                    "selectivity/memory", "selectivity/recall",
+                                    "selectivity/induction", "builtin/mixers"])
+@pytest.mark.parametrize("profile", ["quick", "paper"])
+def test_specs_declare_ref_and_tolerance_source(exp_id, profile):
+    import ssmlab.papers.builtin.experiments.mixers  # noqa: F401  (registers builtin/mixers)
+    from ssmlab.experiment import REGISTRY
+    from ssmlab.runner.registry import resolve_config
+
+    cls = REGISTRY[exp_id]
+    specs = cls().specs(resolve_config(cls, profile=profile))
+    assert specs
+    names = [s.name for s in specs]
+    assert len(names) == len(set(names))
+    for s in specs:
+        assert s.ref.strip() and s.tolerance_source.strip() and s.diagnosis is not None
+        if s.figure is not None:
+            assert s.figure == "main"

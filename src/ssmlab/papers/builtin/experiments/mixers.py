@@ -82,9 +82,11 @@ class Mixers(Experiment):
     d_state 8, Adam lr 5e-3, batch 64, 400 steps, 4096 training / 1024 test sequences (fresh
     seeds), 2 seeds. Metric: per-token test accuracy at the marker positions (chance 1/vocab).
 
-    Claim (mean over seeds of the final test accuracy; a diverged run counts as chance):
-      acc(S6) - acc(S4D) >= margin (0.2): selection is what solves selective copying. The
-      paper reports 97.0% (S6) vs 18.3% (S4) for its 2-layer models at length 4096.
+    Claim `builtin/mixers:s6_beats_s4d` (seed-mean final test accuracy; a diverged run counts
+      as chance): acc(S6) - acc(S4D) >= margin (0.2), judged on the paired bootstrap interval
+      over seeds (a seed gives both mixers the same data): selection is what solves selective
+      copying. The paper reports 97.0% (S6) vs 18.3% (S4) for its no-gate models at length
+      4096.
     Choices the paper leaves open (model width, optimizer, steps) are config fields.
     """
 

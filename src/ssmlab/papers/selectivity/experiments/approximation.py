@@ -300,7 +300,7 @@ class Approximation(Experiment):
                                  "the slope is checked",
                 note=f"If the paper's error is the unsquared L2 norm, the bound's slope for our "
                      f"squared error doubles to {2 * bound:.4f}. A 1/N power law has semilog "
-                     "slope ≈ -0.03 on N = 16..54, also below the bound: `s6_geometric` is what "
+                     "slope ≈ -0.03 on N = 16..56, also below the bound: `s6_geometric` is what "
                      "separates geometric from power-law decay.",
                 diagnosis=Diagnosis("finding", "the construction's error decays slower than the "
                                     "paper's rate on this grid")),
