@@ -218,3 +218,14 @@ def test_a_variant_run_last_neither_hides_nor_joins_the_papers_verdicts(tmp_path
                                      "[variant model.mixer=gla] the total claim holds"]
     assert [r[-2:] for r in total] == [["FAIL", "PASS"], ["PASS", "-"]]
     assert "Variant `model.mixer=gla` of the paper's set-up" in md
+
+
+def test_settle_text_caps_knife_edge_estimates():
+    from ssmlab.records import Claim
+    from ssmlab.report.verdicts import SETTLE_CAP, settle_text
+
+    base = dict(paper="p", experiment="p/e", ref="r", claim="c", measured="m", expected="e",
+                verdict="INCONCLUSIVE")
+    assert settle_text(Claim(**base, seeds_needed=7)) == "about 7 seeds would settle it"
+    far = settle_text(Claim(**base, seeds_needed=SETTLE_CAP * 6, n_unit="points"))
+    assert far.startswith(f"more than {SETTLE_CAP} points") and "at the bound" in far

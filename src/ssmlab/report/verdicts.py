@@ -54,9 +54,18 @@ def diagnosis_text(c: Claim) -> str:
     return f"{c.diagnosis_kind}: {c.diagnosis}" if c.diagnosis else c.diagnosis_kind
 
 
+# Past this many, the point estimate sits on the bound: more seeds would not settle the claim
+# in practice, and the 1/√n extrapolation is not worth quoting as a number.
+SETTLE_CAP = 100
+
+
 def settle_text(c: Claim) -> str:
-    """For an INCONCLUSIVE claim: 'about N seeds would settle it' when the evaluator estimated N."""
+    """For an INCONCLUSIVE claim: 'about N seeds would settle it' when the evaluator estimated N
+    (over SETTLE_CAP: 'the estimate sits at the bound')."""
     if c.verdict == "INCONCLUSIVE" and c.seeds_needed:
+        if c.seeds_needed > SETTLE_CAP:
+            return (f"more than {SETTLE_CAP} {c.n_unit} would be needed: the estimate sits at "
+                    "the bound")
         return f"about {c.seeds_needed} {c.n_unit} would settle it"
     return ""
 
