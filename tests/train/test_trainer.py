@@ -222,3 +222,38 @@ class _Squeeze(torch.nn.Module):
 
     def forward(self, x):
         return self.inner(x).squeeze(-1)
+
+
+@pytest.mark.parametrize("mode", ["single", "vmap"])
+def test_keep_best_restores_the_lowest_loss_iterate(mode):
+    from ssmlab.train import train_ensemble
+
+    X = torch.randn(30, 3, generator=torch.Generator().manual_seed(0))
+    y = X[:, 0] * 2.0
+    # lr so large that GD oscillates and blows up: the best iterate is an early one
+    cfg = TrainConfig(optimizer="gd", lr=1.9, loss="mse", epochs=12, keep_best=True,
+                      converge_error=None, diverge_loss=1e30)
+
+    def make(seed=0):
+        torch.manual_seed(seed)
+        return _Squeeze(torch.nn.Linear(3, 1))
+
+    if mode == "single":
+        model = make()
+        res = train(model, cfg, (X, y))
+        models = [model]
+        results = [res]
+    else:
+        models = [make(0), make(1)]
+        results = train_ensemble(lambda s: models[s], [0, 1], cfg, lambda s: ((X, y), None),
+                                 mode="vmap")
+    for model, res in zip(models, results, strict=True):
+        losses = res.history["train_loss"]
+        best = min(range(len(losses)), key=losses.__getitem__)
+        assert res.best_step == best
+        with torch.no_grad():
+            final = float(((model(X) - y) ** 2).mean())
+        assert final == pytest.approx(losses[best], rel=1e-5)
+        assert res.final["train_loss"] == pytest.approx(losses[best], rel=1e-5)
+    plain = train(make(), cfg.model_copy(update={"keep_best": False}), (X, y))
+    assert plain.best_step is None and plain.final["train_loss"] > min(plain.history["train_loss"])

@@ -580,6 +580,14 @@ class _VmapEnsemble:
         return torch.stack([torch.isfinite(v.reshape(self.S, -1)).all(1)
                             for v in self.P.values()]).all(0).tolist()
 
+    def snapshot(self, s: int) -> dict[str, Tensor]:
+        return {k: v[s].clone() for k, v in self.P.items()}
+
+    def restore(self, s: int, snap: dict[str, Tensor]) -> None:
+        for k, v in snap.items():
+            self.P[k] = self.P[k].clone()
+            self.P[k][s] = v
+
     def finish(self) -> None:
         for s in range(self.S):  # write every seed's parameters back into its model
             self._materialise(s)

@@ -14,6 +14,9 @@ Recorded every `eval_every` steps into `history`: step, train_loss, train_error 
 batch *before* the update, i.e. at iterate t, which is exact for full-batch GD), lr, and test
 loss/error when test data are given; probes run every `probe_every` steps (and once more on the
 final iterate when its step is a multiple of `probe_every`) and may return scalars or small lists.
+keep_best=True ends on the iterate with the lowest training loss seen (the loss at step t is the
+iterate before update t; the final iterate competes too) and sets `best_step`; a diverged run
+gets its best finite iterate back and stays "diverged" (a kernel fit's early stop).
 Divergence (non-finite loss or loss > `diverge_loss`) stops the run with status "diverged" and
 the step: a result, not a crash. The divergence row is a full history row (train_loss,
 train_error, lr, test metrics), so every per-step list in `history` stays aligned with "step".
@@ -98,6 +101,8 @@ class TrainConfig(StrictModel):
         description="and (if set) train loss <= this; e.g. 0 = every hinge margin >= 1"
     )
     stop_on_converge: bool = False
+    keep_best: bool = Field(False, description="end on the iterate with the lowest training "
+                                               "loss seen (restored), not on the last one")
     diverge_loss: float = Field(1e6, gt=0, le=MAX_LOSS)
     frozen: tuple[str, ...] = Field((), max_length=MAX_FROZEN,
                                     description="parameter-name prefixes not trained")
@@ -128,6 +133,7 @@ class TrainResult:
     steps: int = 0
     diverged_at: int | None = None
     steps_to_converge: int | None = None
+    best_step: int | None = None  # keep_best: the step whose iterate was restored
     seconds: float = 0.0
     history: dict[str, list] = field(default_factory=dict)
     final: dict[str, float] = field(default_factory=dict)
@@ -242,6 +248,8 @@ class Backend(Protocol):
     def probe_model(self, s: int) -> nn.Module: ...
     def final_metrics(self) -> tuple[list[dict[str, float]] | None, list[dict[str, float]] | None]: ...
     def params_finite(self) -> list[bool]: ...
+    def snapshot(self, s: int) -> Any: ...
+    def restore(self, s: int, snap: Any) -> None: ...
     def finish(self) -> None: ...
 
 
@@ -256,6 +264,7 @@ def run_loop(backend: Backend, cfg: TrainConfig, probes: list[Probe],
     results = [TrainResult() for _ in range(S)]
     hists: list[dict[str, list]] = [{} for _ in range(S)]
     running = [True] * S
+    best: list[tuple[float, int, Any] | None] = [None] * S  # keep_best: (loss, step, snapshot)
 
     def record(s: int, row: dict[str, Any]) -> None:
         for k, v in row.items():
@@ -293,6 +302,8 @@ def run_loop(backend: Backend, cfg: TrainConfig, probes: list[Probe],
                 if not running[s]:
                     continue
                 res = results[s]
+                if cfg.keep_best and not diverged[s] and (best[s] is None or lval[s] < best[s][0]):
+                    best[s] = (lval[s], step, backend.snapshot(s))  # the iterate at `step`
                 if not diverged[s] and res.steps_to_converge is None \
                         and converged(cfg, lval[s], err[s]):
                     res.steps_to_converge = step
@@ -331,6 +342,9 @@ def run_loop(backend: Backend, cfg: TrainConfig, probes: list[Probe],
     for s in range(S):
         if running[s]:
             results[s].steps = step
+    if cfg.keep_best and _restore_best(backend, results, best, finals_train, finite):
+        finals_train, finals_test = backend.final_metrics()
+        finite = backend.params_finite()
     for s in range(S):
         res = results[s]
         if res.status != "ok":
@@ -360,6 +374,25 @@ def run_loop(backend: Backend, cfg: TrainConfig, probes: list[Probe],
         results[s].history = hists[s]
         results[s].seconds = seconds / S
     return results
+
+
+def _restore_best(backend: Backend, results: list[TrainResult],
+                  best: list[tuple[float, int, Any] | None],
+                  finals_train: list[dict[str, float]] | None, finite: list[bool]) -> bool:
+    """keep_best: put back each seed's best iterate unless the last one is at least as good (a
+    diverged seed gets its best finite iterate back and stays 'diverged'). True if any was."""
+    restored = False
+    for s, b in enumerate(best):
+        if b is None:
+            continue
+        last = finals_train[s]["loss"] if finals_train is not None else math.nan
+        last_ok = results[s].status == "ok" and finite[s] and math.isfinite(last)
+        if last_ok and last <= b[0]:
+            continue
+        backend.restore(s, b[2])
+        results[s].best_step = b[1]
+        restored = True
+    return restored
 
 
 class ModuleBackend:
@@ -446,6 +479,14 @@ class ModuleBackend:
 
     def params_finite(self) -> list[bool]:
         return [all(bool(torch.isfinite(p).all()) for p in self.params)]
+
+    def snapshot(self, s: int) -> list[Tensor]:
+        return [p.detach().clone() for p in self.params]
+
+    def restore(self, s: int, snap: list[Tensor]) -> None:
+        with torch.no_grad():
+            for p, v in zip(self.params, snap, strict=True):
+                p.copy_(v)
 
     def finish(self) -> None:
         return None
