@@ -108,7 +108,7 @@ def test_length_paper_comparison(tmp_path):
                                             "gap": paper[T][0] + d - paper[T][1]})
              for T in paper for s, d in enumerate((-0.002, 0.002))]
     c = by_name(exp.analyze(cfg, close, tmp_path))["paper_means"]
-    assert c.verdict == "PASS" and c.value == pytest.approx(0.0, abs=1e-9) and c.ci_high < 0.01
+    assert c.verdict == "PASS" and c.value == pytest.approx(0.0, abs=1e-9) and c.ci_high <= 0.04
     far = [rec(exp, {"T": T}, s, metrics={"train_acc": 0.80 + d, "test_acc": 0.70, "gap": 0.10})
            for T in paper for s, d in enumerate((-0.002, 0.002))]
     c = by_name(exp.analyze(cfg, far, tmp_path))["paper_means"]
@@ -188,11 +188,15 @@ def stab_runs(exp, end_sA, diverge_at):
 def test_stability_passes_when_runs_recover_or_diverge_more_at_long_T(tmp_path):
     exp = StabilityMargin()
     cfg = resolve_config(StabilityMargin, "quick", overrides=["sA_values=[-0.1,0.0,0.1]"])
-    c = by_name(exp.analyze(cfg, stab_runs(exp, -0.01, {300: 3, 150: 1}), tmp_path))
+    c = by_name(exp.analyze(cfg, stab_runs(exp, -0.01, {300: 4, 150: 1}), tmp_path))
     assert c["recovery"].verdict == "PASS" and c["recovery"].value == pytest.approx(0.0)
     assert c["divergence_grows"].verdict == "PASS"
-    assert c["divergence_grows"].value == pytest.approx(0.75)
+    assert c["divergence_grows"].value == pytest.approx(1.0)
     assert c["divergence_grows"].ci_low > 0
+    # 3 of 4 seeds diverging at T = 300: with 4 seeds the t-widened interval reaches 0
+    weak = by_name(exp.analyze(cfg, stab_runs(exp, -0.01, {300: 3, 150: 1}), tmp_path))
+    assert weak["divergence_grows"].verdict == "INCONCLUSIVE"
+    assert weak["divergence_grows"].value == pytest.approx(0.75)
 
 
 def test_stability_fails_when_sA_stays_positive_or_nothing_diverges(tmp_path):
@@ -213,7 +217,7 @@ def test_stability_one_exception_is_inconclusive(tmp_path):
     runs = stab_runs(exp, -0.01, {300: 3, 150: 1})
     runs[0].metrics["s_A"] = 0.05  # one converged run stays unstable
     c = by_name(exp.analyze(cfg, runs, tmp_path))["recovery"]
-    assert c.verdict == "INCONCLUSIVE" and c.ci_low == 0 and c.ci_high > 0
+    assert c.verdict == "INCONCLUSIVE" and c.ci_low <= 0 < c.ci_high
 
 
 # ----------------------------------------------------------------------------- bound
