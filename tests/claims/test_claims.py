@@ -238,3 +238,8 @@ def test_few_seed_intervals_keep_their_coverage():
         e = mean_ci(rng.normal(0.0, 1.0, 3))
         hits += e.low <= 0.0 <= e.high
     assert hits / 300 >= 0.9
+
+
+def test_scaled_keeps_unit_and_orders_bounds():
+    e = slope_ci([1, 2, 3, 4], [1, 2.1, 2.9, 4.2]).scaled(-100)
+    assert e.unit == "points" and e.low <= e.value <= e.high and e.value < -90

@@ -57,6 +57,12 @@ class Estimate:
     def finite(self) -> bool:
         return math.isfinite(self.value)
 
+    def scaled(self, k: float, detail: str | None = None) -> Estimate:
+        """The same estimate in other units (e.g. a slope per token -> per 100 tokens)."""
+        lo, hi = sorted((k * self.low, k * self.high))
+        return Estimate(k * self.value, lo, hi, self.n, self.method,
+                        self.detail if detail is None else detail, self.unit)
+
     def with_detail(self, detail: str) -> Estimate:
         return Estimate(self.value, self.low, self.high, self.n, self.method, detail, self.unit)
 

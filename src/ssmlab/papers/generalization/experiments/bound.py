@@ -325,8 +325,8 @@ def gap_slope_neg(ctx: Context) -> Estimate:
         raise NoData(f"needs converged s_A < 0 models at two or more T (have T = {Ts})")
     est = slope_ci([r.params["T"] for r in neg], [r.metrics["gap"] for r in neg])
     by = {T: mean_std(r.metrics["gap"] for r in neg if int(r.params["T"]) == T) for T in Ts}
-    return Estimate(100 * est.value, 100 * est.low, 100 * est.high, est.n, est.method,
-                    "gap per T: " + ", ".join(f"T={T}: {fmt_pm(m, s)}" for T, (m, s) in by.items()))
+    return est.scaled(100, "gap per T: " + ", ".join(f"T={T}: {fmt_pm(m, s)}"
+                                                     for T, (m, s) in by.items()))
 
 
 def t90_note(ctx: Context) -> str:

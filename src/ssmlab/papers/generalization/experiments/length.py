@@ -363,8 +363,7 @@ def gap_slope(ctx: Context) -> Estimate:
             raise NoData(f"needs runs at two or more T (have T = {list(by_T)})")
         runs = [r for rs in by_T.values() for r in rs]
         est = slope_ci([r.params["T"] for r in runs], [r.metrics["gap"] for r in runs])
-        return Estimate(100 * est.value, 100 * est.low, 100 * est.high, est.n, est.method,
-                        "per-T mean ± std over runs: " + _per_T_table(by_T))
+        return est.scaled(100, "per-T mean ± std over runs: " + _per_T_table(by_T))
     return ctx.shared("gap_slope", compute)
 
 
