@@ -14,8 +14,8 @@ from ssmlab.papers.icl_outliers.model import (
     ICLLinearTransformer,
     ICLMamba,
     ICLSoftmaxAttention,
-    ICLStack,
     gate_matrix,
+    icl_stack,
     last_column_gates,
 )
 
@@ -140,32 +140,50 @@ def test_softmax_and_stacks_shapes():
     P = prompts(B=3, l=6).float()
     assert ICLSoftmaxAttention(30, 7)(P).shape == (3,)
     for kind, kw in (("mamba", {}), ("linear", {"mode": "quadratic"}), ("softmax", {})):
-        net = ICLStack(30, kind, n_layers=2, d_model=8, seed=0, mixer_kwargs=kw)
+        net = icl_stack(30, kind, n_layers=2, d_model=8, seed=0, mixer_kwargs=kw)
         out = net(P)
         assert out.shape == (3,) and torch.isfinite(out).all()
         # causal: the output at the query does not change when nothing is appended; same seed, same net
-        net2 = ICLStack(30, kind, n_layers=2, d_model=8, seed=0, mixer_kwargs=kw)
+        net2 = icl_stack(30, kind, n_layers=2, d_model=8, seed=0, mixer_kwargs=kw)
         torch.testing.assert_close(net2(P), out)
 
 
 def test_stack_init_is_seeded_and_leaves_the_global_rng_alone():
-    """ICLStack's init runs inside seeding.seeded: bit-identical to seeding the global RNG by
-    hand (the former fork_rng + manual_seed idiom), and the caller's stream is untouched."""
+    """icl_stack's init runs inside seeding.seeded: bit-identical to seeding the global RNG by
+    hand and drawing embedding, mixers, readout in that order (the former ICLStack's order), and
+    the caller's stream is untouched."""
     from torch import nn
 
-    from ssmlab.layers.norms import RMSNorm
     from ssmlab.layers.registry import build_mixer
 
     torch.manual_seed(123)
     before = torch.random.get_rng_state()
-    net = ICLStack(30, "mamba", n_layers=2, d_model=8, seed=11)
+    net = icl_stack(30, "mamba", n_layers=2, d_model=8, seed=11)
     assert torch.equal(torch.random.get_rng_state(), before)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(11)
-        ref = nn.ModuleDict({"embed": nn.Linear(31, 8),
-                             "mixers": nn.ModuleList([build_mixer("mamba", 8) for _ in range(2)]),
-                             "norms": nn.ModuleList([RMSNorm(8) for _ in range(3)]),
-                             "readout": nn.Linear(8, 1)})
-    got, want = net.state_dict(), ref.state_dict()
-    assert list(got) == list(want)
-    assert all(torch.equal(got[k], want[k]) for k in got)
+        embed = nn.Linear(31, 8)
+        mixers = [build_mixer("mamba", 8) for _ in range(2)]
+        readout = nn.Linear(8, 1)
+    bb = net.backbone
+    pairs = [(bb.embedding, embed), (net.head[1], readout)]
+    pairs += [(layer.mixer, m) for layer, m in zip(bb.layers, mixers, strict=True)]
+    for got, want in pairs:
+        assert all(torch.equal(a, b) for a, b in
+                   zip(got.state_dict().values(), want.state_dict().values(), strict=True))
+
+
+def test_stack_is_the_generic_backbone():
+    """Embedding, pre-norm residual layers, a final RMSNorm on the query and a scalar readout:
+    the generic classifier's layout (its hidden() is the residual stream per layer)."""
+    from ssmlab.models.classifier import SequenceClassifier
+
+    P = prompts(B=3, l=6).float()
+    net = icl_stack(30, "gla", n_layers=3, d_model=32, seed=2)
+    assert isinstance(net, SequenceClassifier)
+    hs = net.backbone.hidden(P)
+    assert len(hs) == 4 and hs[-1].shape == (3, 7, 32)
+    with torch.no_grad():
+        torch.testing.assert_close(net(P), net.head(hs[-1][:, -1]).squeeze(-1))
+    with pytest.raises(UserError):
+        icl_stack(30, "mamba", n_layers=0)

@@ -37,13 +37,15 @@ the shifted test outliers, see data.py).
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ssmlab.errors import UserError
+from ssmlab.layers.norms import RMSNorm
+from ssmlab.models.classifier import SequenceClassifier
 from ssmlab.ops.attention_lens import gate_matrix
 from ssmlab.ops.linear_recurrence import linear_recurrence
 from ssmlab.seeding import seeded
@@ -51,7 +53,7 @@ from ssmlab.seeding import seeded
 if TYPE_CHECKING:
     from ssmlab.layers.registry import MixerName
 
-__all__ = ["ICLLinearTransformer", "ICLMamba", "ICLSoftmaxAttention", "ICLStack", "gate_matrix",
+__all__ = ["ICLLinearTransformer", "ICLMamba", "ICLSoftmaxAttention", "gate_matrix", "icl_stack",
            "last_column_gates"]
 
 Form = Literal["closed", "recurrent"]
@@ -185,42 +187,30 @@ class ICLSoftmaxAttention(nn.Module):
         return (att * (P @ self.u)).sum(-1)
 
 
-class ICLStack(nn.Module):
-    """An n-layer stack for the multi-layer results (Fig. 3, Table 1): not specified by the paper.
+def icl_stack(d: int, mixer: MixerName, n_layers: int = 3, d_model: int = 32, seed: int = 0,
+              mixer_kwargs: dict[str, Any] | None = None) -> SequenceClassifier:
+    """An n-layer stack for the multi-layer results (Fig. 3, Table 1) and for the outlier
+    experiments on another mixer (1 layer): not specified by the paper. The generic backbone
+    (ssmlab.models.classifier), with every module's own init:
 
         h_0 = E p_i (linear embedding d+1 -> d_model),
-        h_k = h_{k-1} + mixer_k(norm(h_{k-1}))          (pre-norm residual, k = 1..n_layers)
-        F   = r^T norm(h_n)[query position]              (scalar readout at the query)
+        h_k = h_{k-1} + mixer_k(RMSNorm(h_{k-1}))       (pre-norm residual, k = 1..n_layers)
+        F   = r^T RMSNorm(h_n)[query position]          (scalar readout at the query)
 
-    mixer ∈ {"mamba" (MambaBlock), "linear" (LinearAttention), "softmax" (SoftmaxAttention)}, built
-    by ssmlab.layers.registry with their own defaults and `mixer_kwargs`. `seed` seeds the init."""
-
-    def __init__(self, d: int, mixer: MixerName, n_layers: int = 3, d_model: int = 32,
-                 seed: int = 0, mixer_kwargs: dict | None = None):
-        super().__init__()
-        from ssmlab.layers.norms import RMSNorm
-        from ssmlab.layers.registry import build_mixer
-
-        if n_layers < 1:
-            raise UserError(f"n_layers must be ≥ 1, got {n_layers}")
-        with seeded(seed):  # init draws from the global RNG; restored after
-            self.embed = nn.Linear(d + 1, d_model)
-            self.mixers = nn.ModuleList(
-                [build_mixer(mixer, d_model, **(mixer_kwargs or {})) for _ in range(n_layers)]
-            )
-            self.norms = nn.ModuleList([RMSNorm(d_model) for _ in range(n_layers + 1)])
-            self.readout = nn.Linear(d_model, 1)
-        self.mixer_name = mixer
-
-    def hidden(self, P: Tensor) -> list[Tensor]:
-        """The residual stream after the embedding and after each layer: n_layers + 1 × (B, L, D)."""
-        h = self.embed(P)  # (B, L, d_model)
-        hs = [h]
-        for mix, norm in zip(self.mixers, self.norms, strict=False):
-            h = h + mix(norm(h))
-            hs.append(h)
-        return hs
-
-    def forward(self, P: Tensor) -> Tensor:
-        h = self.hidden(P)[-1]
-        return self.readout(self.norms[-1](h[:, -1])).squeeze(-1)  # (B,)
+    mixer: any registry name (ssmlab.layers.registry), built with its own defaults and
+    `mixer_kwargs`. `seed` seeds the init (draws in the order embedding, mixers, readout; the
+    global RNG is left as it was). `net.backbone.hidden(P)` is the residual stream after the
+    embedding and after each layer; `net(P)` is F (B,)."""
+    if n_layers < 1:
+        raise UserError(f"n_layers must be ≥ 1, got {n_layers}")
+    with seeded(seed):  # init draws from the global RNG; restored after
+        net = SequenceClassifier(mixer, d_model, n_layers, binary=True, pooling="last",
+                                 d_input=d + 1, init="none", final_norm=False,
+                                 mixer_kwargs=mixer_kwargs or {})
+    # The final RMSNorm sits after the pooling, on the query's position only: the same output as
+    # the backbone's norm_f (a per-position map), and its weight's gradient summed over B
+    # entries rather than B × L (of which all but B are zero): float sums in the same order as
+    # the stacks' training before the generic backbone, so every stored number is reproduced
+    # bit for bit. It draws no random numbers, so the init is the backbone's.
+    net.head = nn.Sequential(RMSNorm(d_model), net.head)
+    return net

@@ -40,7 +40,7 @@ from ssmlab.papers.icl_outliers.model import (
     ICLLinearTransformer,
     ICLMamba,
     ICLSoftmaxAttention,
-    ICLStack,
+    icl_stack,
 )
 from ssmlab.records import RunRecord
 from ssmlab.seeding import split_seed
@@ -76,7 +76,7 @@ class ModelSpec(StrictModel):
     """Which network: the paper's one-layer models (n_layers = 1) or n-layer stacks."""
 
     n_layers: int = Field(1, ge=1, le=MAX_LAYERS,
-                          description="1 = the paper's Eq. 3 model; >1 = ICLStack")
+                          description="1 = the paper's Eq. 3 model; >1 = model.icl_stack")
     delta: float = Field(0.2, gt=0, le=0.2, description="init δ of W_B, W_C (paper 0.2)")
     m: int | None = Field(None, ge=1, le=MAX_STATE,
                           description="state size m; None = l_tr + 1 (paper)")
@@ -133,7 +133,7 @@ def build_model(kind: ModelKind, data: ICLDataConfig, spec: ModelSpec, l_tr: int
     a validated ModelKind (the configs' Literal), so there is no unknown name to reject here."""
     init = split_seed(seed, "init")
     if spec.n_layers > 1:
-        return ICLStack(data.d, kind, n_layers=spec.n_layers, d_model=spec.d_model, seed=init,
+        return icl_stack(data.d, kind, n_layers=spec.n_layers, d_model=spec.d_model, seed=init,
                         mixer_kwargs=spec.mixer_kwargs.get(kind, {}))
     m = spec.m if spec.m is not None else l_tr + 1
     if kind == "mamba":
@@ -322,7 +322,7 @@ def model_bytes(kind: str, spec: ModelSpec, d: int, l_tr: int, L: int, B: int,
 
     One layer (model.py, closed form): keys P W_Bᵀ (B, L, m) dominate, with a few (B, L)
     gate / score vectors; training keeps the keys, the scores and their gradients (3 keys).
-    Stacks (ICLStack): the embedding and every layer's residual output (B, L, D) are kept; a
+    Stacks (model.icl_stack): the embedding and every layer's residual output (B, L, D) are kept; a
     Mamba block's floats per position and inner channel E are the MAMBA_* counts above, plus
     its checkpoints; attention holds q, k, v and the output (4 D) and the (H, L)
     scores and softmax per position, with their gradients when training; the recurrent linear

@@ -78,7 +78,7 @@ class Placement(Experiment):
     Transformer stacks at α = 0.5 when the outliers sit farthest from / randomly / closest to
     the query.
 
-    The paper does not describe its 3-layer models; ours (model.ICLStack) embed p_i with a
+    The paper does not describe its 3-layer models; ours (model.icl_stack, the generic backbone) embed p_i with a
     linear map to d_model = 32, apply 3 pre-norm residual blocks of the registry's mixer (Mamba
     block with mamba_ssm defaults; causal linear attention, identity feature map, one head;
     causal softmax attention, one head) and read the score out at the query.
