@@ -147,9 +147,11 @@ class AttentionComparison(Experiment):
                                                 tc.optimizer, window=cfg.window))
             else:
                 per.append(attention_head_bytes(B, cfg.n_test, L, d, m, L, tc.optimizer))
-        return (runtime_bytes() + splits_bytes(N, cfg.n_test, L, d) + max(per)
-                + train_history_bytes(
-                    tc.model_copy(update={"epochs": max(tc.epochs, cfg.long_epochs or 0)}), N))
+        history = train_history_bytes(tc, N)
+        if cfg.long_epochs is not None:  # the long-training cell (its max_steps still caps it)
+            history = max(history, train_history_bytes(
+                tc.model_copy(update={"epochs": cfg.long_epochs}), N))
+        return runtime_bytes() + splits_bytes(N, cfg.n_test, L, d) + max(per) + history
 
     def run(self, cfg: AttentionConfig, params: dict[str, Any], seed: int) -> RunResult:
         tr = cfg.data.build(params["n_train"], seed, "train")

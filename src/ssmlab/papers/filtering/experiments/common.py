@@ -197,11 +197,11 @@ def gd_history_bytes(gd: GDSpec, probe_keys: int = 0) -> int:
 
 
 def train_history_bytes(tc: TrainConfig, n: int) -> int:
-    """trainer.train's history: a row of ≤ 6 numbers every eval_every steps."""
+    """trainer.train's history: a row of ≤ 6 numbers every eval_every steps (none when
+    eval_every is None) and up to two more (a divergence row, the end-of-run check's row)."""
     per_epoch = 1 if tc.batch_size is None else -(-n // tc.batch_size)
-    steps = tc.epochs * per_epoch if tc.max_steps is None else min(tc.epochs * per_epoch,
-                                                                    tc.max_steps)
-    return history_bytes(steps // tc.eval_every + 2, 6)
+    rows = 0 if tc.eval_every is None else tc.total_steps(per_epoch) // tc.eval_every
+    return history_bytes(rows + 2, 6)
 
 
 def feature_data_bytes(n: int, L: int, d: int) -> int:
