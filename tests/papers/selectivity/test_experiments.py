@@ -141,7 +141,7 @@ def test_memory_one_seed_is_inconclusive(tmp_path: Path) -> None:
 # --- recall -----------------------------------------------------------------------------------
 
 def recall_records(acc: dict, seeds=(0, 1)) -> list[RunRecord]:
-    params = {"mamba2": 1000, "mamba": 1200, "s4d": 1100}
+    params = {"mamba2": 1000, "mamba": 1200, "s4d_block": 1100}
     return [rec("selectivity/recall", {"mixer": m, "d_model": d, "d_state": n},
                 {"test_acc": a, "mixer_params": params[m] * d / 8}, seed=s)
             for s in seeds for (m, d, n), a in acc.items()]
@@ -150,14 +150,14 @@ def recall_records(acc: dict, seeds=(0, 1)) -> list[RunRecord]:
 def test_recall_orderings(tmp_path: Path) -> None:
     cfg = RecallConfig(grid=((8, 8), (16, 8)))
     good = {("mamba2", 8, 8): 1.0, ("mamba2", 16, 8): 1.0, ("mamba", 8, 8): 0.5,
-            ("mamba", 16, 8): 1.0, ("s4d", 8, 8): 0.3, ("s4d", 16, 8): 0.4}
+            ("mamba", 16, 8): 1.0, ("s4d_block", 8, 8): 0.3, ("s4d_block", 16, 8): 0.4}
     cl = Recall().analyze(cfg, recall_records(good), tmp_path)
     assert [c.id for c in cl] == ["selectivity/recall:mamba2_beats_mamba",
                                   "selectivity/recall:mamba_beats_s4d"]
     assert verdicts(cl) == ["PASS", "PASS"]
     assert cl[0].value == pytest.approx(0.25)  # mean over cells of (1.0 - 0.5, 1.0 - 1.0)
     assert "Mamba-2 1000 params" in cl[0].note and "S4D none" in cl[1].note  # frontier reported
-    worse = good | {("s4d", 8, 8): 1.0, ("s4d", 16, 8): 1.0}  # S4D beats Mamba cell by cell
+    worse = good | {("s4d_block", 8, 8): 1.0, ("s4d_block", 16, 8): 1.0}  # S4D beats Mamba cell by cell
     cl = Recall().analyze(cfg, recall_records(worse), tmp_path)
     assert cl[1].verdict == "FAIL" and "S4D d=8 N=8 (1100 params): 1.000, 1.000" in cl[1].diagnosis
     same = good | {("mamba2", 8, 8): 0.5}  # equal everywhere: no ordering shown
@@ -167,7 +167,7 @@ def test_recall_orderings(tmp_path: Path) -> None:
 def test_recall_seeds_disagree(tmp_path: Path) -> None:
     """Mamba-2 beats Mamba on one seed and loses on the other: the interval straddles 0."""
     cfg = RecallConfig(grid=((8, 8),))
-    acc = {("mamba2", 8, 8): 0.9, ("mamba", 8, 8): 0.7, ("s4d", 8, 8): 0.3}
+    acc = {("mamba2", 8, 8): 0.9, ("mamba", 8, 8): 0.7, ("s4d_block", 8, 8): 0.3}
     runs = recall_records(acc)
     for r in runs:
         if r.seed == 1 and r.params["mixer"] == "mamba2":
@@ -238,7 +238,7 @@ TINY_TRAIN = {"steps": 3, "n_train": 32, "n_test": 16, "batch_size": 16}
     (Memory(), MemoryConfig(train=TINY_TRAIN, seq_lens=(16,)), {"model": "mamba_pe", "seq_len": 16}),
     (Memory(), MemoryConfig(train=TINY_TRAIN, seq_lens=(16,)), {"model": "s4d_pe", "seq_len": 16}),
     (Recall(), RecallConfig(train=TINY_TRAIN), {"mixer": "mamba2", "d_model": 8, "d_state": 4}),
-    (Recall(), RecallConfig(train=TINY_TRAIN), {"mixer": "s4d", "d_model": 8, "d_state": 4}),
+    (Recall(), RecallConfig(train=TINY_TRAIN), {"mixer": "s4d_block", "d_model": 8, "d_state": 4}),
     (Induction(), InductionExpConfig(train=TINY_TRAIN), {"mixer": "mamba_dt", "d_model": 8}),
 ], ids=["memory-mamba", "memory-s4d", "recall-mamba2", "recall-s4d", "induction-dt"])
 def test_tiny_runs(exp, cfg, params) -> None:

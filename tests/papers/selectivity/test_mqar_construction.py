@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from ssmlab.papers.selectivity.data.mqar import MQARConfig
+from ssmlab.papers.selectivity.model import first_block
 from ssmlab.papers.selectivity.theory.mqar import (
     MIXERS,
     construct,
@@ -38,7 +39,8 @@ def test_wrong_weights_fail() -> None:
     lm = construct("mamba", cfg)
     with torch.no_grad():
         K = cfg.n_keys
-        lm.layers[0].x_proj.weight[1 + K:] = lm.layers[0].x_proj.weight[1 + K:].roll(1, 0)
+        blk = first_block(lm)
+        blk.x_proj.weight[1 + K:] = blk.x_proj.weight[1 + K:].roll(1, 0)
     assert mqar_accuracy(lm, data.inputs, data.labels) < 0.5
 
 

@@ -72,7 +72,7 @@ BAD = {
     ],
     "selectivity/induction": TRAIN_BAD + [
         ("sizes=[]", "sizes"), ("sizes=[8, 8]", "sizes"), ("sizes=[0]", "sizes"),
-        ("sizes=[5000]", "sizes"), ("mixers=[]", "mixers"), ("mixers=[mamba_dt, mamba_dt]", "mixers"),
+        ("sizes=[5000]", "sizes"), ("mixer=lstm", "mixer"), ("baseline=mamba_dt", "baseline"),
         ("d_state=0", "d_state"), ("tol=-1", "tol"), ("data.seq_len=3", "data.seq_len"),
         ("data.vocab_size=2", "data.vocab_size"), ("data.seq_len=1000000", "data.seq_len"),
     ],
@@ -102,12 +102,12 @@ def test_cross_field_rules_that_need_two_values():
     with pytest.raises(UserError, match="num_kv_pairs=8"):
         resolve_config(rec, "quick", overrides=["data.num_kv_pairs=8", "data.seq_len=64"])
     # mamba2's width rule applies only when mamba2 runs; expand changes it
-    resolve_config(rec, "quick", overrides=["mixers=[mamba, s4d]", "grid=[[6, 8]]"])
+    resolve_config(rec, "quick", overrides=["mixers=[mamba, s4d_block]", "grid=[[6, 8]]"])
     resolve_config(rec, "quick", overrides=["expand=4", "grid=[[6, 8]]"])
     ind = REG["selectivity/induction"]
     with pytest.raises(UserError, match="mamba2"):
-        resolve_config(ind, "quick", overrides=["mixers=[mamba, mamba2]", "sizes=[6]"])
-    resolve_config(ind, "quick", overrides=["mixers=[mamba, mamba2]", "sizes=[8]"])
+        resolve_config(ind, "quick", overrides=["mixer=mamba2", "sizes=[6]"])
+    resolve_config(ind, "quick", overrides=["mixer=mamba2", "sizes=[8]"])
     # S4D-Lin's even state sizes: real init or no S4D lifts the rule
     app = REG["selectivity/approximation"]
     resolve_config(app, "quick", overrides=["n_states=[3, 5]", "s4d_init=real"])
@@ -125,7 +125,7 @@ def test_profiles_stay_valid(exp_id):
 
 # ----------------------------------------------------------------------------- memory
 
-@pytest.mark.parametrize("mixer", ["mamba", "mamba2", "s4d", "mamba_dt"])
+@pytest.mark.parametrize("mixer", ["mamba", "mamba2", "s4d_block", "mamba_dt"])
 @pytest.mark.parametrize("d_model, d_state", [(8, 8), (32, 2), (64, 16)])
 def test_block_parameter_count_matches_the_built_blocks(mixer, d_model, d_state):
     """The estimate's parameter count is the real one (within 5%)."""

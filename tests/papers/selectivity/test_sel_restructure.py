@@ -19,7 +19,7 @@ from ssmlab.papers.selectivity.experiments.common import (
     build_lm,
 )
 from ssmlab.papers.selectivity.experiments.induction import Induction, InductionExpConfig
-from ssmlab.papers.selectivity.model import TokenLM
+from ssmlab.papers.selectivity.model import token_lm
 from ssmlab.records import RunRecord
 from ssmlab.runner.registry import load_registry, resolve_config
 from ssmlab.seeding import seeded, split_seed
@@ -27,8 +27,8 @@ from ssmlab.seeding import seeded, split_seed
 REG = load_registry()
 
 
-def test_lm_mixers_are_registry_names_and_block_kwargs_builds_each():
-    assert set(MIXERS) <= set(get_args(MixerName))
+def test_lm_mixers_are_the_registry_and_s4d_block_and_block_kwargs_builds_each():
+    assert set(MIXERS) == set(get_args(MixerName)) | {"s4d_block"}
     for m in MIXERS:
         block_kwargs(m, 4, 4, 2, 32)
 
@@ -40,7 +40,8 @@ def test_name_literals_match_the_tables():
 
 @pytest.mark.parametrize("exp_id, override, choices", [
     ("selectivity/recall", "mixers=[mamba, mambba]", "'mamba_dt'"),
-    ("selectivity/induction", "mixers=[s6]", "'mamba_dt'"),
+    ("selectivity/induction", "mixer=s7", "'s4d_block'"),
+    ("selectivity/memory", "mixer=lstm", "'gla'"),
     ("selectivity/memory", "models=[mamba_PE]", "'s4d_pe'"),
     ("selectivity/approximation", "models=[s4]", "'s6_trained'"),
     ("selectivity/approximation", "s4d_init=complex", "'real'"),
@@ -60,7 +61,7 @@ def test_build_lm_is_seeded_and_leaves_the_global_rng_alone():
     # the same weights as the former bare global seed
     with seeded(split_seed(3, "init")):
         name, kw = block_kwargs("mamba", 4, 4, 2, 16)
-        b = TokenLM(8, 8, name, mixer_kwargs=kw, max_len=16)
+        b = token_lm(8, 8, name, mixer_kwargs=kw, max_len=16)
     for (na, pa), (nb, pb) in zip(a.state_dict().items(), b.state_dict().items(), strict=True):
         assert na == nb and torch.equal(pa, pb)
 
@@ -80,10 +81,10 @@ def test_s4d_fit_init_is_seeded_and_leaves_the_global_rng_alone():
 @pytest.mark.parametrize("n_train, batch, steps", [(32, 16, 7), (32, 64, 5), (2048, 64, 300),
                                                    (10, 3, 1)])
 def test_train_spec_runs_exactly_steps_updates(n_train, batch, steps):
-    """epochs=steps (no sentinel) never binds before max_steps: an epoch is >= 1 step."""
+    """No epoch limit (epochs=None, not a sentinel): max_steps is the run's length."""
     tc = TrainSpec(n_train=n_train, batch_size=batch, steps=steps).train_config()
     per_epoch = -(-n_train // batch)
-    assert tc.max_steps == steps and min(tc.epochs * per_epoch, tc.max_steps) == steps
+    assert tc.epochs is None and tc.total_steps(per_epoch) == steps
 
 
 def test_not_ok_runs_are_noted(tmp_path: Path):

@@ -3,10 +3,11 @@
 - `S4DBlock`: the Mamba block with S6 replaced by S4D (in_proj, causal conv, SiLU, S4D, SiLU(z)
   gate, out_proj). The paper compares "the Mamba architecture with different mixers"; ssmlab's
   S4D layer is the bare LTI mixer, so this wraps it in the same block as Mamba's S6.
-- `TokenLM`: embedding (+ optional positional encoding) -> n mixer layers -> head, logits per
-  position (B, L, |V|) for the trainer's token cross-entropy (labels -100 ignored). Options
-  `residual` / `norm` default to the usual pre-norm residual stack; the analytical MQAR
-  constructions turn both off (their proofs are about the bare block).
+- `token_lm`: the generic `ssmlab.models.lm.CausalLM` as the paper's experiments use it:
+  embedding (+ optional positional encoding) -> n mixer layers -> head, logits per position
+  (B, L, |V|) for the trainer's token cross-entropy (labels -100 ignored). Options `residual` /
+  `norm` default to the usual pre-norm residual stack; the analytical MQAR constructions turn
+  both off (their proofs are about the bare block).
 - `ClockS6Kernel`: a bank of S6 channels whose Δ is driven only by the binary position clock
   (the Haar construction's inputs), exposing the implied kernel of the final output over input
   positions, for the approximation experiment.
@@ -24,11 +25,11 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ssmlab.errors import UserError
-from ssmlab.layers.norms import RMSNorm
-from ssmlab.layers.registry import build_mixer
+from ssmlab.layers.registry import MixerName, build_mixer
 from ssmlab.layers.s4d import S4D
 from ssmlab.layers.s6 import check_dims, inverse_softplus
-from ssmlab.models.classifier import sinusoidal_encoding
+from ssmlab.models.classifier import MixerSpec
+from ssmlab.models.lm import CausalLM
 
 
 class S4DBlock(nn.Module):
@@ -78,53 +79,38 @@ def build_block(name: str, d_model: int, **kwargs: Any) -> nn.Module:
     return build_mixer(name, d_model, **kwargs)
 
 
-class TokenLM(nn.Module):
-    """Tokens (B, L) -> logits (B, L, V): embed (+ PE), n blocks, head (module docstring).
+SelMixer = Literal[MixerName, "s4d_block"]  # a registry mixer or the paper's gated S4D block
 
-    pos_encoding: None (default), "learned" (absolute, nn.Embedding(max_len, D), added), or
-    "sinusoidal" (fixed, added). residual/norm: h <- h + block(RMSNorm(h)) and a final RMSNorm
-    (default True); False gives h <- block(h) with no norms (the constructions)."""
 
-    def __init__(self, vocab_size: int, d_model: int, mixer: str, n_layers: int = 1,
-                 mixer_kwargs: dict[str, Any] | None = None,
-                 pos_encoding: Literal["learned", "sinusoidal"] | None = None,
-                 max_len: int = 2048, residual: bool = True, norm: bool = True):
-        super().__init__()
-        check_dims(vocab_size=vocab_size, d_model=d_model, n_layers=n_layers, max_len=max_len)
-        self.vocab_size, self.d_model, self.max_len = vocab_size, d_model, max_len
-        self.residual, self.use_norm, self.pos_encoding = residual, norm, pos_encoding
-        self.embedding = nn.Embedding(vocab_size, d_model)
-        if pos_encoding == "learned":
-            self.pos = nn.Embedding(max_len, d_model)
-        elif pos_encoding == "sinusoidal":
-            self.register_buffer("pos_table", sinusoidal_encoding(max_len, d_model, torch.float32), persistent=False)
-        elif pos_encoding is not None:
-            raise UserError(f"pos_encoding must be None, 'learned' or 'sinusoidal', got {pos_encoding!r}")
-        self.layers = nn.ModuleList(build_block(mixer, d_model, **(mixer_kwargs or {}))
-                                    for _ in range(n_layers))
-        self.norms = nn.ModuleList(RMSNorm(d_model) for _ in range(n_layers)) if norm else None
-        self.norm_f = RMSNorm(d_model) if norm else None
-        self.head = nn.Linear(d_model, vocab_size, bias=False)
+def mixer_spec(name: str, kwargs: dict[str, Any]) -> tuple[MixerSpec, dict[str, Any] | None]:
+    """(mixer, mixer_kwargs) for SequenceBackbone: "s4d_block" as a factory, any other name as
+    the registry name with its options."""
+    if name == "s4d_block":
+        return (lambda d: build_block("s4d_block", d, **kwargs)), None
+    return name, kwargs
 
-    def embed(self, tokens: Tensor) -> Tensor:
-        L = tokens.shape[1]
-        if L > self.max_len and self.pos_encoding is not None:
-            raise UserError(f"sequence length {L} exceeds the positional table ({self.max_len})")
-        h = self.embedding(tokens)  # (B, L, D)
-        if self.pos_encoding == "learned":
-            h = h + self.pos.weight[:L]
-        elif self.pos_encoding == "sinusoidal":
-            h = h + self.pos_table[:L].to(h.dtype)
-        return h
 
-    def forward(self, tokens: Tensor) -> Tensor:
-        h = self.embed(tokens)  # (B, L, D)
-        for i, block in enumerate(self.layers):
-            inp = self.norms[i](h) if self.norms is not None else h
-            h = h + block(inp) if self.residual else block(inp)
-        if self.norm_f is not None:
-            h = self.norm_f(h)
-        return self.head(h)  # (B, L, V)
+def token_lm(vocab_size: int, d_model: int, mixer: str, n_layers: int = 1,
+             mixer_kwargs: dict[str, Any] | None = None,
+             pos_encoding: Literal["learned", "sinusoidal"] | None = None,
+             max_len: int = 2048, residual: bool = True, norm: bool = True) -> CausalLM:
+    """Tokens (B, L) -> logits (B, L, V): the generic CausalLM (embedding, + PE, n blocks, final
+    norm, bias-free head; every module keeps its own init) as the paper uses it.
+
+    pos_encoding: None, "learned" (absolute, nn.Embedding(max_len, D)) or "sinusoidal".
+    residual/norm: h <- h + block(RMSNorm(h)) and a final RMSNorm (default); residual=False,
+    norm=False give h <- block(h) with no norms (the constructions). The blocks are
+    `lm.backbone.layers[i].mixer` (`first_block`)."""
+    spec, kw = mixer_spec(mixer, mixer_kwargs or {})
+    return CausalLM(spec, d_model, n_layers, vocab_size=vocab_size,
+                    pos_encoding=pos_encoding or "none", max_len=max_len,
+                    norm="rms" if norm else "none", final_norm=norm, mixer_kwargs=kw,
+                    init="none", residual=residual, head_bias=False)
+
+
+def first_block(lm: CausalLM) -> nn.Module:
+    """The first layer's mixer block (MambaBlock, Mamba2, S4DBlock, ...)."""
+    return lm.backbone.layers[0].mixer
 
 
 def count_parameters(module: nn.Module) -> int:

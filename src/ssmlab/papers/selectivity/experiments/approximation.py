@@ -14,6 +14,8 @@ Models, all with N scalar states:
                      initial poles (the kernel is linear in C), then all parameters are trained
                      with Adam on the kernel error; K(s) = S4D.kernel at lag T - s. Δ
                      initialised at 2/L (so the basis spans the window).
+Training (both trained models): the one trainer (ssmlab.train.trainer.train) on `KernelFit`, the
+kernel as a model, with keep_best (the lowest-error iterate, also after a non-finite loss).
     s6_trained       ssmlab.papers.selectivity.model.ClockS6Kernel: N S6 channels of one state each
                      whose Δ reads the J position bits (the construction's inputs), readout
                      mixing the channels; W_Δ ~ N(0, 1), Δ bias log-uniform in [1/L, 10/L],
@@ -43,6 +45,7 @@ target (the same target for every model of that seed).
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Literal, get_args
 
@@ -50,6 +53,7 @@ import numpy as np
 import torch
 from pydantic import Field, field_validator, model_validator
 from scipy import stats
+from torch import Tensor, nn
 
 from ssmlab.claims import (
     ClaimSpec,
@@ -90,6 +94,7 @@ from ssmlab.papers.selectivity.model import ClockS6Kernel
 from ssmlab.papers.selectivity.theory.haar import boxes_for, greedy_wavelets, s6_haar_projection
 from ssmlab.report import figures
 from ssmlab.seeding import seeded, split_seed
+from ssmlab.train.trainer import MAX_LOSS, TrainConfig, train
 
 PAPER = "selectivity"
 ModelName = Literal["s6_construction", "s4d", "s6_trained"]
@@ -161,7 +166,7 @@ def fit_s4d(target_lag: torch.Tensor, N: int, cfg: ApproximationConfig, seed: in
             model.C.copy_(torch.stack(sol.chunk(2), -1)[None])
         else:
             model.C.copy_(torch.linalg.lstsq(V, target_lag[:, None], driver="gelsd").solution[:, 0][None])
-    return _adam(lambda: model.kernel(L)[0], model, target_lag, cfg)
+    return _fit(lambda: model.kernel(L)[0], model, target_lag, cfg)
 
 
 def fit_s6(target_pos: torch.Tensor, N: int, cfg: ApproximationConfig, seed: int) -> np.ndarray:
@@ -173,31 +178,36 @@ def fit_s6(target_pos: torch.Tensor, N: int, cfg: ApproximationConfig, seed: int
         model.W.normal_(0.0, 1.0, generator=g)
         design = model.channel_kernels()  # (L, E): least-squares readout for the init
         model.w.copy_(torch.linalg.lstsq(design, target_pos[:, None], driver="gelsd").solution[:, 0])
-    return _adam(model.kernel, model, target_pos, cfg)
+    return _fit(model.kernel, model, target_pos, cfg)
 
 
-def _adam(kernel_fn, model: torch.nn.Module, target: torch.Tensor,
-          cfg: ApproximationConfig) -> np.ndarray:
-    opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
-    norm = (target**2).sum()
-    best, best_K = math.inf, None
-    for _ in range(cfg.steps):
-        K = kernel_fn()
-        loss = ((K - target) ** 2).sum() / norm
-        if not torch.isfinite(loss):
-            break
-        if float(loss.detach()) < best:
-            best, best_K = float(loss.detach()), K.detach().clone()
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-    with torch.no_grad():
-        K = kernel_fn()
-        if torch.isfinite(K).all() and float(((K - target) ** 2).sum() / norm) < best:
-            best_K = K.detach().clone()
-    if best_K is None:
+class KernelFit(nn.Module):
+    """A kernel as a model for the trainer: forward ignores its input and returns scale·K (1, L).
+    With the target scaled alike, scale = sqrt(L / Σ target²), the trainer's mean squared error
+    mean((scale·K - scale·t)²) = Σ(K - t)² / Σ t² is exactly the relative error (so Adam sees
+    the paper's loss itself, eps included)."""
+
+    def __init__(self, model: nn.Module, kernel_fn: Callable[[], Tensor], scale: float):
+        super().__init__()
+        self.model, self.kernel_fn, self.scale = model, kernel_fn, scale
+
+    def forward(self, x: Tensor) -> Tensor:
+        return (self.scale * self.kernel_fn())[None].expand(x.shape[0], -1)  # (1, L)
+
+
+def _fit(kernel_fn: Callable[[], Tensor], model: nn.Module, target: Tensor,
+         cfg: ApproximationConfig) -> np.ndarray:
+    """Adam on the relative kernel error through the one trainer, ending on the best iterate
+    (also after a non-finite loss: the best finite one); NaN if no iterate was finite."""
+    scale = math.sqrt(target.shape[0] / float((target**2).sum()))
+    fit = KernelFit(model, kernel_fn, scale)
+    tc = TrainConfig(optimizer="adam", lr=cfg.lr, loss="mse", epochs=None, max_steps=cfg.steps,
+                     eval_every=None, converge_error=None, keep_best=True, diverge_loss=MAX_LOSS)
+    res = train(fit, tc, (torch.zeros(1, 1), (scale * target)[None]))
+    if res.status != "ok" and res.best_step is None:
         return np.full(target.shape[0], np.nan)
-    return best_K.numpy()
+    with torch.no_grad():
+        return kernel_fn().detach().numpy()
 
 
 @register

@@ -20,19 +20,34 @@ from torch import Tensor
 
 from ssmlab.config import StrictModel
 from ssmlab.errors import UserError
+from ssmlab.layers.registry import MixerName, mixer_options
 from ssmlab.memory import nbytes
-from ssmlab.papers.selectivity.model import TokenLM, count_parameters
+from ssmlab.models.lm import CausalLM
+from ssmlab.papers.selectivity.model import SelMixer, count_parameters, token_lm
 from ssmlab.seeding import seeded, split_seed
 from ssmlab.train.trainer import MAX_BATCH, MAX_GRAD_CLIP, TrainConfig, TrainResult, train
 
 PAPER = "selectivity"
-MIXER_LABELS = {"mamba": "Mamba", "mamba2": "Mamba-2", "s4d": "S4D", "mamba_dt": "Mamba-ΔT",
-                "s4d_block": "S4D"}
-# The mixers `block_kwargs` builds, as a type for config fields (a typo is a validation error
-# naming the field and the choices). Registry names (ssmlab.layers.registry.MixerName), except
-# that "s4d" here is S4D inside the gated Mamba block (`s4d_block`, model.S4DBlock).
-LMMixer = Literal["mamba", "mamba2", "s4d", "mamba_dt"]
-MIXERS: tuple[str, ...] = get_args(LMMixer)
+MIXER_LABELS = {"mamba": "Mamba", "mamba2": "Mamba-2", "s4d_block": "S4D", "mamba_dt": "Mamba-ΔT",
+                "s4d": "S4D (bare)", "s6": "S6 (bare)", "softmax": "softmax attention",
+                "linear": "linear attention", "local": "local attention", "retnet": "RetNet",
+                "gla": "GLA"}
+# The mixers of the token models, as a type for config fields (a typo is a validation error
+# naming the field and the choices): every registry name (ssmlab.layers.registry.MixerName,
+# with its own class: "s4d" is the bare S4D layer) and the paper's "s4d_block" (S4D inside the
+# gated Mamba block, model.S4DBlock: the paper's "S4D").
+LMMixer = SelMixer
+MIXERS: tuple[str, ...] = (*get_args(MixerName), "s4d_block")
+
+
+# theory.mqar names its constructions "mamba2", "mamba", "s4d" (the gated S4D block)
+CONSTRUCTION_MIXER = {"mamba2": "mamba2", "mamba": "mamba", "s4d": "s4d_block"}
+
+
+def label(mixer: str) -> str:
+    return MIXER_LABELS.get(mixer, mixer)
+
+
 MAMBA2_HEADDIM = 8
 
 # ----------------------------------------------------------------------------- ranges
@@ -74,39 +89,40 @@ class TrainSpec(StrictModel):
                         description="test sequences (disjoint seed stream)")
 
     def train_config(self) -> TrainConfig:
-        # `steps` updates, however many epochs they take: an epoch has at least one step, so
-        # `steps` epochs never stop the run before max_steps does (no "no limit" sentinel).
+        # `steps` updates, however many epochs they take (epochs=None: no epoch limit)
         return TrainConfig(optimizer="adam", lr=self.lr, loss="ce", batch_size=self.batch_size,
-                           epochs=self.steps, max_steps=self.steps, grad_clip=self.grad_clip,
+                           epochs=None, max_steps=self.steps, grad_clip=self.grad_clip,
                            eval_every=max(1, self.steps // 10), converge_error=None)
 
 
-def block_kwargs(mixer: LMMixer, d_state: int, d_conv: int, expand: int, seq_len: int) -> tuple[str, dict[str, Any]]:
+def block_kwargs(mixer: LMMixer, d_state: int, d_conv: int, expand: int,
+                 seq_len: int) -> tuple[str, dict[str, Any]]:
     """Registry name and options of one mixer at state size N (the paper's "Mamba architecture
-    with different mixers": S4D runs inside the same gated block, `s4d_block`)."""
-    if mixer == "mamba":
-        return "mamba", dict(d_state=d_state, d_conv=d_conv, expand=expand)
-    if mixer == "mamba_dt":
-        return "mamba_dt", dict(d_state=d_state, d_conv=d_conv, expand=expand)
+    with different mixers": S4D runs inside the same gated block, `s4d_block`). Any other
+    registry mixer gets those of d_state, d_conv and expand it has (attention has none)."""
     if mixer == "mamba2":
         # headdim 8 so that small widths have several heads; chunks no longer than needed
         return "mamba2", dict(d_state=d_state, d_conv=d_conv, expand=expand, headdim=8,
                               chunk_size=min(64, max(8, seq_len // 2)))
-    if mixer == "s4d":
+    if mixer == "s4d_block":
         return "s4d_block", dict(d_state=d_state, d_conv=d_conv, expand=expand)
-    raise UserError(f"unknown mixer {mixer!r}; one of mamba, mamba2, s4d, mamba_dt")
+    if mixer not in MIXERS:
+        raise UserError(f"unknown mixer {mixer!r}; one of {', '.join(MIXERS)}")
+    allowed = mixer_options(mixer)
+    return mixer, {k: v for k, v in dict(d_state=d_state, d_conv=d_conv, expand=expand).items()
+                   if k in allowed}
 
 
 def build_lm(mixer: LMMixer, vocab: int, d_model: int, d_state: int, seq_len: int, seed: int,
              d_conv: int = 4, expand: int = 2,
-             pos_encoding: Literal["learned", "sinusoidal"] | None = None) -> TokenLM:
+             pos_encoding: Literal["learned", "sinusoidal"] | None = None) -> CausalLM:
     name, kw = block_kwargs(mixer, d_state, d_conv, expand, seq_len)
     with seeded(split_seed(seed, "init")):
-        return TokenLM(vocab, d_model, name, mixer_kwargs=kw, pos_encoding=pos_encoding,
-                       max_len=max(seq_len, 1))
+        return token_lm(vocab, d_model, name, mixer_kwargs=kw, pos_encoding=pos_encoding,
+                        max_len=max(seq_len, 1))
 
 
-def fit(model: TokenLM, spec: TrainSpec, inputs: Tensor, labels: Tensor, seed: int) -> TrainResult:
+def fit(model: CausalLM, spec: TrainSpec, inputs: Tensor, labels: Tensor, seed: int) -> TrainResult:
     return train(model, spec.train_config(), (inputs, labels), seed=split_seed(seed, "train"))
 
 
@@ -124,7 +140,7 @@ def token_accuracy(model: torch.nn.Module, inputs: Tensor, labels: Tensor, batch
     return hit / max(tot, 1)
 
 
-def run_metrics(model: TokenLM, res: TrainResult) -> dict[str, float]:
+def run_metrics(model: CausalLM, res: TrainResult) -> dict[str, float]:
     m = {"params": float(count_parameters(model)), "steps": float(res.steps),
          "final_train_loss": float(res.history.get("train_loss", [float("nan")])[-1])}
     return m
@@ -154,7 +170,10 @@ def run_metrics(model: TokenLM, res: TrainResult) -> dict[str, float]:
 #            backward added 50, 42 and 27 MiB).
 TORCH_RUNTIME = 80 * 2**20
 NUMBA_KERNEL = 48 * 2**20
-KERNELS = {"mamba": 2, "mamba_dt": 2, "mamba2": 0, "s4d": 0}  # Numba kernels one training calls
+# Numba kernels one training calls (a mixer not listed: 2, a fused scan's forward and backward)
+KERNELS = {"mamba": 2, "mamba_dt": 2, "mamba2": 0, "s4d_block": 0, "s4d": 0, "softmax": 0,
+           "local": 0}
+FFT_MIXERS = ("s4d_block", "s4d")
 FLOAT = 4
 
 
@@ -170,7 +189,7 @@ def block_parameters(mixer: str, d_model: int, d_state: int, d_conv: int, expand
     if mixer == "mamba2":
         H = max(E // MAMBA2_HEADDIM, 1)
         return D * (2 * E + 2 * N + H) + (E + 2 * N) * (d_conv + 1) + 3 * H + E + E * D
-    if mixer == "s4d":
+    if mixer in FFT_MIXERS:
         return 2 * D * E + conv + E * (3 * N + 2) + E * D
     dt = R * N + N if mixer == "mamba_dt" else R * E + E
     return 2 * D * E + conv + E * (R + 2 * N) + dt + E * N + E + E * D
@@ -195,6 +214,10 @@ def block_floats(mixer: str, d_model: int, d_state: int, expand: int, L: int,
         Q = min(64, max(8, L // 2))
         per = 10 * E + 4 * N + 2 * H * N + 2 * H * Q + 3 * E * N / Q + D
         fixed = 0
+    elif mixer not in FFT_MIXERS:  # any other registry mixer: a generous plain bound, with
+        # (B, L, L) attention scores and their softmax / normalisation per head
+        per = (12 * E + 4 * N + 4 * L + D) if grad else 6 * E + 2 * N + 2 * L + D
+        fixed = 0
     else:  # s4d: the FFT convolution and its kernel
         per = (13 * E + D) if grad else 8 * E + D
         fixed = 2 * 2 * E * N * L  # complex powers (E, N, L) and their exp's input
@@ -203,7 +226,7 @@ def block_floats(mixer: str, d_model: int, d_state: int, expand: int, L: int,
 
 def lm_pass_bytes(mixer: str, vocab: int, d_model: int, d_state: int, expand: int, L: int,
                   batch: int, grad: bool) -> int:
-    """Bytes of one pass of a one-layer TokenLM over `batch` sequences of length L."""
+    """Bytes of one pass of a one-layer token_lm over `batch` sequences of length L."""
     per, fixed = block_floats(mixer, d_model, d_state, expand, L, grad)
     around = 9 * d_model + 2 * vocab  # embeddings, norms, residual, logits, log-softmax
     per += 2 * around if grad else around
@@ -212,7 +235,7 @@ def lm_pass_bytes(mixer: str, vocab: int, d_model: int, d_state: int, expand: in
 
 def lm_run_bytes(mixer: str, vocab: int, d_model: int, d_state: int, L: int, spec: TrainSpec,
                  d_conv: int = 4, expand: int = 2, pos_encoding: bool = False) -> int:
-    """Peak bytes of one `fit` + `token_accuracy` run of a one-layer TokenLM (notes above)."""
+    """Peak bytes of one `fit` + `token_accuracy` run of a one-layer token_lm (notes above)."""
     n_tr, n_te = spec.n_train, spec.n_test
     data = nbytes(n_tr + n_te, L, itemsize=16) + nbytes(max(n_tr, n_te), L, itemsize=16)
     params = block_parameters(mixer, d_model, d_state, d_conv, expand)
@@ -221,7 +244,7 @@ def lm_run_bytes(mixer: str, vocab: int, d_model: int, d_state: int, L: int, spe
                                min(spec.batch_size, n_tr), grad=True)
     evals = max(lm_pass_bytes(mixer, vocab, d_model, d_state, expand, L, min(n_tr, 4096), False),
                 lm_pass_bytes(mixer, vocab, d_model, d_state, expand, L, min(n_te, 512), False))
-    runtime = TORCH_RUNTIME + KERNELS.get(mixer, 0) * NUMBA_KERNEL
+    runtime = TORCH_RUNTIME + KERNELS.get(mixer, 2) * NUMBA_KERNEL
     return runtime + data + 4 * params * FLOAT + max(train_step, evals)
 
 

@@ -42,13 +42,14 @@ from ssmlab.memory import nbytes
 from ssmlab.papers.selectivity.data.mqar import MQARConfig
 from ssmlab.papers.selectivity.data.piecewise import PiecewiseConfig, piecewise_constant
 from ssmlab.papers.selectivity.experiments.common import (
+    CONSTRUCTION_MIXER,
     MAX_GRID,
     MAX_LEN,
-    MIXER_LABELS,
     NUMBA_KERNEL,
     PAPER,
     TORCH_RUNTIME,
     construction_weights_bytes,
+    label,
     mqar_construction_bytes,
 )
 from ssmlab.papers.selectivity.theory.haar import (
@@ -191,7 +192,7 @@ class Constructions(Experiment):
             data = dcfg.build(seed, "test")
             info[f"pairs_L{L}"] = pairs
             for m in MIXERS:
-                metrics[f"acc_{m}_L{L}"] = mqar_accuracy(construct(m, dcfg), data.inputs, data.labels)
+                metrics[f"acc_{m}_L{L}"] = mqar_accuracy(construct(m, dcfg, seed=seed), data.inputs, data.labels)
         for s in construction_sizes(MQARConfig(vocab_size=cfg.vocab_size, seq_len=max(cfg.seq_lens),
                                                num_kv_pairs=1)):
             metrics[f"params_{s.mixer}"] = float(s.mixer_params)
@@ -274,7 +275,7 @@ def _mqar_worst(ctx: Context) -> Estimate:
     mq = _mqar_runs(ctx)
     accs = {k: min(r.metrics[k] for r in mq) for k in mq[0].metrics if k.startswith("acc_")}
     lens = sorted({int(k.rsplit("_L", 1)[1]) for k in accs})
-    per = "; ".join(f"{MIXER_LABELS[m]}: " + ", ".join(
+    per = "; ".join(f"{label(CONSTRUCTION_MIXER[m])}: " + ", ".join(
         f"L={L} {accs[f'acc_{m}_L{L}']:.3f}" for L in lens) for m in MIXERS)
     pairs = ", ".join(f"L={L}: P={mq[0].info.get(f'pairs_L{L}')}" for L in lens)
     return exact(min(accs.values()), f"{per} ({pairs}; {len(mq)} seed(s))")
@@ -288,7 +289,7 @@ def _size_spread(cfg: ConstructionsConfig) -> Estimate:
                                                num_kv_pairs=1)):
             counts[s.mixer].append(s.mixer_params)
     spread = max(max(v) - min(v) for v in counts.values())
-    return exact(spread, "; ".join(f"{MIXER_LABELS[m]}: " + ", ".join(
+    return exact(spread, "; ".join(f"{label(CONSTRUCTION_MIXER[m])}: " + ", ".join(
         f"L={L} {c}" for L, c in zip(cfg.seq_lens, v, strict=True)) for m, v in counts.items()))
 
 
@@ -296,7 +297,7 @@ def _efficiency(ctx: Context) -> Estimate:
     mq = _mqar_runs(ctx)
     p = {m: mq[0].metrics[f"params_{m}"] for m in MIXERS}
     sizes = "; ".join(
-        f"{MIXER_LABELS[m]}: {int(p[m])} params, d_inner {mq[0].info[f'size_{m}']['d_used']} "
+        f"{label(CONSTRUCTION_MIXER[m])}: {int(p[m])} params, d_inner {mq[0].info[f'size_{m}']['d_used']} "
         f"used of {mq[0].info[f'size_{m}']['d_inner']}, N {mq[0].info[f'size_{m}']['d_state']}"
         for m in MIXERS)
     return exact(min(p["mamba"] / p["mamba2"], p["s4d"] / p["mamba"]), sizes)

@@ -5,7 +5,7 @@ the state dimension, so one key's memory column can be erased while the others a
 paper reports it at least as good as Mamba at every size on induction heads.
 
 Set-up: ssmlab.papers.selectivity.data.induction (|V| = 16 with the trigger, T = 32 quick / 64 paper; label at the
-last position); a one-layer `TokenLM` (pre-norm residual, final norm, untied head), N = 8,
+last position); a one-layer `token_lm` (pre-norm residual, final norm, untied head), N = 8,
 expand 2, d_conv 4, the two blocks identical except for the SSM; Adam (TrainSpec). Sizes are
 d_model values.
 
@@ -45,8 +45,6 @@ from ssmlab.experiment import (
 from ssmlab.papers.selectivity.data.induction import InductionConfig
 from ssmlab.papers.selectivity.experiments.common import (
     MAX_GRID,
-    MIXER_LABELS,
-    MIXERS,
     PAPER,
     LMMixer,
     StateSize,
@@ -55,6 +53,7 @@ from ssmlab.papers.selectivity.experiments.common import (
     build_lm,
     check_mamba2_widths,
     fit,
+    label,
     lm_run_bytes,
     run_metrics,
     token_accuracy,
@@ -65,18 +64,14 @@ from ssmlab.report import figures
 class InductionExpConfig(ExperimentConfig):
     data: InductionConfig = Field(default_factory=lambda: InductionConfig(vocab_size=16, seq_len=32))
     train: TrainSpec = Field(default_factory=TrainSpec)
-    mixers: tuple[LMMixer, ...] = Field(("mamba", "mamba_dt"), min_length=1,
-                                        max_length=len(MIXERS), description=f"any of {MIXERS}")
+    mixer: LMMixer = Field("mamba_dt", description="the mixer judged against `baseline` (the "
+                                                   "paper: Mamba-ΔT); any registry mixer or "
+                                                   "s4d_block runs the same claim as a variant")
+    baseline: LMMixer = Field("mamba", description="the reference mixer (the paper: Mamba)")
     sizes: tuple[Width, ...] = Field((8, 16), min_length=1, max_length=MAX_GRID,
                                      description="d_model values")
     d_state: StateSize = 8
     tol: float = Field(0.02, ge=0, le=1)
-
-    @field_validator("mixers")
-    @classmethod
-    def _distinct_mixers(cls, v: tuple[str, ...]) -> tuple[str, ...]:
-        each_once(v)
-        return v
 
     @field_validator("sizes")
     @classmethod
@@ -86,8 +81,14 @@ class InductionExpConfig(ExperimentConfig):
 
     @model_validator(mode="after")
     def _widths(self) -> InductionExpConfig:
+        if self.mixer == self.baseline:
+            raise ValueError(f"mixer and baseline are both {self.mixer!r}: nothing to compare")
         check_mamba2_widths(self.mixers, self.sizes, 2, "sizes")  # build_lm's expand = 2
         return self
+
+    @property
+    def mixers(self) -> tuple[str, str]:
+        return (self.baseline, self.mixer)
 
 
 @register
@@ -106,6 +107,11 @@ class Induction(Experiment):
         "paper": {"seeds": 3, "train": {"steps": 1500, "n_train": 8192, "n_test": 2048},
                   "data": {"vocab_size": 16, "seq_len": 64}, "sizes": (4, 8, 16, 32, 64)},
     }
+
+    def variant(self, cfg: InductionExpConfig) -> str:
+        return ", ".join(f"{k}={v}" for k, v, paper in (("mixer", cfg.mixer, "mamba_dt"),
+                                                        ("baseline", cfg.baseline, "mamba"))
+                         if v != paper)
 
     def cells(self, cfg: InductionExpConfig) -> list[dict[str, Any]]:
         return [{"mixer": m, "d_model": d} for m in cfg.mixers for d in cfg.sizes]
@@ -135,7 +141,7 @@ class Induction(Experiment):
         for m in cfg.mixers:
             ax.plot(sizes, [np.mean([r.metrics["test_acc"] for r in ctx.select(mixer=m, d_model=d)]
                                     or [np.nan]) for d in sizes], "o-",
-                    label=MIXER_LABELS.get(m, m))
+                    label=label(m))
         ax.set_xscale("log", base=2)
         ax.set_xlabel("d_model")
         ax.set_ylabel("induction-head accuracy")
@@ -143,14 +149,13 @@ class Induction(Experiment):
         return {"main": figures.save(f, ctx.figdir, "induction.png")}
 
     def specs(self, cfg: InductionExpConfig) -> list[ClaimSpec]:
-        if not {"mamba", "mamba_dt"} <= set(cfg.mixers):
-            return []
         se = 2 * math.sqrt(2 * 0.05 * 0.95 / cfg.train.n_test)
+        a, b = label(cfg.mixer), label(cfg.baseline)
         return [ClaimSpec(
             name="dt_not_worse", ref=REF, figure="main",
-            statement="Mamba-ΔT is at least as good as Mamba on induction heads at every model "
+            statement=f"{a} is at least as good as {b} on induction heads at every model "
                       "size.",
-            quantity="smallest over sizes of the seed-mean accuracy difference Mamba-ΔT - Mamba "
+            quantity=f"smallest over sizes of the seed-mean accuracy difference {a} - {b} "
                      "(same seeds, same data)",
             metric=lambda ctx: _worst_gap(ctx, cfg), region=Region.above(-cfg.tol),
             tolerance_source=f"our choice: a non-inferiority margin of {cfg.tol:g} (equal "
@@ -164,16 +169,15 @@ REF = "paper summaries: Mamba-ΔT on induction heads (figure number not reachabl
 
 
 def _cols(ctx: Context, cfg: InductionExpConfig) -> dict[str, list[float]]:
-    """Per size, Mamba-ΔT's and Mamba's per-seed accuracies over the seeds every cell finished
-    (so that a resample keeps each seed's numbers together)."""
+    """Per size, the judged mixer's ("dt") and the baseline's ("m") per-seed accuracies over the
+    seeds every cell finished (so that a resample keeps each seed's numbers together)."""
     by = {}
     for d in sorted(cfg.sizes):
-        for m in ("mamba_dt", "mamba"):
+        for tag, m in (("dt", cfg.mixer), ("m", cfg.baseline)):
             rs = ctx.select(mixer=m, d_model=d)
             if not rs:
                 raise NoData(ctx.why_empty(mixer=m, d_model=d))
-            by[f"{'dt' if m == 'mamba_dt' else 'm'}{d}"] = {
-                r.seed: float(r.metrics["test_acc"]) for r in rs}
+            by[f"{tag}{d}"] = {r.seed: float(r.metrics["test_acc"]) for r in rs}
     seeds = sorted(set.intersection(*(set(v) for v in by.values())))
     if not seeds:
         raise NoData("no seed finished every (mixer, size) cell")
@@ -182,8 +186,9 @@ def _cols(ctx: Context, cfg: InductionExpConfig) -> dict[str, list[float]]:
 
 def _gaps_text(ctx: Context, cfg: InductionExpConfig) -> str:
     cols = _cols(ctx, cfg)
-    return "; ".join(f"d={d}: Mamba-ΔT {np.mean(cols[f'dt{d}']):.3f} vs Mamba "
-                     f"{np.mean(cols[f'm{d}']):.3f}" for d in sorted(cfg.sizes))
+    return "; ".join(f"d={d}: {label(cfg.mixer)} {np.mean(cols[f'dt{d}']):.3f} vs "
+                     f"{label(cfg.baseline)} {np.mean(cols[f'm{d}']):.3f}"
+                     for d in sorted(cfg.sizes))
 
 
 def _worst_gap(ctx: Context, cfg: InductionExpConfig) -> Estimate:

@@ -8,7 +8,7 @@ step T needs e^{-λΔ_t} → 1 for t > n; Δ → 0 "freezes time". Mamba can set
 information cannot tell where position n is.
 
 Set-up: ssmlab.papers.selectivity.data.keep_nth (|V| = 8 tokens, n = 4; label = x_n at the last position); a
-one-layer `TokenLM` (pre-norm residual, final norm, untied head), d_model 16, N 8, expand 2,
+one-layer `token_lm` (pre-norm residual, final norm, untied head), d_model 16, N 8, expand 2,
 d_conv 4, learned absolute positional embeddings added to the token embeddings for "mamba_pe"
 and "s4d_pe" (S4D inside the same gated block, `S4DBlock`); Adam (TrainSpec).
 Memory factors: e^{Δ_t A_{e,n}} for every channel e, state n and step t of the test inputs
@@ -67,6 +67,7 @@ from ssmlab.experiment import (
 )
 from ssmlab.layers.s6 import MambaBlock
 from ssmlab.memory import nbytes
+from ssmlab.models.lm import CausalLM
 from ssmlab.papers.selectivity.data.keep_nth import KeepNthConfig
 from ssmlab.papers.selectivity.experiments.common import (
     MAX_GRID,
@@ -83,14 +84,15 @@ from ssmlab.papers.selectivity.experiments.common import (
     run_metrics,
     token_accuracy,
 )
-from ssmlab.papers.selectivity.model import S4DBlock, TokenLM
+from ssmlab.papers.selectivity.model import S4DBlock, first_block
 from ssmlab.report import figures
 from ssmlab.report.stats import group_by, mean_std
 
 ModelName = Literal["mamba_pe", "mamba", "s4d_pe", "s4d"]  # the keys of MODELS (a test checks)
-MODELS: dict[str, tuple[LMMixer, Literal["learned"] | None]] = {
-    "mamba_pe": ("mamba", "learned"), "mamba": ("mamba", None), "s4d_pe": ("s4d", "learned"),
-    "s4d": ("s4d", None)}
+# model -> (which mixer field: "mixer", the selective one, or "lti_mixer"; positional encoding)
+MODELS: dict[str, tuple[Literal["mixer", "lti_mixer"], Literal["learned"] | None]] = {
+    "mamba_pe": ("mixer", "learned"), "mamba": ("mixer", None), "s4d_pe": ("lti_mixer", "learned"),
+    "s4d": ("lti_mixer", None)}
 LABELS = {"mamba_pe": "Mamba + PE", "mamba": "Mamba, no PE", "s4d_pe": "S4D + PE",
           "s4d": "S4D, no PE"}
 # the claims' models; "s4d" (no PE) is the other reading of the paper's S4D (whether it had
@@ -111,6 +113,10 @@ class MemoryConfig(ExperimentConfig):
         (16, 32, 64), min_length=1, max_length=MAX_GRID, description="lengths T")
     models: tuple[ModelName, ...] = Field(DEFAULT_MODELS, min_length=1, max_length=len(MODELS),
                                           description=f"any of {', '.join(MODELS)}")
+    mixer: LMMixer = Field("mamba", description="the selective models' mixer (mamba_pe, mamba; "
+                                                "the paper: Mamba); another runs as a variant")
+    lti_mixer: LMMixer = Field("s4d_block", description="the LTI models' mixer (s4d_pe, s4d; the "
+                                                        "paper: S4D in the gated block)")
     d_model: Width = 16
     d_state: StateSize = 8
     solve_acc: float = Field(0.95, gt=0, le=1)
@@ -143,14 +149,18 @@ class MemoryConfig(ExperimentConfig):
                              f"(smallest {min(self.seq_lens)}): the kept token is x_n")
         return self
 
+    def model_mixer(self, model: str) -> str:
+        """The mixer a model name runs (its field's value)."""
+        return getattr(self, MODELS[model][0])
+
 
 @torch.no_grad()
-def memory_factors(lm: TokenLM, tokens: torch.Tensor) -> torch.Tensor:
-    """e^{Δ_t A} (B, E, N, L) of the first block on these inputs."""
+def memory_factors(lm: CausalLM, tokens: torch.Tensor) -> torch.Tensor | None:
+    """e^{Δ_t A} (B, E, N, L) of the first block on these inputs; None for a block without
+    them (a variant's mixer other than Mamba's S6 and the gated S4D)."""
     lm.eval()
-    h = lm.embed(tokens)
-    inp = lm.norms[0](h) if lm.norms is not None else h
-    blk = lm.layers[0]
+    inp = lm.backbone.layers[0].norm(lm.backbone.encode(tokens))
+    blk = first_block(lm)
     if isinstance(blk, MambaBlock):
         delta = blk.delta(inp).transpose(1, 2)  # (B, E, L)
         return torch.exp(delta[:, :, None, :] * blk.A[None, :, :, None])  # (B, E, N, L)
@@ -158,7 +168,7 @@ def memory_factors(lm: TokenLM, tokens: torch.Tensor) -> torch.Tensor:
         dtA, _, _ = blk.s4d._discrete()  # (E, modes), input-independent
         f = torch.exp(dtA).abs() if dtA.is_complex() else torch.exp(dtA)
         return f[None, :, :, None].expand(tokens.shape[0], -1, -1, tokens.shape[1])
-    raise TypeError(f"no memory factors for {type(blk).__name__}")
+    return None
 
 
 @register
@@ -178,6 +188,11 @@ class Memory(Experiment):
                   "seq_lens": (16, 64, 256, 512), "long_steps": 4000},
     }
 
+    def variant(self, cfg: MemoryConfig) -> str:
+        return ", ".join(f"{k}={v}" for k, v, paper in (("mixer", cfg.mixer, "mamba"),
+                                                        ("lti_mixer", cfg.lti_mixer, "s4d_block"))
+                         if v != paper)
+
     def cells(self, cfg: MemoryConfig) -> list[dict[str, Any]]:
         out: list[dict[str, Any]] = [{"model": m, "seq_len": T} for m in cfg.models
                                      for T in cfg.seq_lens]
@@ -195,13 +210,13 @@ class Memory(Experiment):
         E = 2 * cfg.d_model
         factors = 8 * nbytes(min(FACTOR_SAMPLES, cfg.train.n_test), E, cfg.d_state, T)
         return factors + max(
-            lm_run_bytes(MODELS[m][0], cfg.data.vocab_size, cfg.d_model, cfg.d_state, T,
+            lm_run_bytes(cfg.model_mixer(m), cfg.data.vocab_size, cfg.d_model, cfg.d_state, T,
                          cfg.train, pos_encoding=MODELS[m][1] is not None)
             for m in cfg.models)
 
     def run(self, cfg: MemoryConfig, params: dict[str, Any], seed: int) -> RunResult:
         model, T = params["model"], params["seq_len"]
-        mixer, pe = MODELS[model]
+        mixer, pe = cfg.model_mixer(model), MODELS[model][1]
         dcfg = cfg.data.model_copy(update={"seq_len": T})
         train_data = dcfg.model_copy(update={"num_examples": cfg.train.n_train}).build(seed, "train")
         test_data = dcfg.model_copy(update={"num_examples": cfg.train.n_test}).build(seed, "test")
@@ -214,6 +229,8 @@ class Memory(Experiment):
         metrics = run_metrics(lm, res)
         metrics["test_acc"] = token_accuracy(lm, test_data.inputs, test_data.labels)
         f = memory_factors(lm, test_data.inputs[:FACTOR_SAMPLES])  # (B, E, N, L)
+        if f is None:
+            return RunResult(metrics=metrics, info={"model": model})
         n = cfg.data.n
         before, after = f[..., : n - 1].flatten().numpy(), f[..., n:].flatten().numpy()
         metrics["factor_mean_at_n"] = float(f[..., n - 1].mean())  # the step that writes x_n

@@ -1,7 +1,7 @@
 """Experiment 3 (associative recall): trained one-layer Mamba, Mamba-2 and S4D on MQAR over a
 (d, N) grid; the success frontier against the analytical constructions' minimal sizes.
 
-Set-up: zoology-format MQAR (ssmlab.papers.selectivity.data.mqar; blank filler), a one-layer `TokenLM` (embedding,
+Set-up: zoology-format MQAR (ssmlab.papers.selectivity.data.mqar; blank filler), a one-layer `token_lm` (embedding,
 pre-norm residual block, final norm, untied head) with the mixer in the Mamba block (S4D inside
 the same gated block, `S4DBlock`), expand 2, d_conv 4, trained with Adam on the query positions.
 A cell is (mixer, d_model, N); it succeeds when its test accuracy (mean over seeds) is at least
@@ -57,8 +57,8 @@ from ssmlab.experiment import (
 )
 from ssmlab.papers.selectivity.data.mqar import MQARConfig
 from ssmlab.papers.selectivity.experiments.common import (
+    CONSTRUCTION_MIXER,
     MAX_GRID,
-    MIXER_LABELS,
     MIXERS,
     PAPER,
     LMMixer,
@@ -69,24 +69,29 @@ from ssmlab.papers.selectivity.experiments.common import (
     check_mamba2_widths,
     construction_weights_bytes,
     fit,
+    label,
     lm_run_bytes,
     run_metrics,
     token_accuracy,
 )
-from ssmlab.papers.selectivity.model import count_parameters
+from ssmlab.papers.selectivity.model import count_parameters, first_block
 from ssmlab.papers.selectivity.theory.mqar import construction_sizes
 from ssmlab.report import figures
 from ssmlab.report.stats import group_by, mean_std
 
 Cell = Annotated[tuple[Width, StateSize], at.MaxLen(2)]
+PAPER_ORDER = ("mamba2", "mamba", "s4d_block")  # the paper's frontier order, smallest first
+CLAIM_NAMES = {"s4d_block": "s4d"}  # claim ids keep the paper's name for its gated S4D
 
 
 class RecallConfig(ExperimentConfig):
     data: MQARConfig = Field(default_factory=lambda: MQARConfig(vocab_size=16, seq_len=32,
                                                                 num_kv_pairs=4))
     train: TrainSpec = Field(default_factory=TrainSpec)
-    mixers: tuple[LMMixer, ...] = Field(("mamba2", "mamba", "s4d"), min_length=1,
-                                        max_length=len(MIXERS), description=f"any of {MIXERS}")
+    mixers: tuple[LMMixer, ...] = Field(
+        PAPER_ORDER, min_length=1, max_length=len(MIXERS),
+        description="the claimed order, smallest first: each neighbouring pair is a claim "
+                    "(the paper: mamba2 < mamba < s4d_block); any registry mixer or s4d_block")
     grid: tuple[Cell, ...] = Field(((8, 8), (16, 8), (32, 8), (32, 2)), min_length=1,
                                    max_length=MAX_GRID, description="(d_model, N) cells")
     expand: int = Field(2, ge=1, le=16)
@@ -129,6 +134,13 @@ class Recall(Experiment):
                   "grid": [(d, n) for d in (8, 16, 32, 64) for n in (2, 4, 8, 16)]},
     }
 
+    def variant(self, cfg: RecallConfig) -> str:
+        """'' while `mixers` is the paper's order or a part of it; otherwise 'mixers=...'."""
+        idx = [PAPER_ORDER.index(m) if m in PAPER_ORDER else -1 for m in cfg.mixers]
+        if -1 not in idx and idx == sorted(idx):
+            return ""
+        return "mixers=" + ",".join(cfg.mixers)
+
     def cells(self, cfg: RecallConfig) -> list[dict[str, Any]]:
         return [{"mixer": m, "d_model": d, "d_state": n} for m in cfg.mixers for d, n in cfg.grid]
 
@@ -152,7 +164,7 @@ class Recall(Experiment):
         if res.status != "ok":
             return RunResult(status="diverged", reason=f"diverged at step {res.diverged_at}")
         metrics = run_metrics(lm, res)
-        metrics["mixer_params"] = float(count_parameters(lm.layers[0]))
+        metrics["mixer_params"] = float(count_parameters(first_block(lm)))
         metrics["test_acc"] = token_accuracy(lm, test_data.inputs, test_data.labels)
         return RunResult(metrics=metrics, history={"train_loss": res.history.get("train_loss", [])},
                          info={"mixer": mixer})
@@ -168,19 +180,19 @@ class Recall(Experiment):
         return out
 
     def figures(self, ctx: Context) -> dict[str, str]:
-        sizes = {s.mixer: s for s in construction_sizes(ctx.cfg.data)}
+        sizes = {CONSTRUCTION_MIXER[s.mixer]: s for s in construction_sizes(ctx.cfg.data)}
         return {"main": self._figure(ctx.cfg, self.table(ctx.cfg, ctx.runs), sizes, ctx.figdir)}
 
     def specs(self, cfg: RecallConfig) -> list[ClaimSpec]:
         out = []
-        for small, large in (("mamba2", "mamba"), ("mamba", "s4d")):
-            if small not in cfg.mixers or large not in cfg.mixers:
-                continue
-            a, b = MIXER_LABELS[small], MIXER_LABELS[large]
+        for small, large in zip(cfg.mixers, cfg.mixers[1:], strict=False):
+            a, b = label(small), label(large)
+            order = " < ".join(label(m) for m in cfg.mixers)
             out.append(ClaimSpec(
-                name=f"{small}_beats_{large}", ref=REF, figure="main",
+                name=f"{CLAIM_NAMES.get(small, small)}_beats_{CLAIM_NAMES.get(large, large)}",
+                ref=REF, figure="main",
                 statement=f"On MQAR, {a} is more parameter-efficient than {b} (the success "
-                          "frontier orders Mamba-2 < Mamba < S4D in size).",
+                          f"frontier orders {order} in size).",
                 quantity=f"seed-mean accuracy {a} - {b}, averaged over the (d, N) cells (same "
                          "seed, same data; at a cell the two mixers have about the same "
                          "parameter count)",
@@ -198,11 +210,11 @@ class Recall(Experiment):
     def _figure(self, cfg: RecallConfig, tab: dict, sizes: dict, figdir: Path) -> str:
         fig, axes = figures.new_figure(ncols=2)
         ax, ax2 = axes
-        markers = {"mamba2": "s", "mamba": "o", "s4d": "^"}
+        markers = {"mamba2": "s", "mamba": "o", "s4d_block": "^"}
         for m in cfg.mixers:
             pts = sorted((v["params"], v["acc"]) for (mm, _, _), v in tab.items() if mm == m)
             if pts:
-                ax.plot([p for p, _ in pts], [a for _, a in pts], markers.get(m, "o"), label=MIXER_LABELS[m])
+                ax.plot([p for p, _ in pts], [a for _, a in pts], markers.get(m, "o"), label=label(m))
             if m in sizes:
                 ax.axvline(sizes[m].mixer_params, ls=":", lw=1,
                            color=ax.lines[-1].get_color() if pts else "gray")
@@ -220,7 +232,7 @@ class Recall(Experiment):
         labels = []
         for i, m in enumerate(cfg.mixers):
             for j, n in enumerate(ns):
-                labels.append(f"{MIXER_LABELS[m]} N={n}")
+                labels.append(f"{label(m)} N={n}")
                 for k, d in enumerate(ds):
                     if (m, d, n) in tab:
                         grid[i * len(ns) + j, k] = tab[m, d, n]["acc"]
@@ -290,7 +302,7 @@ def _frontier_note(ctx: Context, cfg: RecallConfig, small: str, large: str) -> s
 
     def show(m: str) -> str:
         f, c = frontier(per, params, m, cfg.success_acc)
-        return f"{MIXER_LABELS[m]} " + (f"none (> {f / 2:g} params)" if c else f"{f:g} params")
+        return f"{label(m)} " + (f"none (> {f / 2:g} params)" if c else f"{f:g} params")
 
     return (f"success frontier (seed-mean accuracy ≥ {cfg.success_acc:g}): {show(small)}, "
             f"{show(large)}. " + _constructions_note(cfg))
@@ -299,7 +311,7 @@ def _frontier_note(ctx: Context, cfg: RecallConfig, small: str, large: str) -> s
 def _cells_evidence(ctx: Context, cfg: RecallConfig) -> str:
     per, params = _per_seed(ctx, cfg)
     cells = "; ".join(
-        f"{MIXER_LABELS[m]} d={d} N={n} ({params[m, d, n]:g} params): "
+        f"{label(m)} d={d} N={n} ({params[m, d, n]:g} params): "
         + ", ".join(f"{it[m, d, n]:.3f}" for it in per if (m, d, n) in it)
         for (m, d, n) in sorted(params))
     return (f"per-seed accuracy per cell ({cfg.train.steps} steps): {cells}. "
@@ -309,5 +321,5 @@ def _cells_evidence(ctx: Context, cfg: RecallConfig) -> str:
 def _constructions_note(cfg: RecallConfig) -> str:
     sizes = construction_sizes(cfg.data)
     return ("constructions (reported, not judged): "
-            + ", ".join(f"{MIXER_LABELS[s.mixer]} (d_inner {s.d_used}, N {s.d_state}, "
+            + ", ".join(f"{label(CONSTRUCTION_MIXER[s.mixer])} (d_inner {s.d_used}, N {s.d_state}, "
                         f"{s.mixer_params} params)" for s in sizes))

@@ -1,7 +1,7 @@
 """One-layer analytical MQAR solutions for Mamba (S6), Mamba-2 and S4D (selectivity paper,
 Huang et al. 2025, associative-recall claim). Weights are loaded into ssmlab's real layers
-(`MambaBlock`, `Mamba2`, and `S4DBlock` = the Mamba block around `S4D`) inside a `TokenLM` with
-no residual and no norms, so the proofs are about the actual modules.
+(`MambaBlock`, `Mamba2`, and `S4DBlock` = the Mamba block around `S4D`) inside the paper's `token_lm`
+(ssmlab.models.lm.CausalLM) with no residual and no norms, so the proofs are about the actual modules.
 
 Glossary (code name -> symbol):
     K, V            number of keys / values of the vocabulary (ssmlab.papers.selectivity.data.mqar layout:
@@ -68,8 +68,10 @@ from torch import Tensor
 from ssmlab.errors import UserError
 from ssmlab.layers.mamba2 import Mamba2
 from ssmlab.layers.s6 import MambaBlock, inverse_softplus
+from ssmlab.models.lm import CausalLM
 from ssmlab.papers.selectivity.data.mqar import MQARConfig
-from ssmlab.papers.selectivity.model import S4DBlock, TokenLM, count_parameters
+from ssmlab.papers.selectivity.model import S4DBlock, count_parameters, first_block, token_lm
+from ssmlab.seeding import seeded, split_seed
 
 MIXERS = ("mamba2", "mamba", "s4d")
 
@@ -106,20 +108,24 @@ class ConstructionSize:
     state_size: int  # scalar states of the recurrence (channels × N)
 
 
-def _embedding(lm: TokenLM, voc: Vocab, dtype: torch.dtype) -> None:
+def _embedding(lm: CausalLM, voc: Vocab, dtype: torch.dtype) -> None:
     """Orthonormal key / value embeddings, blank = 0, head tied to the embedding."""
     E = torch.zeros(voc.size, voc.d_model, dtype=dtype)
     for i in range(voc.n_keys):
         E[1 + i, i] = 1.0
     for v in range(voc.n_values):
         E[1 + voc.n_keys + v, voc.n_keys + v] = 1.0
-    lm.embedding.weight.copy_(E)
+    lm.backbone.embedding.weight.copy_(E)
     lm.head.weight.copy_(E)
 
 
-def _base_lm(voc: Vocab, mixer: str, kwargs: dict, dtype: torch.dtype) -> TokenLM:
-    return TokenLM(voc.size, voc.d_model, mixer, mixer_kwargs=kwargs, residual=False,
-                   norm=False).to(dtype)
+def _base_lm(voc: Vocab, mixer: str, kwargs: dict, dtype: torch.dtype, seed: int) -> CausalLM:
+    """The bare one-layer model; its initial weights (drawn under the run's "init" stream, not
+    the global RNG) are all overwritten by the construction."""
+    with seeded(split_seed(seed, "init")):
+        lm = token_lm(voc.size, voc.d_model, mixer, mixer_kwargs=kwargs, residual=False,
+                      norm=False)
+    return lm.to(dtype)
 
 
 def _delta_bias(delta_idle: float, delta_write: float) -> tuple[float, float]:
@@ -132,12 +138,12 @@ def _delta_bias(delta_idle: float, delta_write: float) -> tuple[float, float]:
 @torch.no_grad()
 def mamba_construction(cfg: MQARConfig, scale: float = 4.0, gate: float = 4.0,
                        delta_write: float = 0.5, delta_idle: float = 2e-9,
-                       dtype: torch.dtype = torch.float64) -> TokenLM:
+                       dtype: torch.dtype = torch.float64, seed: int = 0) -> CausalLM:
     """One-layer Mamba (S6) solving MQAR (module docstring)."""
     voc = Vocab.of(cfg)
     K, V, Dm = voc.n_keys, voc.n_values, voc.d_model
-    lm = _base_lm(voc, "mamba", dict(d_state=K, d_conv=2, expand=1, dt_rank=1), dtype)
-    blk: MambaBlock = lm.layers[0]
+    lm = _base_lm(voc, "mamba", dict(d_state=K, d_conv=2, expand=1, dt_rank=1), dtype, seed)
+    blk: MambaBlock = first_block(lm)
     _embedding(lm, voc, dtype)
     E = blk.d_inner  # = K + V: channels [keys | values]
     s = scale * torch.sigmoid(torch.tensor(scale, dtype=torch.float64)).item()  # SiLU(scale)
@@ -170,14 +176,14 @@ def mamba_construction(cfg: MQARConfig, scale: float = 4.0, gate: float = 4.0,
 @torch.no_grad()
 def mamba2_construction(cfg: MQARConfig, scale: float = 4.0, gate: float = 4.0,
                         delta_write: float = 0.5, delta_idle: float = 2e-9,
-                        dtype: torch.dtype = torch.float64) -> TokenLM:
+                        dtype: torch.dtype = torch.float64, seed: int = 0) -> CausalLM:
     """One-layer Mamba-2 solving MQAR (module docstring)."""
     voc = Vocab.of(cfg)
     K, V, Dm = voc.n_keys, voc.n_values, voc.d_model
     E = Dm  # expand = 1
     lm = _base_lm(voc, "mamba2", dict(d_state=K, d_conv=2, expand=1, headdim=E, ngroups=1),
-                  dtype)
-    blk: Mamba2 = lm.layers[0]
+                  dtype, seed)
+    blk: Mamba2 = first_block(lm)
     _embedding(lm, voc, dtype)
     N = K
     b0, w = _delta_bias(delta_idle, delta_write)
@@ -214,13 +220,14 @@ def s4d_inner(voc: Vocab) -> tuple[int, int]:
 @torch.no_grad()
 def s4d_construction(cfg: MQARConfig, scale: float = 30.0, gate: float = 4.0,
                      delta: float = 1.0, lam: float = 1e-9,
-                     dtype: torch.dtype = torch.float64) -> TokenLM:
+                     dtype: torch.dtype = torch.float64, seed: int = 0) -> CausalLM:
     """One-layer Mamba block with S4D solving MQAR through convolution and gating alone."""
     voc = Vocab.of(cfg)
     K, V, Dm = voc.n_keys, voc.n_values, voc.d_model
     expand, E = s4d_inner(voc)
-    lm = _base_lm(voc, "s4d_block", dict(d_state=1, d_conv=2, expand=expand, init="real"), dtype)
-    blk: S4DBlock = lm.layers[0]
+    lm = _base_lm(voc, "s4d_block", dict(d_state=1, d_conv=2, expand=expand, init="real"),
+                  dtype, seed)
+    blk: S4DBlock = first_block(lm)
     _embedding(lm, voc, dtype)
     W_in = torch.zeros(2 * E, Dm, dtype=dtype)
     conv = torch.zeros(E, 1, 2, dtype=dtype)
@@ -254,10 +261,13 @@ CONSTRUCTIONS = {"mamba2": mamba2_construction, "mamba": mamba_construction,
                  "s4d": s4d_construction}
 
 
-def construct(mixer: str, cfg: MQARConfig, dtype: torch.dtype = torch.float64) -> TokenLM:
+def construct(mixer: str, cfg: MQARConfig, dtype: torch.dtype = torch.float64,
+              seed: int = 0) -> CausalLM:
+    """The construction for `mixer`; `seed` (the run's) seeds the initial weights that the
+    construction then overwrites (no output depends on it)."""
     if mixer not in CONSTRUCTIONS:
         raise UserError(f"no MQAR construction for {mixer!r}; choose one of {list(CONSTRUCTIONS)}")
-    return CONSTRUCTIONS[mixer](cfg, dtype=dtype)
+    return CONSTRUCTIONS[mixer](cfg, dtype=dtype, seed=seed)
 
 
 def construction_sizes(cfg: MQARConfig) -> list[ConstructionSize]:
@@ -266,7 +276,7 @@ def construction_sizes(cfg: MQARConfig) -> list[ConstructionSize]:
     K, V = voc.n_keys, voc.n_values
     out = []
     for mixer in MIXERS:
-        blk = construct(mixer, cfg, dtype=torch.float32).layers[0]
+        blk = first_block(construct(mixer, cfg, dtype=torch.float32))
         if mixer == "mamba":
             used, N, E = K + V, K, blk.d_inner
         elif mixer == "mamba2":
