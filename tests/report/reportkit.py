@@ -108,3 +108,47 @@ def second_paper(res: Path) -> None:
                                 "filtering (synthetic): two claims", [],
                                 str(fd.relative_to(res)), now_iso(), None))
         st.put_claims(exp, cfg_hash, claims)
+
+
+def quick_store(res: Path) -> str:
+    """Like two_profile_store, but the quick profile only (what a fresh clone has after `make
+    reproduce`): sleepy's QUICK claims with figures, flaky's legacy claim; return sleepy's
+    config hash."""
+    with registered_test_experiments(), Store.open(res) as st:
+        r = run_sweep(SLEEPY, store=st, profile="quick")
+        fd = figdir_for(res, SLEEPY, r.cfg_hash)
+        fd.mkdir(parents=True, exist_ok=True)
+        for c in QUICK:
+            (fd / c.figure).write_bytes(png(rgb=(len(c.figure) * 9, 100, 150)))
+        st.put_claims(SLEEPY, r.cfg_hash, QUICK)
+        run_sweep(FLAKY, store=st)
+    return r.cfg_hash
+
+
+SHIPPED_DATE = "2025-06-01"
+
+
+def fake_claims() -> list[Claim]:
+    """filtering/fake at the paper profile: an experiment a quick store of builtin lacks."""
+    exp = "filtering/fake"
+    return [Claim(paper="filtering", experiment=exp, id=f"{exp}:ordering", ref="Lemma 1",
+                  claim="ordering holds", measured="m: 1 [0.9, 1.1] (bootstrap, n=3)",
+                  expected="≥ 0.5", verdict="PASS", value=1.0, ci_low=0.9, ci_high=1.1, n=3,
+                  figure="ordering.png"),
+            Claim(paper="filtering", experiment=exp, id=f"{exp}:locality", ref="Lemma 2",
+                  claim="locality holds", measured="m: 0.1 [0.0, 0.2] (bootstrap, n=3)",
+                  expected="≥ 0.5", verdict="FAIL", diagnosis_kind="finding",
+                  diagnosis="holds at no training length tried")]
+
+
+def reference_file(path: Path, sleepy: list[Claim] | None = None) -> Path:
+    """A reference file as `ssmlab claims --export` writes it, generated on SHIPPED_DATE:
+    sleepy's `sleepy` claims (default PAPER) and filtering/fake's at the paper profile."""
+    from ssmlab.report.reference import RefConfig, write_reference
+
+    configs = [RefConfig("paper", SLEEPY, "5h1pp3d5133py", "2025-06-01T10:00:00+00:00",
+                         list(PAPER if sleepy is None else sleepy)),
+               RefConfig("paper", "filtering/fake", "5h1pp3df4k3", "2025-06-01T11:00:00+00:00",
+                         fake_claims())]
+    write_reference(configs, path, f"{SHIPPED_DATE}T12:00:00.000+00:00")
+    return path

@@ -39,6 +39,7 @@ from typing import Any
 import ssmlab
 from ssmlab.records import Claim
 from ssmlab.report import swap
+from ssmlab.report.reference import RefConfig, Reference, is_shipped
 from ssmlab.report.verdicts import (
     VERDICTS,
     Comparison,
@@ -51,7 +52,9 @@ from ssmlab.report.verdicts import (
     measured_text,
     paper_rank,
     profile_order,
+    reference_tallies,
     settle_text,
+    shipped_configs,
     tally,
 )
 from ssmlab.runner.store import ConfigRow, Store, StoredRun, now_iso
@@ -70,6 +73,7 @@ class Section:
     sweeps: list[dict[str, Any]] = field(default_factory=list)
     comparison: Comparison | None = None  # the experiment's claims at every profile
     variant: str = ""  # '' = the paper's set-up
+    shipped: str = ""  # taken from a reference file (its path): the store has no such config
 
     @property
     def refs(self) -> list[str]:
@@ -91,11 +95,14 @@ class Section:
 
 
 def collect(store: Store, results: Path, outdir: Path, all_configs: bool = False,
-            entries: list[Entry] | None = None) -> list[Section]:
+            entries: list[Entry] | None = None,
+            reference: Reference | None = None) -> list[Section]:
     """The sections: the latest analysed config per experiment (per experiment and variant:
-    a variant run last does not hide the paper's set-up), or every one with `all_configs`."""
+    a variant run last does not hide the paper's set-up), or every one with `all_configs`.
+    With a `reference`, its verdicts join each section's comparison where the store lacks that
+    profile, and an experiment the store has not analysed at all gets a shipped section."""
     entries = catalog(store) if entries is None else entries
-    comp, _ = comparisons(entries)
+    comp, _ = comparisons(entries, reference)
     sections = []
     for e in (entries if all_configs else latest(entries)):
         cfg, claims = e.cfg, e.claims
@@ -111,33 +118,65 @@ def collect(store: Store, results: Path, outdir: Path, all_configs: bool = False
                     shutil.copy2(f, dst / f.name)
                     sec.figures.append(str((dst / f.name).relative_to(outdir)))
         sections.append(sec)
+    stored = {(e.cfg.experiment, e.variant) for e in entries}
+    for rc in shipped_configs(entries, reference):
+        if (rc.experiment, rc.variant) not in stored:
+            assert reference is not None
+            sections.append(_shipped_section(rc, reference, outdir,
+                                             comp.get((rc.experiment, rc.variant))))
     profiles = profile_order({s.cfg.profile for s in sections})
     sections.sort(key=lambda s: (paper_rank(s.cfg.paper), s.cfg.experiment, s.variant,
                                  profiles.index(s.cfg.profile), s.cfg.cfg_hash))
     return sections
 
 
-def summarize(entries: list[Entry]) -> list[Tally]:
+def _shipped_section(rc: RefConfig, reference: Reference, outdir: Path,
+                     comparison: Comparison | None) -> Section:
+    """A section for a config only the reference file has; its figures are copied when the
+    file has them beside it (figures/<experiment>/<config hash>/, as `publish` leaves them)."""
+    label = reference.label(rc.profile)
+    cfg = ConfigRow(rc.experiment, rc.cfg_hash, "", rc.paper, label, {}, "", [], "",
+                    rc.analyzed, rc.analyzed or None)
+    sec = Section(cfg, rc.claims, [], comparison=comparison, variant=rc.variant,
+                  shipped=str(reference.path))
+    rel = Path(rc.experiment.replace("/", "__")) / rc.cfg_hash
+    src = reference.path.parent / "figures" / rel
+    if src.is_dir():
+        dst = outdir / "figures" / "shipped" / rel
+        dst.mkdir(parents=True, exist_ok=True)
+        for f in sorted(src.iterdir()):
+            if f.is_file() and f.suffix.lower() in IMAGE_SUFFIXES:
+                shutil.copy2(f, dst / f.name)
+                sec.figures.append(str((dst / f.name).relative_to(outdir)))
+    return sec
+
+
+def summarize(entries: list[Entry], reference: Reference | None = None) -> list[Tally]:
     """Verdict counts per paper and profile, over the latest analysed config of each experiment
-    at each profile (variants counted apart)."""
+    at each profile (variants counted apart); with a `reference`, its whole counts per paper on
+    rows of their own, under the shipped label."""
     _, by_profile = comparisons(entries)
-    return tally(by_profile, paper_rank)
+    return tally({**by_profile, **reference_tallies(reference)}, paper_rank)
 
 
 def _tallies_of(sections: list[Section]) -> list[Tally]:
     """Counts of the sections shown (when the caller has no store-wide summary)."""
     by_profile: dict[str, list[Claim]] = {}
     for s in sections:
-        by_profile.setdefault(s.cfg.profile, []).extend(s.claims)
+        if not s.shipped:
+            by_profile.setdefault(s.cfg.profile, []).extend(s.claims)
     return tally(by_profile, paper_rank)
 
 
 def _verdict_columns(sections: list[Section]) -> list[str]:
-    """['verdict'] when no experiment is stored at two profiles; else one column per profile."""
+    """['verdict'] when no experiment is stored at two profiles and nothing is shipped; else one
+    column per profile (a shipped one under its label)."""
     profiles: set[str] = set()
     for s in sections:
         if s.comparison is not None and s.comparison.shown:
             profiles |= set(s.comparison.profiles)
+        if s.shipped:
+            profiles.add(s.cfg.profile)
     if not profiles:
         return []
     profiles |= {s.cfg.profile for s in sections}
@@ -158,7 +197,7 @@ def _statement(c: Claim) -> str:
 
 
 def _variants_line(tallies: list[Tally]) -> str:
-    n = sum(t.variants for t in tallies)
+    n = sum(t.variants for t in tallies if not is_shipped(t.profile))
     return (f"{n} claim(s) of variants of a paper's set-up are shown apart and not counted "
             f"above." if n else "")
 
@@ -168,7 +207,9 @@ def _diagnosis_or_settle(c: Claim) -> str:
 
 
 def _warning(tallies: list[Tally]) -> str:
-    """One sentence on FAILs without a diagnosis ('' when there are none)."""
+    """One sentence on the stored FAILs without a diagnosis ('' when there are none; shipped
+    ones are the shipped report's to name)."""
+    tallies = [t for t in tallies if not is_shipped(t.profile)]
     ids = [i for t in tallies for i in t.undiagnosed]
     legacy = sum(t.legacy_fails for t in tallies)
     parts = []
@@ -236,7 +277,8 @@ def render_markdown(sections: list[Section], notes: list[str], generated: str,
     tallies = _tallies_of(sections) if tallies is None else tallies
     lines = ["# ssmlab report", ""]
     lines.append(f"Generated {generated} by ssmlab {ssmlab.__version__}. Claims: "
-                 + _counts_line([c for s in sections for c in s.claims if not c.variant])
+                 + _counts_line([c for s in sections if not s.shipped for c in s.claims
+                                 if not c.variant])
                  + ".")
     lines.append("")
     for n in notes:
@@ -287,8 +329,12 @@ def _md_section(s: Section) -> list[str]:
                   f"paper's and are not counted.", ""]
     if s.refs:
         lines += [f"Reproduces {_md(', '.join(s.refs))}.", ""]
-    lines += [f"Paper `{cfg.paper}`, profile `{cfg.profile}`, config `{cfg.cfg_hash}`, "
-              f"analysed {cfg.analyzed}.", ""]
+    if s.shipped:
+        lines += [f"Shipped: not run in this store. Paper `{cfg.paper}`, `{cfg.profile}` from "
+                  f"`{s.shipped}`, config `{cfg.cfg_hash}`, analysed {cfg.analyzed}.", ""]
+    else:
+        lines += [f"Paper `{cfg.paper}`, profile `{cfg.profile}`, config `{cfg.cfg_hash}`, "
+                  f"analysed {cfg.analyzed}.", ""]
     if cfg.doc:
         lines += ["> " + line if line else ">" for line in cfg.doc.splitlines()]
         lines.append("")
@@ -322,6 +368,8 @@ def _md_section(s: Section) -> list[str]:
     for f in s.figures:
         if f not in shown:
             lines.append(f"- figure: ![{Path(f).stem}]({f})")
+    if s.shipped:
+        return [*lines, ""]
     lines += ["", "Provenance:", ""]
     for k, v in provenance_summary(s.runs).items():
         lines.append(f"- {k}: {_md(v)}")
@@ -430,7 +478,8 @@ def render_html(sections: list[Section], notes: list[str], generated: str,
                 tallies: list[Tally] | None = None) -> str:
     tallies = _tallies_of(sections) if tallies is None else tallies
     all_claims = [c for s in sections for c in s.claims]
-    verdicts = Counter(c.verdict for c in all_claims if not c.variant)
+    verdicts = Counter(c.verdict for s in sections if not s.shipped for c in s.claims
+                       if not c.variant)
     parts = ["<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'>",
              "<meta name='viewport' content='width=device-width, initial-scale=1'>",
              "<title>ssmlab report</title>",
@@ -524,9 +573,15 @@ def _html_section(s: Section) -> list[str]:
                      f"set-up: its verdicts are not the paper's and are not counted.</p>")
     if s.refs:
         parts.append(f"<p class='refs'>Reproduces <b>{_h(', '.join(s.refs))}</b>.</p>")
-    parts.append(f"<p>Paper <code>{_h(cfg.paper)}</code>, profile <code>{_h(cfg.profile)}"
-                 f"</code>, config <code>{_h(cfg.cfg_hash)}</code>, analysed "
-                 f"{_h(cfg.analyzed)}.</p>")
+    if s.shipped:
+        parts.append(f"<p class='shipped'><b>Shipped: not run in this store.</b> Paper <code>"
+                     f"{_h(cfg.paper)}</code>, <code>{_h(cfg.profile)}</code> from <code>"
+                     f"{_h(s.shipped)}</code>, config <code>{_h(cfg.cfg_hash)}</code>, analysed "
+                     f"{_h(cfg.analyzed)}.</p>")
+    else:
+        parts.append(f"<p>Paper <code>{_h(cfg.paper)}</code>, profile <code>"
+                     f"{_h(cfg.profile)}</code>, config <code>{_h(cfg.cfg_hash)}</code>, "
+                     f"analysed {_h(cfg.analyzed)}.</p>")
     if cfg.doc:
         parts.append(f"<div class='doc'>{_h(cfg.doc)}</div>")
     for i, c in enumerate(s.claims):
@@ -543,6 +598,9 @@ def _html_section(s: Section) -> list[str]:
     for f in s.figures:
         if f not in shown:
             parts.append(f"<p><img src='{_h(f)}' alt='{_h(Path(f).stem)}'></p>")
+    if s.shipped:
+        parts.append("</section>")
+        return parts
     info = {**provenance_summary(s.runs), **timing_summary(s)}
     parts.append("<h3>Provenance and timings</h3>")
     parts.append(_table(["", ""], [[k, v] for k, v in info.items()]))
@@ -567,7 +625,7 @@ REPORT_FILES = ("index.html", "report.md", "figures")  # what write_report owns 
 
 
 def write_report(store: Store, results: str | Path, all_configs: bool = False,
-                 notes: list[str] | None = None) -> Path:
+                 notes: list[str] | None = None, reference: Reference | None = None) -> Path:
     """Write results/report/{index.html, report.md, figures/}; return the report folder.
 
     The whole report is built in a fresh temporary folder beside it (results/.report-<pid>-...)
@@ -577,6 +635,9 @@ def write_report(store: Store, results: str | Path, all_configs: bool = False,
     or nothing (only where the exchange is unavailable may the folder be missing for an instant).
     Temporary folders of writers killed earlier are removed first. Files a user put
     into report/ besides the three above are carried over into the new folder.
+
+    `reference` (shipped results, `ssmlab.report.reference.load_reference`): its verdicts fill
+    the profiles the store lacks, marked 'paper (shipped, <date>)'; the store's claims win.
     """
     results = Path(results)
     outdir = results / "report"
@@ -585,10 +646,10 @@ def write_report(store: Store, results: str | Path, all_configs: bool = False,
     tmp = swap.make_temp_dir(outdir)
     try:
         entries = catalog(store)
-        sections = collect(store, results, tmp, all_configs, entries)
-        tallies = summarize(entries)
+        sections = collect(store, results, tmp, all_configs, entries, reference)
+        tallies = summarize(entries, reference)
         generated = now_iso()
-        notes = list(notes or [])
+        notes = list(notes or []) + ([reference.summary()] if reference is not None else [])
         (tmp / "report.md").write_text(render_markdown(sections, notes, generated, tallies),
                                        encoding="utf-8")
         _carry_over(outdir, tmp)

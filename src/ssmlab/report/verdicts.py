@@ -21,6 +21,7 @@ from typing import Any
 
 from ssmlab.experiment import BUILTIN_PAPERS
 from ssmlab.records import Claim
+from ssmlab.report.reference import RefConfig, Reference, base_profile, is_shipped
 from ssmlab.runner.store import ConfigRow, Store
 
 VERDICTS = ("PASS", "FAIL", "INCONCLUSIVE", "SKIP")
@@ -35,8 +36,14 @@ def paper_rank(paper: str) -> int:
 
 
 def profile_order(profiles: Any) -> list[str]:
-    ps = set(profiles)
-    return [p for p in PROFILE_ORDER if p in ps] + sorted(ps - set(PROFILE_ORDER))
+    """quick, paper, then the others sorted; a shipped label ('paper (shipped, <date>)', taken
+    from a reference file) right after its own profile."""
+    def key(p: str) -> tuple[int, str, bool, str]:
+        base = base_profile(p)
+        rank = PROFILE_ORDER.index(base) if base in PROFILE_ORDER else len(PROFILE_ORDER)
+        return rank, base, is_shipped(p), p
+
+    return sorted(set(profiles), key=key)
 
 
 def claim_key(c: Claim) -> str:
@@ -210,17 +217,47 @@ class Comparison:
         return out
 
 
-def comparisons(entries: list[Entry]) -> tuple[dict[tuple[str, str], Comparison],
-                                              dict[str, list[Claim]]]:
+def comparisons(entries: list[Entry], reference: Reference | None = None) -> tuple[
+        dict[tuple[str, str], Comparison], dict[str, list[Claim]]]:
     """Per (experiment, variant) its Comparison, and per profile every claim of the latest
     analysed config of each (experiment, variant) at that profile (what the per-paper counts
-    are made of)."""
+    are made of).
+
+    With a `reference` (shipped results), each of its configs whose (experiment, variant,
+    profile) the store has no analysed config of joins the Comparison under its shipped label,
+    e.g. 'paper (shipped, 2025-06-01)': the store's own claims always win. Shipped claims are
+    not in the returned per-profile lists (`reference_tallies` counts the file apart)."""
     comp: dict[tuple[str, str], Comparison] = {}
     by_profile: dict[str, list[Claim]] = {}
-    for key, by in latest_per_profile(entries).items():
+    stored = latest_per_profile(entries)
+    for key, by in stored.items():
         claims = {}
         for prof, e in by.items():
             claims[prof] = {claim_key(c): c for c in e.claims}
             by_profile.setdefault(prof, []).extend(e.claims)
         comp[key] = Comparison(claims)
+    for rc in shipped_configs(entries, reference):
+        comp.setdefault((rc.experiment, rc.variant), Comparison({})).claims.setdefault(
+            reference.label(rc.profile), {claim_key(c): c for c in rc.claims})  # type: ignore
     return comp, by_profile
+
+
+def shipped_configs(entries: list[Entry], reference: Reference | None) -> list[RefConfig]:
+    """The reference's configs the store does not override: no analysed config of the same
+    (experiment, variant) at the same profile is stored."""
+    if reference is None:
+        return []
+    stored = latest_per_profile(entries)
+    out, seen = [], set()
+    for rc in reference.configs:
+        key = (rc.experiment, rc.variant, rc.profile)
+        if rc.profile not in stored.get(key[:2], {}) and key not in seen:
+            seen.add(key)
+            out.append(rc)
+    return out
+
+
+def reference_tallies(reference: Reference | None) -> dict[str, list[Claim]]:
+    """Shipped label -> every claim the reference holds there: the per-paper count rows marked
+    as shipped (the whole file's counts, whichever of its claims the store overrides)."""
+    return reference.claims_by_label() if reference is not None else {}
