@@ -4,6 +4,16 @@ attention score's concentration on same-pattern examples (Fig. 3 / Cor. 1).
 Glossary: G_i = G_{i,l+1}(w) the gate of context example i for the query; s_i = p_i^T W_B^T W_C p_q
 the bilinear score; "same" = context examples whose relevant pattern equals the query's; j = rank
 of a clean example by distance to the query (j = 1 the closest clean example).
+
+The gate of a generic mixer. A one-layer stack of a registry mixer (a variant, model.mixer) has
+no w: its gate and score are not separate parameters (Mamba-2 / RetNet / GLA decay like G, the
+attentions do not decay at all). `query_weights` gives such a stack the gate's role by the
+attention lens (ssmlab.layers.base): the query's row of the layer's implied causal matrix M
+(B, H, L, L), |M_{q,i}| normalised over the positions i and averaged over heads / channels,
+i.e. the share of the query's output read from example i. For the paper's model this row would
+be G_i s_i (gate × score), so the two measure the same thing only up to the score; the share
+sums to 1, where the paper's gates need not (an untrained share is ≈ 1 / (l + 1)). It covers
+the mixer's core only (a Mamba block's short convolution and the z gate are outside M).
 """
 
 from __future__ import annotations
@@ -14,8 +24,11 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from ssmlab.errors import UserError
 from ssmlab.papers.icl_outliers.data import Prompts
 from ssmlab.papers.icl_outliers.model import ICLMamba
+
+QUERY_WEIGHT_CHUNK = 128  # prompts per attention_matrix call (it is (B, H, L, L))
 
 
 def _nanmean(x: Tensor, mask: Tensor, dim: int) -> Tensor:
@@ -34,13 +47,33 @@ def clean_ranks(outlier: Tensor) -> Tensor:
 
 
 @torch.no_grad()
-def gate_profile(model: ICLMamba, pr: Prompts, max_rank: int | None = None) -> dict[str, Any]:
+def query_weights(model: torch.nn.Module, P: Tensor) -> Tensor:
+    """(B, L): the gate of every position for the query (the query's own last). The paper's
+    model (ICLMamba): G_{i,l+1}(w). A one-layer stack (model.icl_stack): the share of the
+    query's output read from position i (module doc, "The gate of a generic mixer")."""
+    if isinstance(model, ICLMamba):
+        return model.gates(P)
+    layers = model.backbone.layers
+    if len(layers) != 1:
+        raise UserError(f"query_weights reads a one-layer stack, got {len(layers)} layers")
+    out = []
+    for Pc in P.split(QUERY_WEIGHT_CHUNK):
+        x = layers[0].norm(model.backbone.encode(Pc))  # (b, L, D) the mixer's input
+        row = layers[0].mixer.attention_matrix(x)[:, :, -1, :].abs()  # (b, H, L)
+        share = row / row.sum(-1, keepdim=True).clamp_min(torch.finfo(row.dtype).tiny)
+        out.append(share.mean(1))  # (b, L)
+    return torch.cat(out)
+
+
+@torch.no_grad()
+def gate_profile(model: torch.nn.Module, pr: Prompts, max_rank: int | None = None,
+                 ) -> dict[str, Any]:
     """Gates of the context examples for the query, split by outlier / clean.
 
     Returns lists: by_position_outlier / by_position_clean (mean over prompts where position i is
     an outlier / clean; NaN where never), by_rank_clean (mean gate of the j-th closest clean
     example, j = 1..max_rank), and scalars: mean_outlier, max_outlier, mean_clean."""
-    G = model.gates(pr.P)[:, :-1]  # (B, l) context gates
+    G = query_weights(model, pr.P)[:, :-1]  # (B, l) context gates
     out = pr.outlier
     l = G.shape[1]
     ranks = clean_ranks(out)

@@ -23,6 +23,7 @@ from ssmlab.papers.icl_outliers.experiments.common import (
     fit,
     fit_history_bytes,
     one_layer_only,
+    paper_model_only,
     patterns_for,
     prompts_bytes,
     runtime_bytes,
@@ -52,6 +53,7 @@ class AttentionConfig(ExperimentConfig):
     @model_validator(mode="after")
     def _check(self) -> AttentionConfig:
         one_layer_only(self.model.n_layers, "icl_outliers/attention")
+        paper_model_only(self.model, "icl_outliers/attention", "the score W_B^T W_C (Cor. 1)")
         return self
 
 

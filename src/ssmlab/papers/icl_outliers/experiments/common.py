@@ -28,6 +28,7 @@ from torch import Tensor, nn
 
 from ssmlab.claims import Context, Estimate, NoData, seed_bootstrap
 from ssmlab.config import StrictModel
+from ssmlab.layers.registry import MixerName
 from ssmlab.memory import nbytes
 from ssmlab.papers.icl_outliers.data import (
     ICLDataConfig,
@@ -48,6 +49,9 @@ from ssmlab.train.trainer import TrainConfig, TrainResult, evaluate, train
 
 ModelKind = Literal["mamba", "linear", "softmax"]
 MODEL_LABELS = {"mamba": "Mamba", "linear": "linear Transformer", "softmax": "softmax Transformer"}
+# The gated model's network (the cells' model "mamba"): "paper" = the paper's own, or a registry
+# mixer (e.g. "gla": the question "does the paper's result hold for a gated linear RNN?").
+MixerChoice = Literal["paper", MixerName]
 
 # --- ranges -------------------------------------------------------------------------------------
 # Sanity limits, far above the paper profiles (l ≤ 160, ≤ 20000 steps, B = 64, 4000 test prompts).
@@ -73,17 +77,24 @@ Probability = Annotated[float, at.Ge(0), at.Lt(1)]  # p_a: 1 would leave no clea
 
 
 class ModelSpec(StrictModel):
-    """Which network: the paper's one-layer models (n_layers = 1) or n-layer stacks."""
+    """Which network: the paper's one-layer models (n_layers = 1) or n-layer stacks
+    (model.icl_stack, the generic backbone); `mixer` swaps the gated model for a stack of any
+    registry mixer (a variant of the paper's set-up: `variant_of`)."""
 
     n_layers: int = Field(1, ge=1, le=MAX_LAYERS,
                           description="1 = the paper's Eq. 3 model; >1 = model.icl_stack")
+    mixer: MixerChoice = Field(
+        "paper", description="the gated model (cells model='mamba'): 'paper' = the paper's own "
+        "(Eq. 3's one-layer Mamba; a stack of Mamba blocks when n_layers > 1), or a registry "
+        "mixer: a stack of n_layers of it (one layer where the experiment needs one), trained "
+        "the same way; the baselines (linear, softmax) stay as they are")
     delta: float = Field(0.2, gt=0, le=0.2, description="init δ of W_B, W_C (paper 0.2)")
     m: int | None = Field(None, ge=1, le=MAX_STATE,
                           description="state size m; None = l_tr + 1 (paper)")
     d_model: int = Field(32, ge=2, le=MAX_D_MODEL, description="stack width (n_layers > 1 only)")
-    mixer_kwargs: dict[ModelKind, dict[str, Any]] = Field(
-        default_factory=dict, description="per-model mixer options for the stacks, e.g. "
-        "{'linear': {'mode': 'quadratic'}}")
+    mixer_kwargs: dict[MixerName, dict[str, Any]] = Field(
+        default_factory=dict, description="per-mixer options for the stacks, e.g. "
+        "{'linear': {'mode': 'quadratic'}, 'gla': {'n_heads': 2}}")
 
     @model_validator(mode="after")
     def _check_mixer_kwargs(self) -> ModelSpec:
@@ -127,14 +138,40 @@ class SGDSpec(StrictModel):
         return self.model_copy(update={"lr": self.lr_by_model[kind]})
 
 
+def stack_mixer(kind: str, spec: ModelSpec) -> str | None:
+    """The registry mixer of the stack that plays model `kind`, None for the paper's one-layer
+    models: the gated model ("mamba") is a stack of spec.mixer unless that is "paper"; every
+    model is a stack of its own mixer when n_layers > 1."""
+    if kind == "mamba" and spec.mixer != "paper":
+        return spec.mixer
+    return kind if spec.n_layers > 1 else None
+
+
+def variant_of(spec: ModelSpec) -> str:
+    """Experiment.variant: '' for the paper's set-up (the paper's model, or the Mamba stack of
+    the multi-layer experiments), else 'model.mixer=<name>'."""
+    if spec.mixer == "paper" or (spec.n_layers > 1 and spec.mixer == "mamba"):
+        return ""
+    return f"model.mixer={spec.mixer}"
+
+
+def model_label(kind: str, spec: ModelSpec) -> str:
+    """A figure label: the paper's name of the model, or the stack's mixer in a variant."""
+    if kind == "mamba" and variant_of(spec):
+        return f"{spec.n_layers}-layer {spec.mixer} stack"
+    return MODEL_LABELS.get(kind, kind)
+
+
 def build_model(kind: ModelKind, data: ICLDataConfig, spec: ModelSpec, l_tr: int, seed: int,
                 ) -> nn.Module:
-    """The one-layer models of Sec. 3 (n_layers = 1) or a stack of registry mixers. `kind` is
-    a validated ModelKind (the configs' Literal), so there is no unknown name to reject here."""
+    """The one-layer models of Sec. 3 (n_layers = 1) or a stack of registry mixers
+    (stack_mixer). `kind` is a validated ModelKind (the configs' Literal), so there is no
+    unknown name to reject here."""
     init = split_seed(seed, "init")
-    if spec.n_layers > 1:
-        return icl_stack(data.d, kind, n_layers=spec.n_layers, d_model=spec.d_model, seed=init,
-                        mixer_kwargs=spec.mixer_kwargs.get(kind, {}))
+    mixer = stack_mixer(kind, spec)
+    if mixer is not None:
+        return icl_stack(data.d, mixer, n_layers=spec.n_layers,  # type: ignore[arg-type]
+                         d_model=spec.d_model, seed=init, mixer_kwargs=_mixer_opts(spec, mixer))
     m = spec.m if spec.m is not None else l_tr + 1
     if kind == "mamba":
         return ICLMamba(data.d, m, delta=spec.delta, seed=init)
@@ -288,26 +325,28 @@ def sample_bytes(n: int, l: int, d: int) -> int:
     return 5 * nbytes(n, l + 1, d + 1) + 3 * nbytes(n, l + 1, itemsize=8)
 
 
-def _mixer_opts(spec: ModelSpec, kind: str) -> dict[str, Any]:
-    return spec.mixer_kwargs.get(kind, {})  # type: ignore[call-overload]
+def _mixer_opts(spec: ModelSpec, mixer: str) -> dict[str, Any]:
+    return spec.mixer_kwargs.get(mixer, {})  # type: ignore[call-overload]
 
 
 def runtime_bytes(kinds: list[str] | tuple[str, ...], spec: ModelSpec) -> int:
     """The per-worker runtime a run of these models loads (see TORCH_RUNTIME)."""
-    numba = spec.n_layers > 1 and any(
-        k == "mamba" or (k == "linear" and _mixer_opts(spec, k).get("mode", "recurrent")
-                         == "recurrent") for k in kinds)
+    mixers = [m for m in (stack_mixer(k, spec) for k in kinds) if m is not None]
+    numba = any(
+        m == "mamba" or (m == "linear" and _mixer_opts(spec, m).get("mode", "recurrent")
+                         == "recurrent") for m in mixers)
     return RUN_OVERHEAD + TORCH_RUNTIME + (NUMBA_SCAN if numba else 0)
 
 
 def model_params(kind: str, spec: ModelSpec, d: int, l_tr: int) -> int:
     """Parameter count of the model `build_model` makes (exact for the one-layer models, the
-    dominant matrices for the stacks)."""
-    if spec.n_layers == 1:
+    dominant matrices for the stacks; mixers other than Mamba counted as attention's 4 D²)."""
+    mixer = stack_mixer(kind, spec)
+    if mixer is None:
         m = spec.m if spec.m is not None else l_tr + 1
         return 2 * m * (d + 1) + (d + 1)
-    D, o = spec.d_model, _mixer_opts(spec, kind)
-    if kind == "mamba":
+    D, o = spec.d_model, _mixer_opts(spec, mixer)
+    if mixer == "mamba":
         E, N = o.get("expand", 2) * D, o.get("d_state", 16)
         per = 3 * E * D + E * (2 * N + 8) + E * N
     else:
@@ -326,13 +365,15 @@ def model_bytes(kind: str, spec: ModelSpec, d: int, l_tr: int, L: int, B: int,
     Mamba block's floats per position and inner channel E are the MAMBA_* counts above, plus
     its checkpoints; attention holds q, k, v and the output (4 D) and the (H, L)
     scores and softmax per position, with their gradients when training; the recurrent linear
-    attention materialises its running state, (H, L, P, P + 1) per prompt."""
-    if spec.n_layers == 1:
+    attention materialises its running state, (H, L, P, P + 1) per prompt. Other registry
+    mixers (a variant's stack) are counted as attention: an approximation, not measured."""
+    mixer = stack_mixer(kind, spec)
+    if mixer is None:
         m = spec.m if spec.m is not None else l_tr + 1
         return (3 if train else 1) * nbytes(B, L, m) + 8 * nbytes(B, L)
-    D, o, layers = spec.d_model, _mixer_opts(spec, kind), spec.n_layers
+    D, o, layers = spec.d_model, _mixer_opts(spec, mixer), spec.n_layers
     stream = (layers + 2) * nbytes(B, L, D)
-    if kind == "mamba":
+    if mixer == "mamba":
         E, N = o.get("expand", 2) * D, o.get("d_state", 16)
         ckpt = nbytes(B, -(-L // 64), N, E)
         if train:
@@ -342,7 +383,7 @@ def model_bytes(kind: str, spec: ModelSpec, d: int, l_tr: int, L: int, B: int,
                 + MAMBA_EVAL_MORE * (layers - 1) * min(unit, MMAP_THRESHOLD_MAX) + ckpt)
     H = o.get("n_heads", 1)
     per = (8 if train else 4) * nbytes(B, L, D) + (3 if train else 2) * nbytes(B, H, L, L)
-    if kind == "linear" and o.get("mode", "recurrent") == "recurrent":
+    if mixer == "linear" and o.get("mode", "recurrent") == "recurrent":
         P = D // H
         per += (2 if train else 1) * nbytes(B, H, L, P, P + 1)
     return stream + (layers if train else 1) * per
@@ -389,6 +430,14 @@ def one_layer_only(n_layers: int, experiment: str) -> None:
     if n_layers != 1:
         raise ValueError(f"model.n_layers={n_layers}: {experiment} measures the one-layer model "
                          "of Eq. 3 (its gates / scores); use n_layers=1")
+
+
+def paper_model_only(spec: ModelSpec, experiment: str, what: str) -> None:
+    """The experiments whose quantity exists only for the paper's model (W_B^T W_C, the
+    theorems' step counts) refuse another mixer."""
+    if spec.mixer != "paper":
+        raise ValueError(f"model.mixer={spec.mixer}: {experiment} measures {what} of the "
+                         "paper's one-layer model; only model.mixer=paper is meaningful")
 
 
 def placements_need_counts(data: ICLDataConfig, placement: str) -> None:

@@ -30,6 +30,7 @@ from ssmlab.papers.icl_outliers.experiments.common import (
     runtime_bytes,
     test_set_bytes,
     train_bytes,
+    variant_of,
 )
 from ssmlab.papers.icl_outliers.probes import gate_profile
 from ssmlab.papers.icl_outliers.theory import GATE_LOG2_SLOPE, outlier_gate_bound
@@ -81,6 +82,12 @@ class Gates(Experiment):
     untrained gate already decays log-linearly (slope -0.70 / -0.89, R² 0.99: README
     "Findings"); a check of it could not fail.
 
+    Any mixer (a variant, never counted as the paper's): `model.mixer=<registry name>` measures
+    a one-layer stack of that mixer trained the same way; a generic mixer has no gate w, so its
+    "gate" of example i is the share of the query's output read from i (probes.query_weights:
+    the query's row of the layer's implied matrix, normalised; gate × score for the paper's
+    model, so the bound M₁⁻² is compared with a share that sums to 1).
+
     Training is experiment 1's (paper set-up, p_a = 0.6, l_tr = 20, SGD η = 1.0, batch 64, 2000
     steps quick / 10000 paper; unpublished). j = 1 is the clean example closest to the query;
     ranks are among clean examples (outliers skipped), as in Cor. 2's "j-th closest clean
@@ -94,6 +101,9 @@ class Gates(Experiment):
         "quick": {"seeds": 2, "n_test": 1000, "sgd": {"lr": 1.0, "batch_size": 64, "steps": 2000}},
         "paper": {"seeds": 5, "n_test": 4000, "sgd": {"lr": 1.0, "batch_size": 64, "steps": 10000}},
     }
+
+    def variant(self, cfg: GatesConfig) -> str:
+        return variant_of(cfg.model)
 
     def memory_bytes(self, cfg: GatesConfig) -> int:
         """Training the one-layer Mamba on fresh batches, then one test set of n_test prompts

@@ -27,6 +27,7 @@ from ssmlab.papers.icl_outliers.experiments.common import (
     build_model,
     history_bytes,
     over_seeds,
+    paper_model_only,
     patterns_for,
     runtime_bytes,
     seed_matrix,
@@ -86,6 +87,7 @@ class IterationsConfig(ExperimentConfig):
                 msg = e.errors()[0]["msg"].removeprefix("Value error, ")
                 raise ValueError(f"M1s value {k} with data.M2={self.data.M2}, data.V="
                                  f"{self.data.V}, data.d={self.data.d}: {msg}") from None
+        paper_model_only(self.model, "icl_outliers/iterations", "Thms 1 and 3's step counts")
         return self
 
 

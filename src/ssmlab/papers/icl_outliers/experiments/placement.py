@@ -25,6 +25,7 @@ from ssmlab.papers.icl_outliers.experiments.common import (
     eval_generator,
     fit,
     fit_history_bytes,
+    model_label,
     over_seeds,
     patterns_for,
     placements_need_counts,
@@ -32,6 +33,7 @@ from ssmlab.papers.icl_outliers.experiments.common import (
     seed_matrix,
     test_set_bytes,
     train_bytes,
+    variant_of,
 )
 from ssmlab.report import figures
 
@@ -98,6 +100,10 @@ class Placement(Experiment):
     the task lands there (it could not fail in practice); nor its placement insensitivity,
     which an untrained stack shares.
 
+    Any mixer (a variant, never counted as the paper's): `model.mixer=<registry name>` puts a
+    stack of that mixer in the Mamba stack's place (cells model='mamba'); the linear and
+    softmax stacks stay.
+
     Unpublished choices: p_a = 0.4, the one 3-layer set-up the paper describes (Fig. 3's);
     flipped labels on test outliers; Adam η = 3e-3 (SGD is Algorithm 1 for the one-layer
     models; Adam trains the deep stacks reliably), batch 64, 400 steps (quick; 2000 paper),
@@ -117,6 +123,9 @@ class Placement(Experiment):
         "paper": {"seeds": 8, "n_test": 4000,
                   "sgd": {"optimizer": "adam", "lr": 3e-3, "steps": 2000, "batch_size": 64}},
     }
+
+    def variant(self, cfg: PlacementConfig) -> str:
+        return variant_of(cfg.model)
 
     def cells(self, cfg: PlacementConfig) -> list[dict[str, Any]]:
         return [{"model": m} | ({"_seeds": cfg.seeds_by_model[m]} if m in cfg.seeds_by_model
@@ -239,7 +248,7 @@ class Placement(Experiment):
         w = 0.8 / max(len(cfg.models), 1)
         for i, kind in enumerate(cfg.models):
             ours = [acc[kind][pl] for pl in PLACEMENTS]
-            bars = ax.bar(x + i * w, ours, w, label=f"{MODEL_LABELS.get(kind, kind)} (ours)")
+            bars = ax.bar(x + i * w, ours, w, label=f"{model_label(kind, cfg.model)} (ours)")
             if kind in PAPER_TABLE1:
                 ax.plot(x + i * w, [PAPER_TABLE1[kind][pl] for pl in PLACEMENTS], "k_",
                         markersize=14, mew=2)

@@ -17,7 +17,6 @@ from ssmlab.papers.icl_outliers.data import ICLDataConfig, Placement, Rule, samp
 from ssmlab.papers.icl_outliers.experiments.common import (
     MAX_LEN,
     MAX_PROMPTS,
-    MODEL_LABELS,
     Fraction,
     ModelKind,
     ModelSpec,
@@ -28,6 +27,7 @@ from ssmlab.papers.icl_outliers.experiments.common import (
     fit,
     fit_history_bytes,
     fmt_cells,
+    model_label,
     one_layer_only,
     over_seeds,
     patterns_for,
@@ -36,7 +36,9 @@ from ssmlab.papers.icl_outliers.experiments.common import (
     seed_matrix,
     test_set_bytes,
     train_bytes,
+    variant_of,
 )
+from ssmlab.papers.icl_outliers.probes import query_weights
 from ssmlab.papers.icl_outliers.theory import linear_alpha_threshold, mamba_alpha_threshold
 from ssmlab.report import figures
 
@@ -98,6 +100,11 @@ class Tolerance(Experiment):
     3. The linear Transformer's error under flipped labels exceeds 0.1 (10× Mamba's tolerance,
        our reading of "large") at every α > 1/2 (Thm 4).
 
+    Any mixer (a variant, never counted as the paper's): `model.mixer=<registry name>` trains a
+    one-layer stack of that mixer (model.icl_stack) in the gated model's place, the same way
+    (Algorithm 1, its η: `sgd.lr_by_model.mamba`); the linear Transformer stays the paper's.
+    The gate metrics of the Fig. 2 diagnosis are then probes.query_weights' read shares.
+
     Unpublished choices (defaults, all in the config): SGD η = 1.0 for Mamba and 0.1 for the
     linear Transformer (whose output grows with l: η = 1.0 diverges), batch 64, 2000 steps
     (quick; the paper profile 10000), hinge loss, 2 seeds (quick) / 5 (paper); exact outlier count round(α l_ts); κ'_a = κ_a;
@@ -116,6 +123,9 @@ class Tolerance(Experiment):
         "paper": {"seeds": 5, "n_test": 4000,
                   "sgd": {"lr": 1.0, "batch_size": 64, "steps": 10000, "lr_by_model": {"linear": 0.1}}},
     }
+
+    def variant(self, cfg: ToleranceConfig) -> str:
+        return variant_of(cfg.model)
 
     def cells(self, cfg: ToleranceConfig) -> list[dict[str, Any]]:
         return [{"model": m} for m in cfg.models]
@@ -148,7 +158,7 @@ class Tolerance(Experiment):
                 metrics[key(rule, alpha)] = error_rate(model, pr)
                 if kind == "mamba" and rule == "flipped" and abs(alpha - cfg.paper_alpha) < 1e-9:
                     with torch.no_grad():
-                        G = model.gates(pr.P)[:, :-1]  # (B, l)
+                        G = query_weights(model, pr.P)[:, :-1]  # (B, l)
                     metrics["gate_outlier_paper_alpha"] = float(G[pr.outlier].mean())
                     metrics["gate_clean_paper_alpha"] = float(G[~pr.outlier].mean())
         return RunResult(metrics=metrics, info={"model": kind, "steps": res.steps})
@@ -205,7 +215,7 @@ class Tolerance(Experiment):
                 rows = [[r.metrics.get(key(rule, a), np.nan) for a in cfg.alphas]
                         for r in ok if r.params.get("model") == kind]
                 if rows:
-                    figures.mean_band(ax, list(cfg.alphas), rows, label=MODEL_LABELS.get(kind, kind))
+                    figures.mean_band(ax, list(cfg.alphas), rows, label=model_label(kind, cfg.model))
             ax.axvline(mamba_alpha_threshold(cfg.data.p_a, cfg.l_tr, cfg.l_ts), color="gray", ls=":",
                        lw=1, label="Thm 2 threshold")
             ax.axvline(0.5, color="gray", ls="--", lw=1, label="Thm 4: 1/2")
