@@ -33,10 +33,13 @@ DEFAULT_MIXER_OPTIONS: dict[str, dict[str, Any]] = {
 }
 
 
+PAPER_MIXERS = ("s6", "s4d", "linear")
+
+
 class MixersConfig(ExperimentConfig):
     """Selective copying sizes, the model, training, and the claim's margin."""
 
-    mixers: Annotated[tuple[MixerName, ...], Distinct] = Field(("s6", "s4d", "linear"), min_length=1, max_length=16,
+    mixers: Annotated[tuple[MixerName, ...], Distinct] = Field(PAPER_MIXERS, min_length=1, max_length=16,
                                           description="mixer names (ssmlab.layers.registry)")
     mixer_options: dict[str, dict[str, Any]] = Field(
         default_factory=lambda: {k: dict(v) for k, v in DEFAULT_MIXER_OPTIONS.items()},
@@ -49,8 +52,8 @@ class MixersConfig(ExperimentConfig):
     n_train: int = Field(4096, ge=1, le=10**7)
     n_test: int = Field(1024, ge=1, le=10**7)
     train: TrainConfig = Field(default_factory=lambda: TrainConfig(
-        optimizer="adam", lr=5e-3, loss="ce", batch_size=64, epochs=1000, max_steps=400,
-        eval_every=50))
+        optimizer="adam", lr=5e-3, loss="ce", batch_size=64, epochs=None,
+        max_steps=400, eval_every=50))
     margin: float = Field(0.2, ge=0, le=1, description="accuracy gap the claims require")
 
     @model_validator(mode="after")
@@ -100,15 +103,21 @@ class Mixers(Experiment):
                   "n_layers": 2, "n_train": 4096, "n_test": 1024,
                   "mixer_options": DEFAULT_MIXER_OPTIONS,
                   "train": {"optimizer": "adam", "lr": 5e-3, "loss": "ce", "batch_size": 64,
-                            "epochs": 1000, "max_steps": 400, "eval_every": 50}},
+                            "epochs": None, "max_steps": 400, "eval_every": 50}},
         "paper": {"seeds": 5, "seq_len": 256, "n_tokens": 16, "vocab": 16, "d_model": 64,
                   "n_train": 16384, "n_test": 2048,
                   "mixer_options": {"s6": {"d_state": 16}, "s4d": {"d_state": 16},
                                     "linear": {"feature_map": "elu+1", "normalize": True,
                                                "mode": "quadratic"}},
                   "train": {"optimizer": "adam", "lr": 2e-3, "loss": "ce", "batch_size": 64,
-                            "epochs": 1000, "max_steps": 20000, "eval_every": 500}},
+                            "epochs": None, "max_steps": 20000, "eval_every": 500}},
     }
+
+    def variant(self, cfg: MixersConfig) -> str:
+        """'' while only the paper's mixers (and the linear-attention context) run."""
+        if set(cfg.mixers) <= set(PAPER_MIXERS):
+            return ""
+        return "mixers=" + ",".join(cfg.mixers)
 
     def cells(self, cfg: MixersConfig) -> list[dict[str, Any]]:
         return [{"mixer": m} for m in cfg.mixers]
