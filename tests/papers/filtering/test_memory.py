@@ -103,3 +103,19 @@ def test_estimate_matches_the_peak_rss_of_a_run(exp_id, cell, overrides):
     r = measure(exp_id, cell, *overrides)
     assert r["status"] == "ok"
     assert 0.5 <= r["measured"] / r["estimate"] <= 2.0, r
+
+
+def test_train_history_without_limits_or_rows():
+    """eval_every=None: no per-step rows; epochs=None: max_steps bounds the run."""
+    from ssmlab.papers.filtering.experiments.common import history_bytes, train_history_bytes
+    from ssmlab.train.trainer import TrainConfig
+
+    assert train_history_bytes(TrainConfig(eval_every=None), 100) == history_bytes(2, 6)
+    tc = TrainConfig(optimizer="sgd", batch_size=10, epochs=None, max_steps=50, eval_every=5)
+    assert train_history_bytes(tc, 1000) == history_bytes(50 // 5 + 2, 6)
+    tc = TrainConfig(optimizer="sgd", batch_size=10, epochs=3, eval_every=5)
+    assert train_history_bytes(tc, 95) == history_bytes(3 * 10 // 5 + 2, 6)
+    for sets in (["train_cfg.epochs=null", "train_cfg.max_steps=40"],
+                 ["train_cfg.eval_every=null"]):
+        for exp in ("filtering/attention", "filtering/scan_orders"):
+            assert REG[exp]().memory_bytes(resolve_config(REG[exp], "quick", overrides=sets)) > 0
