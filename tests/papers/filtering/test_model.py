@@ -102,3 +102,33 @@ def test_scan_form_survives_saturated_gates():
     m(X, form="scan").sum().backward()
     assert torch.isfinite(m.w_delta.grad).all()
     torch.testing.assert_close(m(X, form="scan"), m(X), atol=1e-6, rtol=1e-5)
+
+
+def test_stacks_are_the_generic_backbone_plus_the_paper_head():
+    """MambaStack = SequenceBackbone (pre-norm residual blocks on the tokens, final RMSNorm) +
+    PaperHead; MixerHead = one mixer without norm or residual + PaperHead."""
+    from ssmlab.papers.filtering.model import MambaStack, MambaStackConfig, MixerHead
+
+    X = torch.randn(2, 7, 16)
+    st = MambaStack(16, MambaStackConfig(depth=2, d_state=4, width=6), seed=1)
+    h = X
+    for blk in st.backbone.layers:
+        h = h + blk.mixer(blk.norm(h))
+    v = st.head.v
+    assert torch.equal(v, torch.tensor([1.0] * 3 + [-1.0] * 3) / 6**0.5)
+    torch.testing.assert_close(st(X), (torch.relu(st.backbone.norm_f(h) @ st.head.W_O.T) @ v)
+                               .mean(1))
+    h1 = st.backbone.hidden(X)[1]  # Δ of block 2 reads block 1's output
+    blk = st.backbone.layers[1]
+    torch.testing.assert_close(st.delta(X, layer=1), blk.mixer.delta(blk.norm(h1)))
+    for mixer in ("softmax", "softmax_bidir"):
+        mh = MixerHead(16, mixer, width=4, seed=2)
+        mix = mh.backbone.layers[0].mixer
+        torch.testing.assert_close(mh(X), (torch.relu(mix(X) @ mh.head.W_O.T) @ mh.head.v)
+                                   .mean(1))
+    # the same seed, the same model; the global RNG untouched
+    state = torch.get_rng_state()
+    again = MambaStack(16, MambaStackConfig(depth=2, d_state=4, width=6), seed=1)
+    assert torch.equal(state, torch.get_rng_state())
+    assert all(torch.equal(a, b) for a, b in zip(st.parameters(), again.parameters(),
+                                                 strict=True))

@@ -42,19 +42,18 @@ leaves open"):
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Literal
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
-from pydantic import Field
+from pydantic import Field, model_serializer
 from torch import Tensor, nn
 
 from ssmlab.config import StrictModel
+from ssmlab.layers.registry import MixerName, mixer_class, mixer_options
+from ssmlab.models.classifier import SequenceBackbone, mamba_init_
 from ssmlab.ops.attention_lens import gate_matrix
 from ssmlab.seeding import seeded, split_seed
-
-if TYPE_CHECKING:
-    from ssmlab.layers.registry import MixerName
 
 Form = Literal["closed", "recurrent", "scan"]
 
@@ -68,6 +67,11 @@ MAX_DEPTH = 64
 MAX_D_STATE = 1024
 MAX_EXPAND = 16
 MAX_D_CONV = 64
+
+
+def balanced_signs(width: int) -> Tensor:
+    """+1 for the first ⌊m/2⌋ neurons, -1 for the rest (m,)."""
+    return torch.where(torch.arange(width) < width // 2, 1.0, -1.0)
 
 
 class FilteringMambaConfig(StrictModel):
@@ -108,7 +112,7 @@ class FilteringMamba(nn.Module):
         self.W_C = nn.Parameter(W_C, requires_grad=cfg.train_bc)
         self.W_O = nn.Parameter(torch.randn(cfg.width, d, generator=gen, dtype=dtype) * cfg.wo_std)
         if cfg.v_signs == "balanced":
-            signs = torch.where(torch.arange(cfg.width) < cfg.width // 2, 1.0, -1.0)
+            signs = balanced_signs(cfg.width)
         else:
             signs = torch.randint(0, 2, (cfg.width,), generator=gen) * 2.0 - 1.0
         self.register_buffer("v", (signs / cfg.width**0.5).to(dtype))  # (m,)
@@ -207,8 +211,76 @@ class FilteringMamba(nn.Module):
         return self.head(self.mix(X, form))
 
 
-class MambaStackConfig(StrictModel):
-    """Options of `MambaStack`, the standard multi-block Mamba of the paper's Table 3."""
+PAPER_MIXER: MixerName = "mamba"  # the paper's block (Table 3)
+
+
+class MixerChoice(StrictModel):
+    """The `mixer` of a stack experiment: a name of ssmlab.layers.registry (a typo is a config
+    error naming the choices), default the paper's "mamba".
+
+    At the paper's mixer the field is left out of the serialised config, so configs that keep it
+    have the hash they had before the field existed (their stored runs stay valid); any other
+    mixer is serialised and so gets its own hash (a variant never shares the paper's runs)."""
+
+    mixer: MixerName = Field(PAPER_MIXER, description="mixer of every block (registry name)")
+
+    @model_serializer(mode="wrap")
+    def _omit_paper_mixer(self, handler):
+        out = handler(self)
+        if self.mixer == PAPER_MIXER and isinstance(out, dict):
+            out.pop("mixer", None)
+        return out
+
+
+def mixer_kwargs(mixer: str, **options) -> dict:
+    """The options among `options` (e.g. d_state, expand, d_conv) that `mixer` accepts; the rest
+    keep the mixer's own defaults (a softmax attention has no state size)."""
+    accepted = mixer_options(mixer)
+    return {k: v for k, v in options.items() if k in accepted}
+
+
+def has_delta(mixer: str) -> bool:
+    """Whether the mixer exposes its step sizes Δ (`delta(x)`: s6, mamba, mamba_dt)."""
+    return callable(getattr(mixer_class(mixer), "delta", None))
+
+
+class PaperHead(nn.Module):
+    """The paper's head on top of a stack: F = (1/L) Σ_l Σ_i v_i ReLU(W_O[i]·h_l) for h (B, L, d)
+    -> (B,), with W_O (m, d) trained, init N(0, wo_std²) from torch's global RNG (build it under
+    `seeded`), and v_i = ±1/√m fixed and balanced (a buffer)."""
+
+    def __init__(self, d: int, width: int, wo_std: float):
+        super().__init__()
+        self.W_O = nn.Parameter(torch.randn(width, d) * wo_std)
+        self.register_buffer("v", balanced_signs(width) / width**0.5)  # (m,)
+
+    def forward(self, h: Tensor) -> Tensor:
+        return (F.relu(h @ self.W_O.T) @ self.v).mean(1)  # (B,)
+
+
+class StackWithHead(nn.Module):
+    """ssmlab.models.classifier.SequenceBackbone on the tokens (no input projection: d_model = d,
+    so the residual stream and W_O live in the data's feature space), then the paper's head."""
+
+    backbone: SequenceBackbone
+    head: PaperHead
+
+    def forward(self, X: Tensor) -> Tensor:
+        return self.head(self.backbone(X))  # (B,)
+
+    def delta(self, X: Tensor, layer: int = 0) -> Tensor:
+        """Step sizes Δ of block `layer` (B, L, ·) (mixers with `delta`: has_delta)."""
+        bb = self.backbone
+        h = bb.encode(X)
+        for blk in bb.layers[:layer]:
+            h = blk(h)
+        blk = bb.layers[layer]
+        return blk.mixer.delta(blk.norm(h))
+
+
+class MambaStackConfig(MixerChoice):
+    """Options of `MambaStack`, the standard multi-block Mamba of the paper's Table 3 (`mixer`:
+    the block's mixer; d_state, expand, d_conv reach it when it has those options)."""
 
     depth: int = Field(5, ge=1, le=MAX_DEPTH, description="number of Mamba blocks (Table 3: 5)")
     d_state: int = Field(16, ge=1, le=MAX_D_STATE, description="N, state size per channel")
@@ -219,46 +291,27 @@ class MambaStackConfig(StrictModel):
                           description="std of the Gaussian init of W_O")
 
 
-class MambaStack(nn.Module):
-    """`depth` pre-norm residual Mamba blocks (mamba_ssm layout, ssmlab.models.classifier) acting
-    directly on the tokens (d_model = d, no input encoder, so the residual stream and W_O live in
-    the feature space of the data), then the paper's head F = (1/L) Σ_l Σ_i v_i ReLU(W_O[i]·h_l)
-    with fixed balanced v_i = ±1/√m. Every block parameter and W_O train. Init: mamba_ssm's
-    (blocks) and W_O ~ N(0, wo_std²).
+class MambaStack(StackWithHead):
+    """`depth` pre-norm residual blocks of `cfg.mixer` (default MambaBlock; mamba_ssm layout:
+    SequenceBackbone with input_proj=False, RMSNorm, final RMSNorm) acting directly on the
+    tokens, then the paper's head (PaperHead, m = width). Every block parameter and W_O train.
+    Init, all under `seed`'s init stream: the blocks' own, then mamba_ssm's (mamba_init_), then
+    W_O ~ N(0, wo_std²).
 
-    `first_delta(X)` returns the first block's step sizes Δ (B, L, E) for the Table 3 probe."""
+    `delta(X)` returns the first block's step sizes Δ (B, L, E) for the Table 3 probe."""
 
     def __init__(self, d: int, cfg: MambaStackConfig | None = None, seed: int = 0,
                  dtype: torch.dtype = torch.float32):
         super().__init__()
-        from ssmlab.layers.s6 import MambaBlock
-        from ssmlab.models.classifier import ResidualBlock, make_norm, mamba_init_
-
         self.cfg = cfg = cfg or MambaStackConfig()
         with seeded(split_seed(seed, "init")):
-            self.blocks = nn.ModuleList(
-                ResidualBlock(MambaBlock(d, d_state=cfg.d_state, d_conv=cfg.d_conv,
-                                         expand=cfg.expand), make_norm("rms", d))
-                for _ in range(cfg.depth))
-            self.norm_f = make_norm("rms", d)
-            mamba_init_(self, cfg.depth)
-            self.W_O = nn.Parameter(torch.randn(cfg.width, d) * cfg.wo_std)
-        signs = torch.where(torch.arange(cfg.width) < cfg.width // 2, 1.0, -1.0)
-        self.register_buffer("v", signs / cfg.width**0.5)
+            self.backbone = SequenceBackbone(
+                cfg.mixer, d, cfg.depth, d_input=d, input_proj=False,
+                mixer_kwargs=mixer_kwargs(cfg.mixer, d_state=cfg.d_state, d_conv=cfg.d_conv,
+                                          expand=cfg.expand))
+            mamba_init_(self.backbone, cfg.depth)
+            self.head = PaperHead(d, cfg.width, cfg.wo_std)
         self.to(dtype)
-
-    def features(self, X: Tensor) -> Tensor:
-        h = X
-        for blk in self.blocks:
-            h = blk(h)
-        return self.norm_f(h)  # (B, L, d)
-
-    def forward(self, X: Tensor) -> Tensor:
-        return (F.relu(self.features(X) @ self.W_O.T) @ self.v).mean(1)  # (B,)
-
-    def first_delta(self, X: Tensor) -> Tensor:
-        blk = self.blocks[0]
-        return blk.mixer.delta(blk.norm(X))  # (B, L, E)
 
 
 class BidirectionalSoftmaxAttention(nn.Module):
@@ -280,24 +333,18 @@ class BidirectionalSoftmaxAttention(nn.Module):
         return A @ v  # (B, L, d)
 
 
-class MixerHead(nn.Module):
-    """A one-layer baseline for the comparisons (Fig. 6): a mixer from ssmlab.layers.registry
-    (e.g. "softmax", "local") or "softmax_bidir", then the paper's head with fixed balanced
-    v_i = ±1/√m: F = (1/L) Σ_l Σ_i v_i ReLU(W_O[i]·mixer(X)_l). All mixer weights and W_O train."""
+class MixerHead(StackWithHead):
+    """A one-layer baseline for the comparisons (Fig. 6): one mixer from ssmlab.layers.registry
+    (e.g. "softmax", "local") or "softmax_bidir" (BidirectionalSoftmaxAttention), with no norm
+    and no residual (SequenceBackbone, depth 1), then the paper's head: F = (1/L) Σ_l Σ_i v_i
+    ReLU(W_O[i]·mixer(X)_l). The mixer keeps its own init; all its weights and W_O train."""
 
     def __init__(self, d: int, mixer: MixerName | Literal["softmax_bidir"], width: int = 16,
                  wo_std: float = 0.01, seed: int = 0, **mixer_kwargs):
         super().__init__()
-        from ssmlab.layers.registry import build_mixer
-
+        spec = BidirectionalSoftmaxAttention if mixer == "softmax_bidir" else mixer
         with seeded(split_seed(seed, "init")):
-            if mixer == "softmax_bidir":
-                self.mixer = BidirectionalSoftmaxAttention(d)
-            else:
-                self.mixer = build_mixer(mixer, d, **mixer_kwargs)
-            self.W_O = nn.Parameter(torch.randn(width, d) * wo_std)
-        signs = torch.where(torch.arange(width) < width // 2, 1.0, -1.0)
-        self.register_buffer("v", signs / width**0.5)
-
-    def forward(self, X: Tensor) -> Tensor:
-        return (F.relu(self.mixer(X) @ self.W_O.T) @ self.v).mean(1)  # (B,)
+            self.backbone = SequenceBackbone(spec, d, 1, d_input=d, input_proj=False,
+                                             residual=False, norm="none", final_norm=False,
+                                             mixer_kwargs=mixer_kwargs or None)
+            self.head = PaperHead(d, width, wo_std)

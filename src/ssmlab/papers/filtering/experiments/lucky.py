@@ -43,10 +43,12 @@ from ssmlab.papers.filtering.experiments.common import (
     train_history_bytes,
 )
 from ssmlab.papers.filtering.model import (
+    PAPER_MIXER,
     FilteringMamba,
     FilteringMambaConfig,
     MambaStack,
     MambaStackConfig,
+    has_delta,
 )
 from ssmlab.papers.filtering.probes import class_alignment, input_sensitivity, lucky_neurons
 from ssmlab.report import figures
@@ -109,6 +111,11 @@ class Lucky(Experiment):
     cosine is ≥ 3× the irrelevant one (the ratio's interval: paired bootstrap over seeds); the
     paper's 0.53 / 0.73 are shown next to ours. The Δ map stays near the random level even
     with 5× the epochs (README, Findings), so its FAIL is a finding for this reading.
+
+    `stack.mixer` (default "mamba") builds the stack from any mixer of ssmlab.layers.registry
+    (`--set stack.mixer=gla`; d_state, expand, d_conv reach it when it has those options): a
+    variant, kept apart in the report. A mixer without step sizes (not s6, mamba, mamba_dt) has
+    no Δ map, so its table3_delta claim is not made. The memory estimate counts MambaBlocks.
     """
 
     id = "filtering/lucky"
@@ -159,34 +166,38 @@ class Lucky(Experiment):
             res = fit_gd(model, cfg.gd, tr.batch, te.batch, seed=seed)
             if res.status != "ok":
                 return RunResult(status="diverged", reason=f"diverged after {res.steps} steps")
-            ln = lucky_neurons(model.W_O, tr.basis, model.v, cfg.lucky_threshold)
+            W_O, v = model.W_O, model.v
             dl = class_alignment(model.w_delta, tr.basis)
             test_error = res.final["test_error"]
-            extra = {"steps": float(res.steps)}
         elif kind == "mamba5":
             tr = cfg.data.build(cfg.n_train_stack, seed, "train")
             model = MambaStack(cfg.data.d, cfg.stack, seed=seed)
             res = train(model, cfg.stack_train, tr.batch, None, seed=seed)
             if res.status != "ok":
                 return RunResult(status="diverged", reason=f"diverged at {res.diverged_at}")
-            ln = lucky_neurons(model.W_O, tr.basis, model.v, cfg.lucky_threshold)
-            J = input_sensitivity(model.first_delta, tr.X[: cfg.n_probe])  # (E, d)
-            dl = class_alignment(J, tr.basis)
+            W_O, v = model.head.W_O, model.head.v
+            dl = {}  # a mixer without step sizes has no Δ map to probe (no table3_delta)
+            if has_delta(cfg.stack.mixer):
+                J = input_sensitivity(model.delta, tr.X[: cfg.n_probe])  # (E, d)
+                dl = class_alignment(J, tr.basis)
             test_error = evaluate(model, te.batch, "hinge")["error"]
-            extra = {"steps": float(res.steps)}
         else:
             raise ValueError(f"unknown model {kind!r}")
-        wo = class_alignment(model.W_O, tr.basis)
-        metrics = {"test_error": test_error, **extra,
+        ln = lucky_neurons(W_O, tr.basis, v, cfg.lucky_threshold)
+        wo = class_alignment(W_O, tr.basis)
+        metrics = {"test_error": test_error, "steps": float(res.steps),
                    **{f"wo_{k}": v for k, v in ln.items()},
                    **{f"delta_{k}": v for k, v in dl.items()},
                    **{f"wo_{k}": v for k, v in wo.items()}}
         with torch.no_grad():
-            C = (model.W_O.detach().double() @ tr.basis.double().T)  # (m, d)
-            C = C / model.W_O.detach().double().norm(dim=1, keepdim=True).clamp_min(1e-12)
+            C = (W_O.detach().double() @ tr.basis.double().T)  # (m, d)
+            C = C / W_O.detach().double().norm(dim=1, keepdim=True).clamp_min(1e-12)
         return RunResult(metrics=metrics, info={"row_cos_plus": C[:, 0].tolist(),
                                                 "row_cos_minus": C[:, 1].tolist(),
-                                                "v_sign": torch.sign(model.v).tolist()})
+                                                "v_sign": torch.sign(v).tolist()})
+
+    def variant(self, cfg: LuckyConfig) -> str:
+        return "" if cfg.stack.mixer == PAPER_MIXER else f"stack.mixer={cfg.stack.mixer}"
 
     def specs(self, cfg: LuckyConfig) -> list[ClaimSpec]:
         out = [ClaimSpec(
@@ -205,6 +216,8 @@ class Lucky(Experiment):
             diagnosis=Diagnosis("finding", lambda ctx: _lucky_detail(ctx)),
             figure="main")]
         for key, what in (("delta", "first-block Δ projection"), ("wo", "output weights W_O")):
+            if key == "delta" and not has_delta(cfg.stack.mixer):
+                continue  # the stack's mixer has no step sizes Δ
             out.append(ClaimSpec(
                 name=f"table3_{key}", ref="Table 3",
                 statement=f"A 5-block Mamba's {what} align with the class features "
