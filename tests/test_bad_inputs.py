@@ -76,6 +76,12 @@ def _files(res: Path) -> None:
     (side / "cfgdir").mkdir(exist_ok=True)
     (side / "afile").write_text("not a directory\n")
     (side / "outdir").mkdir(exist_ok=True)
+    head = '{"format": "ssmlab-claims", "version": 1, "generated": "2025-06-01T12:00:00"}\n'
+    (side / "notjson.jsonl").write_text(head + "{not json\n")
+    (side / "noheader.jsonl").write_text('{"profile": "paper"}\n')
+    (side / "badclaim.jsonl").write_text(head + '{"profile": "paper", "experiment": "a/b", '
+                                         '"cfg_hash": "x", "claim": {"paper": "a"}}\n')
+    (side / "newer.jsonl").write_text('{"format": "ssmlab-claims", "version": 7}\n')
 
 
 # (id, state, argv (RES = the results dir, SIDE = its parent), env, needle in the message)
@@ -197,6 +203,35 @@ CASES = [
     ("export-to-dir", "store", ["export", "-o", "SIDE/outdir"], {}, "outdir"),
     ("export-no-store", "absent", ["export", "-o", "SIDE/x.csv"], {}, "no results store"),
     ("report-no-store", "absent", ["report"], {}, "no results store"),
+    # -- shipped results: report / reproduce --reference, claims --export --------------------------
+    ("report-reference-missing", "store", ["report", "--reference", "SIDE/none.jsonl"], {},
+     "none.jsonl not found"),
+    ("report-reference-dir", "store", ["report", "--reference", "SIDE/cfgdir"], {},
+     "is not a regular file"),
+    ("report-reference-json", "store", ["report", "--reference", "SIDE/notjson.jsonl"], {},
+     "notjson.jsonl line 2 is not JSON"),
+    ("report-reference-header", "store", ["report", "--reference", "SIDE/noheader.jsonl"], {},
+     "is not an ssmlab claims reference"),
+    ("report-reference-claim", "store", ["report", "--reference", "SIDE/badclaim.jsonl"], {},
+     "line 2 holds an invalid claim"),
+    ("report-reference-newer", "store", ["report", "--reference", "SIDE/newer.jsonl"], {},
+     "format version 7"),
+    ("report-reference-latin1", "store", ["report", "--reference", "SIDE/latin1.yaml"], {},
+     "is not UTF-8"),
+    ("reproduce-reference-missing", "store", ["reproduce", "builtin", "--reference",
+                                              "SIDE/none.jsonl"], {}, "not found"),
+    ("reproduce-reference-corrupt", "absent", ["reproduce", "builtin", "--reference",
+                                               "SIDE/notjson.jsonl"], {}, "is not JSON"),
+    ("claims-export-no-dir", "store", ["claims", "--export", "SIDE/missing/c.jsonl"], {},
+     "missing does not exist"),
+    ("claims-export-to-dir", "store", ["claims", "--export", "SIDE/outdir"], {},
+     "is a directory"),
+    ("claims-export-json", "store", ["claims", "--json", "--export", "SIDE/c.jsonl"], {},
+     "give one of them"),
+    ("claims-export-empty", "store", ["claims", "--profile", "paper", "--export", "SIDE/c.jsonl"],
+     {}, "no analysed claims to export"),
+    ("claims-export-no-store", "absent", ["claims", "--export", "SIDE/c.jsonl"], {},
+     "no results store"),
     ("list-paper", "absent", ["list", "nopaper"], {}, "unknown paper 'nopaper'"),
     # -- claims (read-only) ---------------------------------------------------------------------
     ("claims-paper", "store", ["claims", "nopaper"], {}, "unknown paper 'nopaper'"),
@@ -259,6 +294,7 @@ def test_bad_input(case, template, tmp_path, capfd, monkeypatch):
     assert len(lines) == 1 and lines[0].startswith("error: "), err
     assert needle.replace("RES", str(res)) in lines[0], lines[0]
     assert tree(res) == before
+    assert not (tmp_path / "c.jsonl").exists()  # a refused export writes nothing
 
 
 def test_the_table_is_large_enough():

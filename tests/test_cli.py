@@ -155,6 +155,36 @@ def test_reproduce_continues_after_a_crashed_experiment(tmp_path, capsys, monkey
     assert "| builtin | builtin/test_flaky |" in md and "cells exploded" in md
 
 
+def test_reproduce_with_reference_shows_the_shipped_paper_verdicts(tmp_path, capsys,
+                                                                   monkeypatch):
+    """`make reproduce` from a fresh clone: the quick profile runs, the committed paper claims
+    (docs/results/paper/claims.jsonl) fill the paper column, marked as shipped."""
+    import sys
+    from pathlib import Path
+
+    import ssmlab.runner.registry as registry
+    from ssmlab.experiment import REGISTRY
+
+    sys.path.insert(0, str(Path(__file__).parent / "report"))
+    from reportkit import SHIPPED_DATE, reference_file
+
+    monkeypatch.setattr(registry, "experiments_of", lambda papers=None: {
+        "builtin": [REGISTRY["builtin/test_sleepy"]]})
+    ref = reference_file(tmp_path / "claims.jsonl")
+    res = tmp_path / "results"
+    assert cli("reproduce", "-e", "serial", "-q", "--results", str(res),
+               "--reference", str(ref)) == 0
+    md = (res / "report" / "report.md").read_text()
+    label = f"paper (shipped, {SHIPPED_DATE})"
+    assert f"| verdict (quick) | verdict ({label}) |" in md
+    assert f"| builtin | {label} | 3 | 1 | 0 | 1 | 0 |" in md
+    assert f"| filtering | {label} | 1 | 1 | 0 | 0 | 0 |" in md
+    assert "Shipped: not run in this store." in md  # filtering/fake: only in the file
+    # test_sleepy's own claim (id-less, not in the file) has no shipped verdict
+    row = next(line for line in md.splitlines() if line.startswith("| builtin | builtin/"))
+    assert row.endswith("| PASS | - |")
+
+
 def test_list_shows_experiments_and_run_counts(capsys):
     assert cli("list") == 0
     out = capsys.readouterr().out

@@ -143,3 +143,66 @@ def test_variants_only_on_request(res, capsys):
     recs = records(capsys, res, "--variants")
     assert len(recs) == 5 and list(recs[0]) == [*FIELDS, "variant"]
     assert recs[0]["variant"] == "n_cells=4" and recs[1]["variant"] == ""
+
+
+# -- shipped results: claims --export, report --reference -----------------------------------------
+def test_export_round_trips_every_claim_field_and_never_writes_the_store(res, capsys, tmp_path):
+    from ssmlab.report.reference import load_reference
+    from ssmlab.runner.store import Store
+
+    before = tree(res)
+    path = tmp_path / "claims.jsonl"
+    code, out = cli(capsys, "claims", "--export", str(path), "--results", str(res))
+    assert code == 0 and f"exported 10 claims of 3 configs (quick, paper) to {path}" in out
+    assert tree(res) == before
+    ref = load_reference(path)
+    with Store.open(res, readonly=True) as st:
+        stored = {(c.experiment, c.cfg_hash): (c, st.claims(c.experiment, c.cfg_hash))
+                  for c in st.configs(latest_only=False)}
+    assert {(rc.profile, rc.experiment) for rc in ref.configs} == {
+        ("quick", SLEEPY), ("paper", SLEEPY), ("quick", FLAKY)}
+    for rc in ref.configs:
+        cfg, claims = stored[(rc.experiment, rc.cfg_hash)]
+        assert rc.profile == cfg.profile and rc.analyzed == cfg.analyzed
+        assert [c.model_dump() for c in rc.claims] == [c.model_dump() for c in claims]
+        assert rc.claims == claims
+
+
+def test_export_one_profile_then_report_with_reference(res, capsys, tmp_path):
+    """The shipped-results path: export the paper profile from one store, show it beside a
+    store that ran only the quick profile."""
+    path = tmp_path / "claims.jsonl"
+    code, out = cli(capsys, "claims", "--profile", "paper", "--export", str(path),
+                    "--results", str(res))
+    assert code == 0 and "exported 5 claims of 1 configs (paper)" in out
+    quick_only = tmp_path / "quick"
+    from reportkit import quick_store
+
+    quick_store(quick_only)
+    code, out = cli(capsys, "report", "--reference", str(path), "--results", str(quick_only))
+    assert code == 0
+    md = (quick_only / "report" / "report.md").read_text()
+    generated = json.loads(path.read_text().splitlines()[0])["generated"]
+    label = f"paper (shipped, {generated[:10]})"
+    assert f"| verdict (quick) | verdict ({label}) |" in md
+    assert f"| builtin | {label} | 3 | 1 | 0 | 1 | 0 |" in md
+    row = next(line for line in md.splitlines() if "| the total claim holds |" in line)
+    assert row.endswith("| FAIL | PASS |")
+
+
+def test_export_filters_papers_and_variants(res, capsys, tmp_path):
+    from ssmlab.report.reference import load_reference
+    from ssmlab.runner.store import Store
+
+    with Store.open(res) as st:
+        [cfg] = st.configs(FLAKY)
+        st.put_claims(FLAKY, cfg.cfg_hash, [c.model_copy(update={"variant": "n_cells=4"})
+                                            for c in st.claims(FLAKY, cfg.cfg_hash)])
+    path = tmp_path / "c.jsonl"
+    assert cli(capsys, "claims", "--export", str(path), "--results", str(res))[0] == 0
+    assert {rc.experiment for rc in load_reference(path).configs} == {SLEEPY}
+    assert cli(capsys, "claims", "--variants", "--export", str(path), "--results",
+               str(res))[0] == 0
+    assert {rc.variant for rc in load_reference(path).configs} == {"", "n_cells=4"}
+    code = cli(capsys, "claims", "filtering", "--export", str(path), "--results", str(res))[0]
+    assert code == 2  # nothing stored for that paper: nothing to export

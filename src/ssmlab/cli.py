@@ -37,6 +37,9 @@ SchedulerOpt = Annotated[str | None, typer.Option(
     "--scheduler", help="Dask scheduler tcp://HOST:PORT, or 'local' for a LocalCluster")]
 QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="no progress bars")]
 SeedsOpt = Annotated[int | None, typer.Option("--seeds", "-s", help="seeds per grid cell")]
+ReferenceOpt = Annotated[Path | None, typer.Option(
+    "--reference", help="shipped claims (e.g. docs/results/paper/claims.jsonl): profiles the "
+                        "store lacks are shown from it, marked 'shipped'; the store wins")]
 
 
 def _console(stderr: bool = False) -> Any:
@@ -252,6 +255,7 @@ def reproduce_cmd(
     scheduler: SchedulerOpt = None,
     results: ResultsOpt = None,
     quiet: QuietOpt = False,
+    reference: ReferenceOpt = None,
 ) -> None:
     """Run every experiment of the given papers, print the claims, write the report.
 
@@ -261,6 +265,7 @@ def reproduce_cmd(
     import traceback
 
     from ssmlab.experiment import MAX_SEEDS
+    from ssmlab.report.reference import load_reference
     from ssmlab.report.render import write_report
     from ssmlab.runner.executors import check_executor
     from ssmlab.runner.registry import experiments_of, load_errors, paper_packages, resolve_config
@@ -268,6 +273,7 @@ def reproduce_cmd(
     from ssmlab.runner.sweep import plan, preflight
 
     res = _results(results)
+    ref = load_reference(reference) if reference is not None else None
     groups = experiments_of(papers)
     check_executor(executor, workers, scheduler)
     known = {p for exps in groups.values() for cls in exps for p in cls.profiles}
@@ -324,7 +330,7 @@ def reproduce_cmd(
                         continue
                     con.print(_sweep_line(r), markup=False)
                     done.append(r)
-        out = write_report(store, store.folder, notes=notes)
+        out = write_report(store, store.folder, notes=notes, reference=ref)
     con.print(_claims_table(done, f"claims ({profile} profile)"))
     con.print(f"report: {out / 'index.html'}  and  {out / 'report.md'}", markup=False)
     failed = [f"{r.experiment} ({r.failed} of {r.total})" for r in done if r.failed]
@@ -394,14 +400,17 @@ def report_cmd(
     results: ResultsOpt = None,
     all_configs: Annotated[bool, typer.Option(
         "--all", help="every analysed config, not only the latest per experiment")] = False,
+    reference: ReferenceOpt = None,
 ) -> None:
-    """Rewrite results/report/index.html and report.md from the store."""
+    """Rewrite results/report/index.html and report.md from the store (and --reference)."""
+    from ssmlab.report.reference import load_reference
     from ssmlab.report.render import write_report
     from ssmlab.runner.store import Store
 
     res = _results(results)
+    ref = load_reference(reference) if reference is not None else None
     with Store.open(res, create=False) as store:
-        out = write_report(store, store.folder, all_configs=all_configs)
+        out = write_report(store, store.folder, all_configs=all_configs, reference=ref)
     _console().print(f"report: {out / 'index.html'}  and  {out / 'report.md'}", markup=False)
 
 
@@ -419,10 +428,16 @@ def claims_cmd(
     variants: Annotated[bool, typer.Option(
         "--variants", help="also the claims of variants of the papers' set-ups (e.g. another "
                            "mixer); with --json each record then ends with 'variant'")] = False,
+    export: Annotated[Path | None, typer.Option(
+        "--export", help="write a reference file instead (JSON lines: a header, then one "
+                         "stored claim per line with its profile and config hash): the latest "
+                         "analysed config of each experiment at each profile (only --profile's "
+                         "when given); `report --reference` reads it")] = None,
     results: ResultsOpt = None,
 ) -> None:
     """The claims of the latest analysed config of each experiment, with their verdicts: the
-    paper's number, ours with its 95% interval, the region, the diagnosis. Never writes."""
+    paper's number, ours with its 95% interval, the region, the diagnosis. Never writes the
+    store."""
     from rich.table import Table
     from rich.text import Text
 
@@ -438,6 +453,8 @@ def claims_cmd(
     from ssmlab.runner.registry import known_papers, paper_packages
     from ssmlab.runner.store import Store
 
+    if export is not None and as_json:
+        raise UserError("--export writes a file and --json prints: give one of them")
     with Store.open(_results(results), create=False, readonly=True) as store:
         entries = catalog(store)
         where = store.path
@@ -452,6 +469,8 @@ def claims_cmd(
         for p in wanted:
             if p not in known:
                 raise UserError(f"unknown paper {p!r}; papers: {', '.join(known)}")
+    if export is not None:
+        return _export_claims(entries, export, wanted, profile, variants, where)
     shown = sorted((e for e in latest(entries, profile)
                     if (not wanted or e.cfg.paper in wanted) and (variants or not e.variant)),
                    key=lambda e: (paper_rank(e.cfg.paper), e.cfg.experiment, e.variant))
@@ -491,6 +510,34 @@ def claims_cmd(
     for e, c in rows:
         t.add_row(*(cell(e, c) for cell in cells.values()))
     con.print(t)
+
+
+def _export_claims(entries: list[Any], path: Path, papers: list[str], profile: str | None,
+                   variants: bool, where: Path) -> None:
+    """`claims --export`: the latest analysed config of each (experiment, variant) at each
+    profile, as a reference file (ssmlab.report.reference)."""
+    from ssmlab.report.reference import RefConfig, write_reference
+    from ssmlab.report.verdicts import latest_per_profile, paper_rank, profile_order
+    from ssmlab.runner.store import now_iso
+
+    configs = []
+    for (_exp, variant), by in latest_per_profile(entries).items():
+        for prof in profile_order(by):
+            e = by[prof]
+            if ((profile is None or prof == profile) and (variants or not variant)
+                    and (not papers or e.cfg.paper in papers) and e.claims):
+                configs.append(RefConfig(prof, e.cfg.experiment, e.cfg.cfg_hash,
+                                         e.cfg.analyzed or "", e.claims))
+    if not configs:
+        raise UserError(f"no analysed claims to export in {where}"
+                        + (f" for {', '.join(papers)}" if papers else "")
+                        + (f" at profile {profile}" if profile else ""))
+    configs.sort(key=lambda rc: (paper_rank(rc.paper), rc.experiment, rc.variant,
+                                 profile_order({rc.profile, "quick", "paper"}).index(rc.profile)))
+    n = write_reference(configs, path, now_iso())
+    profs = ", ".join(profile_order({rc.profile for rc in configs}))
+    _console().print(f"exported {n} claims of {len(configs)} configs ({profs}) to {path}",
+                     markup=False)
 
 
 @app.command("show")
