@@ -4,8 +4,12 @@ VENV    := .venv
 BIN     := $(VENV)/bin
 TORCH   := torch==2.13.0
 FMNIST  := /usr/share/datasets/fashion-mnist
+# Shipped results (docs/results/paper/README.md): the paper profiles' claims and report.
+PAPER_RESULTS ?= results-paper
+SHIPPED       ?= docs/results/paper
+REFERENCE     := $(wildcard $(SHIPPED)/claims.jsonl)
 
-.PHONY: test reproduce lint bench data clean
+.PHONY: test reproduce paper-results paper-publish lint bench data clean
 
 $(BIN)/ssmlab: pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -23,8 +27,20 @@ data:
 test: .venv
 	OMP_NUM_THREADS=2 $(BIN)/python -m pytest -q
 
+# With the shipped paper-profile claims committed, the report shows them beside the quick verdicts.
 reproduce: .venv data
-	$(BIN)/ssmlab reproduce --profile quick
+	$(BIN)/ssmlab reproduce --profile quick $(if $(REFERENCE),--reference $(REFERENCE))
+
+# Every paper profile into $(PAPER_RESULTS)/ (long; resumable: rerunning continues from the stored
+# runs), then the shipped results in $(SHIPPED)/: claims.jsonl, report.md, figures/ (PNGs <= 200 KB).
+paper-results: .venv data
+	$(BIN)/ssmlab reproduce --profile paper --results $(PAPER_RESULTS)
+	$(MAKE) --no-print-directory paper-publish
+
+paper-publish: .venv
+	mkdir -p $(SHIPPED)
+	$(BIN)/ssmlab claims --profile paper --variants --export $(SHIPPED)/claims.jsonl --results $(PAPER_RESULTS)
+	$(BIN)/python -m ssmlab.report.reference publish $(PAPER_RESULTS) $(SHIPPED)
 
 lint: .venv
 	$(BIN)/ruff check src tests benchmarks
@@ -35,4 +51,4 @@ bench: .venv
 	$(BIN)/python benchmarks/ensemble.py
 
 clean:
-	rm -rf $(VENV) results .pytest_cache
+	rm -rf $(VENV) results $(PAPER_RESULTS) .pytest_cache
