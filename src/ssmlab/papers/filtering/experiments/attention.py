@@ -114,7 +114,7 @@ class AttentionComparison(Experiment):
     paper = PAPER
     Config = AttentionConfig
     profiles = {
-        "quick": {"seeds": 2},
+        "quick": {"seeds": 4},
         "paper": {"seeds": 5, "sample_sizes": [100, 300, 1000, 3000], "n_test": 2000,
                   "data": {"L": 32, "d": 64, "delta_close": 2, "delta_far": 16, "tau": 0.01},
                   "model": {"width": 64},

@@ -122,7 +122,7 @@ class Lucky(Experiment):
     paper = PAPER
     Config = LuckyConfig
     profiles = {
-        "quick": {"seeds": 2},
+        "quick": {"seeds": 4},
         "paper": {"seeds": 5, "n_train": 400, "n_train_stack": 800, "n_test": 2000,
                   "data": {"L": 16, "d": 64, "alpha_r": 0.4375, "alpha_c": 0.25, "tau": 0.01},
                   "model": {"width": 64}, "stack": {"depth": 5, "d_state": 16, "width": 64},
