@@ -88,6 +88,17 @@ CASES: list[tuple[str, tuple[str, ...], tuple[str, ...]]] = [
     ("icl_outliers/placement", ("model.d_model=1",), ("model.d_model",)),
     ("icl_outliers/placement", ("tol_points=0",), ("tol_points",)),
     ("icl_outliers/placement", ("alpha=-0.1",), ("alpha",)),
+    ("icl_outliers/poisoning", ("poison_rate=1.5",), ("poison_rate",)),
+    ("icl_outliers/poisoning", ("phrase_len=0",), ("phrase_len",)),
+    ("icl_outliers/poisoning", ("baselines=[]",), ("baselines",)),
+    ("icl_outliers/poisoning", ("baselines=[linear, linear]",), ("baselines", "twice")),
+    ("icl_outliers/poisoning", ("model.mixer=mamba3",), ("model.mixer", "'gla'")),
+    ("icl_outliers/poisoning", ("model.mixer=linear",), ("also a baseline",)),
+    ("icl_outliers/poisoning", ("model.mixer_kwargs.mamba.bogus=1",),
+     ("mixer_kwargs.mamba.bogus", "no option")),
+    ("icl_outliers/poisoning", ("position=middle",), ("position",)),
+    ("icl_outliers/poisoning", ("data.T=0",), ("data.T",)),
+    ("icl_outliers/tolerance", ("model.mixer=gla2",), ("model.mixer", "'paper'")),
 ]
 
 

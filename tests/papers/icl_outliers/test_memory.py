@@ -36,6 +36,11 @@ GROWS = [
     ("icl_outliers/placement", "model.d_model=64"),
     ("icl_outliers/placement", "model.mixer_kwargs.mamba.expand=4"),
     ("icl_outliers/placement", "sgd.batch_size=65536"),
+    ("icl_outliers/poisoning", "data.T=128"),
+    ("icl_outliers/poisoning", "data.n_train=60000"),
+    ("icl_outliers/poisoning", "model.d_model=64"),
+    ("icl_outliers/poisoning", "model.depth=4"),
+    ("icl_outliers/poisoning", "train.batch_size=65536"),
 ]
 
 
@@ -71,6 +76,7 @@ TOO_LARGE = {
     "icl_outliers/gates": ("n_test=1000000", "l_ts=4096", "fit_ranks=8"),
     "icl_outliers/attention": ("n_probe=1000000", "l_tr=16384"),
     "icl_outliers/placement": ("n_test=1000000", "model.d_model=4096"),
+    "icl_outliers/poisoning": ("data.T=4096", "model.d_model=4096"),
 }
 
 

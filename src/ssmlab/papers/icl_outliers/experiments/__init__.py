@@ -7,5 +7,6 @@ from ssmlab.papers.icl_outliers.experiments import (
     gates,  # noqa: F401
     iterations,  # noqa: F401
     placement,  # noqa: F401
+    poisoning,  # noqa: F401
     tolerance,  # noqa: F401
 )

@@ -76,6 +76,28 @@ Fraction = Annotated[float, at.Ge(0), at.Le(1)]
 Probability = Annotated[float, at.Ge(0), at.Lt(1)]  # p_a: 1 would leave no clean example
 
 
+def check_mixer_kwargs(mixer_kwargs: dict[str, dict[str, Any]]) -> None:
+    """Option names the mixer accepts, sizes in 1..MAX_MIXER_SIZE, other numbers finite and
+    bounded: a size typed into a free-form dict must not escape the ranges (ValueError)."""
+    from ssmlab.layers.registry import mixer_options
+
+    for kind, opts in mixer_kwargs.items():
+        allowed = mixer_options(kind)
+        for key, v in opts.items():
+            where = f"mixer_kwargs.{kind}.{key}"
+            if key not in allowed:
+                raise ValueError(f"{where}: mixer {kind!r} has no option {key!r}; allowed: "
+                                 f"{', '.join(allowed)}")
+            if isinstance(v, bool) or not isinstance(v, int | float):
+                continue
+            if key in MIXER_SIZE_OPTIONS:
+                if not isinstance(v, int) or not 1 <= v <= MAX_MIXER_SIZE:
+                    raise ValueError(f"{where}={v!r} must be an int in 1..{MAX_MIXER_SIZE}")
+            elif not (math.isfinite(v) and abs(v) <= MAX_MIXER_NUMBER):
+                raise ValueError(f"{where}={v!r} must be finite with |value| ≤ "
+                                 f"{MAX_MIXER_NUMBER:g}")
+
+
 class ModelSpec(StrictModel):
     """Which network: the paper's one-layer models (n_layers = 1) or n-layer stacks
     (model.icl_stack, the generic backbone); `mixer` swaps the gated model for a stack of any
@@ -98,25 +120,7 @@ class ModelSpec(StrictModel):
 
     @model_validator(mode="after")
     def _check_mixer_kwargs(self) -> ModelSpec:
-        """Option names the mixer accepts, sizes in 1..MAX_MIXER_SIZE, other numbers finite and
-        bounded: a size typed into a free-form dict must not escape the ranges."""
-        from ssmlab.layers.registry import mixer_options
-
-        for kind, opts in self.mixer_kwargs.items():
-            allowed = mixer_options(kind)
-            for key, v in opts.items():
-                where = f"mixer_kwargs.{kind}.{key}"
-                if key not in allowed:
-                    raise ValueError(f"{where}: mixer {kind!r} has no option {key!r}; allowed: "
-                                     f"{', '.join(allowed)}")
-                if isinstance(v, bool) or not isinstance(v, int | float):
-                    continue
-                if key in MIXER_SIZE_OPTIONS:
-                    if not isinstance(v, int) or not 1 <= v <= MAX_MIXER_SIZE:
-                        raise ValueError(f"{where}={v!r} must be an int in 1..{MAX_MIXER_SIZE}")
-                elif not (math.isfinite(v) and abs(v) <= MAX_MIXER_NUMBER):
-                    raise ValueError(f"{where}={v!r} must be finite with |value| ≤ "
-                                     f"{MAX_MIXER_NUMBER:g}")
+        check_mixer_kwargs(self.mixer_kwargs)
         return self
 
 
