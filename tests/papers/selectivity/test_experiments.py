@@ -103,7 +103,9 @@ GOOD_MEMORY = {("mamba_pe", 16): 1.0, ("mamba_pe", 64): 0.99, ("s4d_pe", 16): 1.
 
 def test_memory_pass_and_fail(tmp_path: Path) -> None:
     cfg = MemoryConfig(seq_lens=(16, 64), long_steps=1500)
-    cl = Memory().analyze(cfg, memory_records(GOOD_MEMORY, {16: 0.8, 64: 0.95}, 0.1), tmp_path)
+    # 3 seeds: a 2-seed interval is t-widened by t(1) = 12.7 and passes nothing here
+    cl = Memory().analyze(cfg, memory_records(GOOD_MEMORY, {16: 0.8, 64: 0.95}, 0.1,
+                                              seeds=(0, 1, 2)), tmp_path)
     assert verdicts(cl) == ["PASS"] * 5
     bad = dict(GOOD_MEMORY) | {("mamba_pe", 64): 0.6, ("s4d_pe", 64): 0.95}
     long = {("mamba_pe", 64, 1500): 1.0, ("s4d_pe", 64, 1500): 0.97}
@@ -121,8 +123,8 @@ def test_memory_long_cells_stay_out_of_the_claims(tmp_path: Path) -> None:
     """The longer-trained cells are evidence only: a failing long cell does not move a verdict."""
     cfg = MemoryConfig(seq_lens=(16, 64), long_steps=1500)
     long = {("mamba_pe", 64, 1500): 0.1, ("s4d_pe", 64, 1500): 1.0}
-    cl = Memory().analyze(cfg, memory_records(GOOD_MEMORY, {16: 0.8, 64: 0.95}, 0.1, long=long),
-                          tmp_path)
+    cl = Memory().analyze(cfg, memory_records(GOOD_MEMORY, {16: 0.8, 64: 0.95}, 0.1, long=long,
+                                              seeds=(0, 1, 2)), tmp_path)
     assert verdicts(cl) == ["PASS"] * 5
     assert "1500" in cl[1].note
     cells = Memory().cells(cfg)

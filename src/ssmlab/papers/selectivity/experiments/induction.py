@@ -14,6 +14,9 @@ difference Mamba-ΔT - Mamba is ≥ -`tol` (a non-inferiority margin, 0.02; the 
 bootstrap over seeds: both mixers see the same data for a seed). The quick sizes include d = 4,
 below the accuracy ceiling both mixers reach at d ≥ 8, so that the claim can fail.
 
+Any mixer: `mixer` (default mamba_dt) is judged against `baseline` (default mamba); any registry
+mixer or s4d_block runs the same claim as a variant (`Induction.variant`: "mixer=gla").
+
 Unpublished choices: sizes (quick 4, 8, 16; paper 4, 8, 16, 32, 64), N, T, steps (300 quick / 1500
 paper), Mamba-ΔT's input scaling ("none", the paper's recurrence; ssmlab.layers.mamba_dt).
 """
