@@ -83,7 +83,7 @@ class GateAblation(Experiment):
     paper = PAPER
     Config = GateAblationConfig
     profiles = {
-        "quick": {"seeds": 3},
+        "quick": {"seeds": 5},
         "paper": {"seeds": 5, "n_train": 800, "n_test": 2000, "model": {"width": 64},
                   "majority": {"L": 16, "d": 64, "alpha_r": 0.4375, "alpha_c": 0.375,
                                "tau": 0.01},

@@ -146,7 +146,7 @@ class ScanOrders(Experiment):
     paper = PAPER
     Config = ScanOrdersConfig
     profiles = {
-        "quick": {"seeds": 3},
+        "quick": {"seeds": 4},
         "paper": {"seeds": 5, "n_train": 4000, "n_test": 2000, "depth": 2,
                   "train_cfg": {"optimizer": "adam", "lr": 3e-3, "loss": "hinge",
                                 "batch_size": 50, "epochs": 20, "eval_every": None}},
@@ -325,7 +325,7 @@ class FashionScan(Experiment):
     paper = PAPER
     Config = FashionScanConfig
     profiles = {
-        "quick": {"seeds": 3},
+        "quick": {"seeds": 4},
         "paper": {"seeds": 5, "classes": list(range(10)), "n_train": 10000, "n_test": 5000,
                   "depth": 2, "d_state": 16,
                   "train_cfg": {"optimizer": "adam", "lr": 2e-3, "loss": "ce", "batch_size": 64,
