@@ -99,7 +99,7 @@ class Mixers(Experiment):
     profiles = {
         # explicit, so that `--set train.lr=...` / `--set mixer_options.s6.d_state=...` merge
         # into these values instead of replacing a default sub-config
-        "quick": {"seeds": 2, "seq_len": 16, "n_tokens": 4, "vocab": 8, "d_model": 24,
+        "quick": {"seeds": 4, "seq_len": 16, "n_tokens": 4, "vocab": 8, "d_model": 24,
                   "n_layers": 2, "n_train": 4096, "n_test": 1024,
                   "mixer_options": DEFAULT_MIXER_OPTIONS,
                   "train": {"optimizer": "adam", "lr": 5e-3, "loss": "ce", "batch_size": 64,

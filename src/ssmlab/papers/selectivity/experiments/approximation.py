@@ -220,7 +220,7 @@ class Approximation(Experiment):
     paper = PAPER
     Config = ApproximationConfig
     profiles = {
-        "quick": {"seeds": 4, "steps": 100},
+        "quick": {"seeds": 6, "steps": 100},
         "paper": {"seeds": 5, "steps": 2000,
                   "target": {"pieces": 8, "grid": 4096},
                   "n_states": (2, 4, 8, 16, 32, 64, 128), "fit_min_n": 16},

@@ -182,7 +182,7 @@ class Memory(Experiment):
     profiles = {
         # quick: 2 seeds (an interval for every claim) on T = 16, 64 (the claims compare the
         # shortest and the longest T; T = 32 was dropped to pay for the second seed)
-        "quick": {"seeds": 2, "seq_lens": (16, 64), "train": {"steps": 600},
+        "quick": {"seeds": 3, "seq_lens": (16, 64), "train": {"steps": 600},
                   "long_steps": 1500},
         "paper": {"seeds": 3, "train": {"steps": 1500, "n_train": 8192},
                   "seq_lens": (16, 64, 256, 512), "long_steps": 4000},

@@ -128,7 +128,7 @@ class Recall(Experiment):
     profiles = {
         # quick: 2 seeds (an interval over seeds); the (32, 8) cells were dropped to pay for
         # the second seed (the widest cells, where every selective mixer is at ≈ 1.0)
-        "quick": {"seeds": 2, "train": {"steps": 300},
+        "quick": {"seeds": 4, "train": {"steps": 300},
                   "grid": ((8, 8), (16, 8), (32, 2))},
         "paper": {"seeds": 3, "train": {"steps": 1500, "n_train": 8192},
                   "grid": [(d, n) for d in (8, 16, 32, 64) for n in (2, 4, 8, 16)]},
