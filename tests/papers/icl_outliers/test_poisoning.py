@@ -47,7 +47,7 @@ def test_without_data_runs_are_skipped_and_the_claim_is_skip(tmp_path, monkeypat
     missing = tmp_path / "nowhere"
     res = run_sweep(EID, profile="quick", overrides=TINY + [f"data.sst2_dir={missing}"],
                     results=tmp_path / "res", executor="serial")
-    assert res.statuses == {"skipped": res.total} and res.total == 2 * 2  # 2 models × 2 seeds
+    assert res.statuses == {"skipped": res.total} and res.total == 2 * 3  # 2 models × 3 seeds
     with Store.open(tmp_path / "res", create=False) as store:
         assert all(r.reason == f"no SST-2 data at {missing}" for r in store.runs(EID))
     assert [c.verdict for c in res.claims] == ["SKIP"]

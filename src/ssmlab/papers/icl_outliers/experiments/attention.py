@@ -84,7 +84,7 @@ class Attention(Experiment):
     paper = PAPER
     Config = AttentionConfig
     profiles = {
-        "quick": {"seeds": 2, "sgd": {"lr": 1.0, "batch_size": 64, "steps": 2000}},
+        "quick": {"seeds": 4, "sgd": {"lr": 1.0, "batch_size": 64, "steps": 2000}},
         "paper": {"seeds": 5, "sgd": {"lr": 1.0, "batch_size": 64, "steps": 10000},
                   "probe_every": 200},
     }

@@ -98,7 +98,7 @@ class Gates(Experiment):
     paper = PAPER
     Config = GatesConfig
     profiles = {
-        "quick": {"seeds": 2, "n_test": 1000, "sgd": {"lr": 1.0, "batch_size": 64, "steps": 2000}},
+        "quick": {"seeds": 4, "n_test": 1000, "sgd": {"lr": 1.0, "batch_size": 64, "steps": 2000}},
         "paper": {"seeds": 5, "n_test": 4000, "sgd": {"lr": 1.0, "batch_size": 64, "steps": 10000}},
     }
 

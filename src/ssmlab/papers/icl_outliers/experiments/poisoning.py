@@ -148,7 +148,7 @@ class Poisoning(Experiment):
     paper = PAPER
     Config = PoisoningConfig
     profiles = {
-        "quick": {"seeds": 2, "data": {"T": 64, "n_train": 4000}, "train": {"epochs": 2}},
+        "quick": {"seeds": 3, "data": {"T": 64, "n_train": 4000}, "train": {"epochs": 2}},
         "paper": {"seeds": 5, "data": {"T": 64}, "model": {"d_model": 64},
                   "train": {"epochs": 3}},
     }

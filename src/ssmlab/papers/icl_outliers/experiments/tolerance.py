@@ -118,7 +118,7 @@ class Tolerance(Experiment):
     paper = PAPER
     Config = ToleranceConfig
     profiles = {
-        "quick": {"seeds": 2, "n_test": 1000,
+        "quick": {"seeds": 4, "n_test": 1000,
                   "sgd": {"lr": 1.0, "batch_size": 64, "steps": 2000, "lr_by_model": {"linear": 0.1}}},
         "paper": {"seeds": 5, "n_test": 4000,
                   "sgd": {"lr": 1.0, "batch_size": 64, "steps": 10000, "lr_by_model": {"linear": 0.1}}},
