@@ -243,3 +243,11 @@ def test_few_seed_intervals_keep_their_coverage():
 def test_scaled_keeps_unit_and_orders_bounds():
     e = slope_ci([1, 2, 3, 4], [1, 2.1, 2.9, 4.2]).scaled(-100)
     assert e.unit == "points" and e.low <= e.value <= e.high and e.value < -90
+
+
+def test_support_cuts_the_interval_to_the_quantitys_range():
+    runs = [_run(s, acc=a) for s, a in enumerate([0.99, 0.7, 0.98])]
+    plain = evaluate(_spec(), Context(None, runs), "p", "p/e")
+    cut = evaluate(_spec(support=(0.0, 1.0)), Context(None, runs), "p", "p/e")
+    assert plain.ci_high > 1.0 and cut.ci_high == 1.0
+    assert cut.ci_low == plain.ci_low and cut.value == plain.value

@@ -167,7 +167,8 @@ class ClaimSpec:
     metric(ctx) -> Estimate. region: where the number must lie; tolerance_source: why there
     (the paper's error bars, the seed spread, a constant of the theorem, our choice and its
     reason). quantity: what the number is, for the report ("log-log slope of steps vs gap").
-    diagnosis: for a FAIL (see the module docstring). figure: key into ctx.figures."""
+    diagnosis: for a FAIL (see the module docstring). figure: key into ctx.figures.
+    support: the quantity's range (low, high), either side None; the interval is cut to it."""
 
     name: str
     ref: str
@@ -180,6 +181,7 @@ class ClaimSpec:
     diagnosis: Diagnosis | None = None
     figure: str | None = None
     note: Callable[[Context], str] | str = ""
+    support: tuple[float | None, float | None] | None = None
 
     def __post_init__(self) -> None:
         if not self.name or ":" in self.name or " " in self.name:
@@ -203,6 +205,8 @@ def evaluate(spec: ClaimSpec, ctx: Context, paper: str, experiment: str,
         est = spec.metric(ctx)
     except NoData as e:
         return Claim(**base, measured=f"{spec.quantity}: {e}", verdict="SKIP", note=run_note)
+    if spec.support is not None and est.has_interval:
+        est = est.clipped(*spec.support)
     verdict = judge(est, spec.region)
     note = spec.note(ctx) if callable(spec.note) else spec.note
     out: dict[str, Any] = dict(

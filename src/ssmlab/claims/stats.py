@@ -57,6 +57,13 @@ class Estimate:
     def finite(self) -> bool:
         return math.isfinite(self.value)
 
+    def clipped(self, low: float | None, high: float | None) -> Estimate:
+        """The interval cut to the quantity's range (a correlation in [-1, 1], an accuracy
+        difference in [-1, 1]): a t-widened interval can reach past it."""
+        lo = self.low if low is None else max(self.low, low)
+        hi = self.high if high is None else min(self.high, high)
+        return Estimate(self.value, lo, hi, self.n, self.method, self.detail, self.unit)
+
     def scaled(self, k: float, detail: str | None = None) -> Estimate:
         """The same estimate in other units (e.g. a slope per token -> per 100 tokens)."""
         lo, hi = sorted((k * self.low, k * self.high))

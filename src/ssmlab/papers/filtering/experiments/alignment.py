@@ -132,7 +132,7 @@ class Alignment(Experiment):
     def specs(self, cfg: AlignmentConfig) -> list[ClaimSpec]:
         return [
             ClaimSpec(
-                name="cos_rises", ref="Fig. 2 / Lemma 4.1",
+                name="cos_rises", ref="Fig. 2 / Lemma 4.1", support=(-1.0, 1.0),
                 statement="During training cos(w_Δ, o_+) rises steadily: the gate aligns with "
                           "the class-relevant feature.",
                 quantity="Spearman ρ(step, cos(w_Δ, o_+)), mean over seeds",
@@ -144,7 +144,7 @@ class Alignment(Experiment):
                                  "not published as numbers)",
                 diagnosis=Diagnosis("setup-unknown", _rise_evidence), figure="main"),
             ClaimSpec(
-                name="class_span", ref="Fig. 2 / Lemma 4.1",
+                name="class_span", ref="Fig. 2 / Lemma 4.1", support=(0.0, 1.0),
                 statement="The gate aligns with the class-relevant features: at the end of "
                           "training w_Δ lies in span{o_+, o_-}.",
                 quantity="final cos(w_Δ, span{o_+, o_-}), mean over seeds",
@@ -169,7 +169,7 @@ class Alignment(Experiment):
                     f"{v:.2f}" for v in _per_seed(ctx, _growth_slope))),
                 figure="main"),
             ClaimSpec(
-                name="irrelevant_flat", ref="Fig. 2 / Lemma 4.1",
+                name="irrelevant_flat", ref="Fig. 2 / Lemma 4.1", support=(0.0, 1.0),
                 statement="Cosines of w_Δ with irrelevant features stay near zero throughout.",
                 quantity="max over probes and irrelevant j of |cos(w_Δ, o_j)|, mean over seeds",
                 metric=lambda ctx: mean_ci(ctx.values("irr_abs_cos_max_over_time")),

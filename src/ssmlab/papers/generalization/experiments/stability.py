@@ -168,6 +168,7 @@ class StabilityMargin(Experiment):
         return [
             ClaimSpec(
                 name="recovery", ref="Sec. 5, stability margin (sweep_T / sweep_sA)",
+                support=(0.0, 1.0),
                 statement="every run started at s_A > 0 either diverges or recovers by driving "
                           "s_A to ≤ 0 (within 2-5 epochs)",
                 paper_value="diverged runs keep s_A ≈ 0.1-0.16; the others reach s_A ≤ 0 "
@@ -184,6 +185,7 @@ class StabilityMargin(Experiment):
             ),
             ClaimSpec(
                 name="divergence_grows", ref="Sec. 5, stability margin (sweep_T)",
+                support=(-1.0, 1.0),
                 statement=f"with s_A = {cfg.sweep_T_sA:g} at initialisation, divergence becomes "
                           "more common as T grows",
                 paper_value="more diverged runs at larger T (no counts published)",

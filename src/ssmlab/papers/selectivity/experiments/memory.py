@@ -272,7 +272,7 @@ class Memory(Experiment):
                     "Mamba + PE finds the selective solution late in training (at T = 128 the "
                     "loss drops between steps 400 and 600 of 1000)"))),
             ClaimSpec(
-                name="s4d_drops", ref=REF_TABLE, figure="main",
+                name="s4d_drops", ref=REF_TABLE, figure="main", support=(-1.0, 1.0),
                 statement="S4D's accuracy on KEEP n-TH drops as T grows.",
                 quantity=f"seed-mean accuracy of S4D + PE at T={t0} minus at T={t1}",
                 metric=lambda ctx: _paired(ctx, {"short": dict(model="s4d_pe", seq_len=t0),
@@ -289,7 +289,7 @@ class Memory(Experiment):
                     "seeds) S4D + PE drops to 0.488 / 0.410 while Mamba + PE stays at 1.000: "
                     "README of the paper folder, Findings 2"))),
             ClaimSpec(
-                name="mamba_no_pe_at_s4d_level", ref=REF_TABLE, figure="main",
+                name="mamba_no_pe_at_s4d_level", ref=REF_TABLE, figure="main", support=(-1.0, 1.0),
                 statement="Mamba without positional encoding falls to S4D's level.",
                 quantity=f"seed-mean accuracy of Mamba (no PE) minus S4D + PE at T={t1}",
                 metric=lambda ctx: _paired(ctx, {"mamba": dict(model="mamba", seq_len=t1),
