@@ -9,4 +9,5 @@ from ssmlab.papers.filtering.experiments import (
     locality,  # noqa: F401
     lucky,  # noqa: F401
     scan_orders,  # noqa: F401
+    transformer,  # noqa: F401
 )
