@@ -21,6 +21,10 @@ GROWS = [
     ("icl_outliers/tolerance", "data.d=60"),
     ("icl_outliers/tolerance", "l_tr=200"),  # the state size m = l_tr + 1
     ("icl_outliers/tolerance", "sgd.batch_size=65536"),
+    ("icl_outliers/multihead", "n_test=4000"),
+    ("icl_outliers/multihead", "l_ts=40"),
+    ("icl_outliers/multihead", "d_model=64"),
+    ("icl_outliers/multihead", "sgd.batch_size=65536"),
     ("icl_outliers/iterations", "l_trs=[10, 20, 40, 160]"),
     ("icl_outliers/iterations", "holdout=100000"),
     ("icl_outliers/iterations", "data.d=60"),
@@ -72,6 +76,7 @@ def test_recurrent_linear_attention_state_is_counted():
 # (experiment, overrides of a config inside every range whose run cannot fit 16 GiB)
 TOO_LARGE = {
     "icl_outliers/tolerance": ("n_test=1000000", "l_ts=16384"),
+    "icl_outliers/multihead": ("n_test=1000000", "l_ts=16384"),
     "icl_outliers/iterations": ("holdout=1000000", "l_trs=[16384]"),
     "icl_outliers/gates": ("n_test=1000000", "l_ts=4096", "fit_ranks=8"),
     "icl_outliers/attention": ("n_probe=1000000", "l_tr=16384"),

@@ -6,6 +6,7 @@ from ssmlab.papers.icl_outliers.experiments import (
     attention,  # noqa: F401
     gates,  # noqa: F401
     iterations,  # noqa: F401
+    multihead,  # noqa: F401
     placement,  # noqa: F401
     poisoning,  # noqa: F401
     tolerance,  # noqa: F401
