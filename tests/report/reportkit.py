@@ -13,6 +13,7 @@ quick and paper, a real PNG figure for each, and builtin/test_flaky with its leg
 
 from __future__ import annotations
 
+import re
 import struct
 import zlib
 from pathlib import Path
@@ -24,6 +25,17 @@ from ssmlab.runner.testing import registered_test_experiments
 
 SLEEPY = "builtin/test_sleepy"
 FLAKY = "builtin/test_flaky"
+
+
+def md_table(md: str, title: str) -> list[list[str]]:
+    """The cells of the first Markdown table under '## title': header, separator, rows."""
+    lines = md.split(f"\n## {title}\n", 1)[1].splitlines()[1:]
+    rows = []
+    for line in lines:
+        if not line.startswith("|"):
+            break
+        rows.append([c.strip() for c in re.split(r"(?<!\\)\|", line)[1:-1]])
+    return rows
 
 
 def png(width: int = 24, height: int = 16, rgb: tuple[int, int, int] = (40, 120, 200)) -> bytes:

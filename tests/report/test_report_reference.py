@@ -16,6 +16,7 @@ from reportkit import (
     QUICK,
     SHIPPED_DATE,
     SLEEPY,
+    md_table,
     png,
     quick_store,
     reference_file,
@@ -40,14 +41,6 @@ from ssmlab.runner.store import Store
 LABEL = f"paper (shipped, {SHIPPED_DATE})"
 
 
-def _table(md: str, title: str) -> list[list[str]]:
-    lines = md.split(f"\n## {title}\n", 1)[1].splitlines()[1:]
-    rows = []
-    for line in lines:
-        if not line.startswith("|"):
-            break
-        rows.append([c.strip() for c in re.split(r"(?<!\\)\|", line)[1:-1]])
-    return rows
 
 
 @pytest.fixture(scope="module")
@@ -105,13 +98,13 @@ def test_labels_and_profile_order():
 def test_markdown_shows_shipped_paper_verdicts_beside_quick(shipped):
     out, quick_hash, ref_path = shipped
     md = (out / "report.md").read_text()
-    counts = _table(md, "Verdicts per paper")[2:]
+    counts = md_table(md, "Verdicts per paper")[2:]
     assert ["builtin", "quick", "1", "2", "1", "1", "1"] in counts
     # the reference's own counts per paper, on rows of their own marked as shipped
     assert ["builtin", LABEL, "3", "1", "0", "1", "0"] in counts
     assert ["filtering", LABEL, "1", "1", "0", "0", "0"] in counts
     assert md.count(f"| {LABEL} |") == 2
-    header, _, *rows = _table(md, "Claims")
+    header, _, *rows = md_table(md, "Claims")
     assert header[-2:] == ["verdict (quick)", f"verdict ({LABEL})"]
     by = {r[3]: r[-2:] for r in rows}
     assert by["the total claim holds"] == ["FAIL", "PASS"]
@@ -159,7 +152,7 @@ def test_store_wins_over_the_reference(tmp_path):
     with Store.open(res) as st:
         out = write_report(st, res, reference=ref)
     md = (out / "report.md").read_text()
-    header, _, *rows = _table(md, "Claims")
+    header, _, *rows = md_table(md, "Claims")
     # sleepy's paper verdicts are the store's; only filtering/fake (not stored) is shipped
     assert header[-3:] == ["verdict (quick)", "verdict (paper)", f"verdict ({LABEL})"]
     by = {r[3]: r[-3:] for r in rows}
@@ -167,7 +160,7 @@ def test_store_wins_over_the_reference(tmp_path):
     assert by["the slope claim holds"] == ["INCONCLUSIVE", "PASS", "-"]
     assert by["ordering holds"] == ["-", "-", "PASS"]
     assert "shipped" not in md.split(f"\n## {SLEEPY}\n", 1)[1].split("\n## ", 1)[0]
-    counts = _table(md, "Verdicts per paper")[2:]
+    counts = md_table(md, "Verdicts per paper")[2:]
     assert ["builtin", "paper", "3", "1", "0", "1", "0"] in counts  # the store's
     assert ["builtin", LABEL, "0", "5", "0", "0", "0"] in counts  # the file's, apart
 
@@ -178,7 +171,7 @@ def test_without_reference_nothing_changes(tmp_path):
     with Store.open(res) as st:
         md = (write_report(st, res) / "report.md").read_text()
     assert "shipped" not in md
-    assert _table(md, "Claims")[0][-1] == "verdict"
+    assert md_table(md, "Claims")[0][-1] == "verdict"
 
 
 @pytest.mark.parametrize("content, needle", [

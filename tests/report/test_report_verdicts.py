@@ -9,7 +9,7 @@ import re
 from html.parser import HTMLParser
 
 import pytest
-from reportkit import FLAKY, SLEEPY, two_profile_store
+from reportkit import FLAKY, SLEEPY, md_table, two_profile_store
 
 from ssmlab.records import Claim
 from ssmlab.report.render import write_report
@@ -36,18 +36,10 @@ def page(report):
     return (report[1] / "index.html").read_text()
 
 
-def _table(md: str, title: str) -> list[list[str]]:
-    lines = md.split(f"\n## {title}\n", 1)[1].splitlines()[1:]
-    rows = []
-    for line in lines:
-        if not line.startswith("|"):
-            break
-        rows.append([c.strip() for c in re.split(r"(?<!\\)\|", line)[1:-1]])
-    return rows  # header, separator, rows
 
 
 def test_counts_per_paper_and_profile(md):
-    header, _, *rows = _table(md, "Verdicts per paper")
+    header, _, *rows = md_table(md, "Verdicts per paper")
     assert header == ["paper", "profile", "PASS", "FAIL", "INCONCLUSIVE", "SKIP",
                       "FAIL undiagnosed"]
     # quick: sleepy FAIL, INCONCLUSIVE, SKIP, FAIL (undiagnosed) + flaky's legacy PASS;
@@ -58,7 +50,7 @@ def test_counts_per_paper_and_profile(md):
 
 
 def test_quick_and_paper_verdicts_side_by_side_in_markdown(md):
-    header, _, *rows = _table(md, "Claims")
+    header, _, *rows = md_table(md, "Claims")
     assert header[-2:] == ["verdict (quick)", "verdict (paper)"]
     by_id = {r[3]: r for r in rows}
     assert by_id["the total claim holds"][-2:] == ["FAIL", "PASS"]
@@ -164,7 +156,7 @@ def test_one_profile_keeps_one_verdict_column(tmp_path):
         st.put_claims(SLEEPY, r.cfg_hash, QUICK)
         out = write_report(st, tmp_path)
     md = (out / "report.md").read_text()
-    header = _table(md, "Claims")[0]
+    header = md_table(md, "Claims")[0]
     assert header[-1] == "verdict" and "verdict (quick)" not in md
     assert "<table class='side'>" not in (out / "index.html").read_text()
 
@@ -185,7 +177,7 @@ def test_all_configs_compare_against_the_latest_of_the_other_profile(report):
     with Store.open(res) as st:
         out = write_report(st, res, all_configs=True)
     md = (out / "report.md").read_text()
-    _, _, *rows = _table(md, "Claims")
+    _, _, *rows = md_table(md, "Claims")
     # sleepy at quick (4) and at paper (5), flaky (1)
     assert len(rows) == 10
     extra = [r for r in rows if r[3] == "the extra claim holds"]
@@ -207,11 +199,11 @@ def test_a_variant_run_last_neither_hides_nor_joins_the_papers_verdicts(tmp_path
             "diagnosis": ""}) for c in QUICK])
         out = write_report(st, tmp_path)
     md = (out / "report.md").read_text()
-    _, _, *counts = _table(md, "Verdicts per paper")
+    _, _, *counts = md_table(md, "Verdicts per paper")
     assert counts == [["builtin", "quick", "1", "2", "1", "1", "1"],  # as without the variant
                       ["builtin", "paper", "3", "1", "0", "1", "0"]]
     assert "4 claim(s) of variants of a paper's set-up are shown apart and not counted" in md
-    _, _, *rows = _table(md, "Claims")
+    _, _, *rows = md_table(md, "Claims")
     total = [r for r in rows if r[3].endswith("the total claim holds")]
     # the paper's set-up still compared with the paper profile; the variant has no paper run
     assert [r[3] for r in total] == ["the total claim holds",

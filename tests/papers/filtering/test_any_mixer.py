@@ -1,7 +1,7 @@
 """Any experiment on any mixer (issue 13): every filtering experiment whose model is a stack of
 mixers takes its mixer from the config (a Literal of ssmlab.layers.registry), runs with each
-registered mixer at a tiny size, and names a non-paper mixer in `variant`; the paper's mixer
-keeps the config hash it had before the field existed."""
+registered mixer at a tiny size, and names a non-paper mixer in `variant`; a non-paper mixer
+has its own config hash."""
 
 from __future__ import annotations
 
@@ -79,7 +79,6 @@ def test_mixer_field(exp_cls, path):
     default = resolve_config(exp_cls, "quick")
     explicit = resolve_config(exp_cls, "quick", overrides=[f"{path}=mamba"])
     other = resolve_config(exp_cls, "quick", overrides=[f"{path}=gla"])
-    # the paper's mixer is left out of the hash (configs stored before the field stay valid);
     # a variant has its own hash, so its runs never mix with the paper's
     assert config_hash(default) == config_hash(explicit) != config_hash(other)
     assert "mixer" in other.model_dump_json() and exp_cls().variant(other).endswith("=gla")

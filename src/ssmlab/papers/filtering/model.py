@@ -46,7 +46,7 @@ from typing import Literal
 
 import torch
 import torch.nn.functional as F
-from pydantic import Field, model_serializer
+from pydantic import Field
 from torch import Tensor, nn
 
 from ssmlab.config import StrictModel
@@ -216,20 +216,10 @@ PAPER_MIXER: MixerName = "mamba"  # the paper's block (Table 3)
 
 class MixerChoice(StrictModel):
     """The `mixer` of a stack experiment: a name of ssmlab.layers.registry (a typo is a config
-    error naming the choices), default the paper's "mamba".
-
-    At the paper's mixer the field is left out of the serialised config, so configs that keep it
-    have the hash they had before the field existed (their stored runs stay valid); any other
-    mixer is serialised and so gets its own hash (a variant never shares the paper's runs)."""
+    error naming the choices), default the paper's "mamba". Any other mixer changes the config
+    hash, so a variant never shares the paper's runs."""
 
     mixer: MixerName = Field(PAPER_MIXER, description="mixer of every block (registry name)")
-
-    @model_serializer(mode="wrap")
-    def _omit_paper_mixer(self, handler):
-        out = handler(self)
-        if self.mixer == PAPER_MIXER and isinstance(out, dict):
-            out.pop("mixer", None)
-        return out
 
 
 def mixer_kwargs(mixer: str, **options) -> dict:

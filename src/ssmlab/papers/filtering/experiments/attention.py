@@ -34,6 +34,7 @@ from ssmlab.papers.filtering.experiments.common import (
     SampleSize,
     attention_head_bytes,
     filtering_mamba_bytes,
+    fit_accuracy,
     runtime_bytes,
     splits_bytes,
     train_history_bytes,
@@ -41,7 +42,7 @@ from ssmlab.papers.filtering.experiments.common import (
 from ssmlab.papers.filtering.model import FilteringMamba, FilteringMambaConfig, MixerHead
 from ssmlab.report import figures
 from ssmlab.report.stats import mean_std
-from ssmlab.train.trainer import TrainConfig, train
+from ssmlab.train.trainer import TrainConfig
 
 # The models this comparison accepts: "mamba" is the paper's FilteringMamba, "local" and
 # "softmax" are mixers of ssmlab.layers.registry (MixerName) inside MixerHead, "softmax_bidir" is
@@ -167,13 +168,7 @@ class AttentionComparison(Experiment):
         tc = cfg.train_cfg
         if "epochs" in params:  # the long-training Mamba cell
             tc = tc.model_copy(update={"epochs": int(params["epochs"])})
-        res = train(model, tc, tr.batch, te.batch, seed=seed)
-        if res.status != "ok":
-            return RunResult(status="diverged", reason=f"diverged at step {res.diverged_at}")
-        return RunResult(metrics={"test_accuracy": 1 - res.final["test_error"],
-                                  "train_accuracy": 1 - res.final["train_error"]},
-                         history={"step": res.history["step"],
-                                  "test_error": res.history["test_error"]})
+        return fit_accuracy(model, tc, tr.batch, te.batch, seed)
 
     def specs(self, cfg: AttentionConfig) -> list[ClaimSpec]:
         N = max(cfg.sample_sizes)

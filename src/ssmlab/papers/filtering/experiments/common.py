@@ -32,7 +32,7 @@ from pydantic import Field
 from torch import Tensor, nn
 
 from ssmlab.config import StrictModel
-from ssmlab.experiment import RunRecord
+from ssmlab.experiment import RunRecord, RunResult
 from ssmlab.memory import nbytes
 from ssmlab.papers.filtering.data import MAX_L
 from ssmlab.train.trainer import Probe, TrainConfig, evaluate, train
@@ -113,6 +113,19 @@ def fit_gd(model: nn.Module, spec: GDSpec, train_data: tuple[Tensor, Tensor],
         ev = evaluate(model, test_data, "hinge")
         out.final |= {"test_loss": ev["loss"], "test_error": ev["error"]}
     return out
+
+
+def fit_accuracy(model: nn.Module, tc: TrainConfig, train_data: tuple[Tensor, Tensor],
+                 test_data: tuple[Tensor, Tensor], seed: int) -> RunResult:
+    """Train with `tc` and report train / test accuracy and the test-error history (the
+    comparisons of filtering/attention and filtering/transformer); diverged: a result."""
+    res = train(model, tc, train_data, test_data, seed=seed)
+    if res.status != "ok":
+        return RunResult(status="diverged", reason=f"diverged at step {res.diverged_at}")
+    return RunResult(metrics={"test_accuracy": 1 - res.final["test_error"],
+                              "train_accuracy": 1 - res.final["train_error"]},
+                     history={"step": res.history["step"],
+                              "test_error": res.history["test_error"]})
 
 
 def thin(values: Sequence[Any], every: int) -> list[Any]:

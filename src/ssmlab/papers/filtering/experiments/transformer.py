@@ -29,6 +29,7 @@ from ssmlab.papers.filtering.experiments.common import (
     PAPER,
     attention_head_bytes,
     filtering_mamba_bytes,
+    fit_accuracy,
     runtime_bytes,
     splits_bytes,
     train_history_bytes,
@@ -36,7 +37,7 @@ from ssmlab.papers.filtering.experiments.common import (
 from ssmlab.papers.filtering.model import FilteringMamba, FilteringMambaConfig, MixerHead
 from ssmlab.report import figures
 from ssmlab.report.stats import mean_std
-from ssmlab.train.trainer import TrainConfig, train
+from ssmlab.train.trainer import TrainConfig
 
 DataName = Literal["majority", "locality"]
 # The Transformer: the paper's head over one softmax attention layer (MixerHead, as in
@@ -140,13 +141,7 @@ class TransformerComparison(Experiment):
             model = FilteringMamba(data.d, cfg.model, seed=seed)
         else:
             model = MixerHead(data.d, kind, cfg.model.width, cfg.model.wo_std, seed)
-        res = train(model, cfg.train_cfg, tr.batch, te.batch, seed=seed)
-        if res.status != "ok":
-            return RunResult(status="diverged", reason=f"diverged at step {res.diverged_at}")
-        return RunResult(metrics={"test_accuracy": 1 - res.final["test_error"],
-                                  "train_accuracy": 1 - res.final["train_error"]},
-                         history={"step": res.history["step"],
-                                  "test_error": res.history["test_error"]})
+        return fit_accuracy(model, cfg.train_cfg, tr.batch, te.batch, seed)
 
     def specs(self, cfg: TransformerConfig) -> list[ClaimSpec]:
         t, out = cfg.transformer, []
