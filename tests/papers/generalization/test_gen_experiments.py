@@ -108,7 +108,9 @@ def test_length_paper_comparison(tmp_path):
                                             "gap": paper[T][0] + d - paper[T][1]})
              for T in paper for s, d in enumerate((-0.002, 0.002))]
     c = by_name(exp.analyze(cfg, close, tmp_path))["paper_means"]
-    assert c.verdict == "PASS" and c.value == pytest.approx(0.0, abs=1e-9) and c.ci_high <= 0.04
+    assert c.verdict == "PASS" and c.value == pytest.approx(0.0, abs=1e-9)
+    # two seeds at ±0.002: the t-widened interval reaches well past the seeds' own spread
+    assert 0.01 < c.ci_high <= cfg.paper_tol
     far = [rec(exp, {"T": T}, s, metrics={"train_acc": 0.80 + d, "test_acc": 0.70, "gap": 0.10})
            for T in paper for s, d in enumerate((-0.002, 0.002))]
     c = by_name(exp.analyze(cfg, far, tmp_path))["paper_means"]
