@@ -197,17 +197,6 @@ def test_a_variant_is_carried_on_every_claim():
     assert evaluate(_spec(), Context(None, runs), "p", "p/e").variant == ""
 
 
-def test_proportion_ci_is_wilson_and_keeps_width_at_zero():
-    from ssmlab.claims import proportion_ci
-
-    zero = proportion_ci(0, 4)
-    assert zero.value == 0 and zero.low == 0 and 0.4 < zero.high < 0.6  # Wilson: 0.49
-    half = proportion_ci(5, 10)
-    assert half.low < 0.5 < half.high and half.unit == "runs"
-    with pytest.raises(ValueError):
-        proportion_ci(5, 4)
-
-
 def test_flat_line_is_an_exact_zero_slope_and_units_are_printed():
     e = slope_ci([1, 2, 3, 4], [2.0, 2.0, 2.0, 2.0])
     assert (e.value, e.low, e.high, e.unit) == (0.0, 0.0, 0.0, "points")

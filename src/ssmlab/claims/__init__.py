@@ -1,7 +1,6 @@
 """Claims as specs, their statistics and the one evaluator (docs/claims.md).
 
-    from ssmlab.claims import ClaimSpec, Region, Diagnosis, NoData, mean_ci, paired_ci, slope_ci,
-        proportion_ci
+    from ssmlab.claims import ClaimSpec, Region, Diagnosis, NoData, mean_ci, paired_ci, slope_ci
 """
 
 from ssmlab.claims.spec import (
@@ -19,12 +18,11 @@ from ssmlab.claims.stats import (
     exact,
     mean_ci,
     paired_ci,
-    proportion_ci,
     seed_bootstrap,
     seeds_to_settle,
     slope_ci,
 )
 
 __all__ = ["ClaimSpec", "Context", "Diagnosis", "Estimate", "NoData", "Region", "evaluate",
-           "evaluate_all", "exact", "judge", "mean_ci", "paired_ci", "proportion_ci", "seed_bootstrap",
+           "evaluate_all", "exact", "judge", "mean_ci", "paired_ci", "seed_bootstrap",
            "seeds_to_settle", "slope_ci"]

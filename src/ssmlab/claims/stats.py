@@ -144,19 +144,6 @@ def mean_ci(values: Sequence[float], detail: str = "", unit: str = "seeds") -> E
     return Estimate(m, lo, hi, v.size, f"bootstrap over {unit}, t-widened", detail, unit)
 
 
-def proportion_ci(successes: int, n: int, detail: str = "", unit: str = "runs") -> Estimate:
-    """A fraction of n independent trials (e.g. runs that diverged) with its Wilson score
-    interval (`scipy.stats.binomtest`), which keeps its coverage with few trials and at 0 or 1,
-    where a bootstrap of 0/1 values collapses."""
-    if n <= 0:
-        return Estimate(math.nan, math.nan, math.nan, 0, f"no {unit}", detail, unit)
-    if not 0 <= successes <= n:
-        raise ValueError(f"successes={successes} outside 0..{n}")
-    ci = stats.binomtest(int(successes), int(n)).proportion_ci(LEVEL, method="wilson")
-    return Estimate(successes / n, float(ci.low), float(ci.high), int(n), "Wilson interval",
-                    detail, unit)
-
-
 def paired_ci(columns: Mapping[str, Sequence[float]], statistic: Callable[..., float],
               detail: str = "") -> Estimate:
     """statistic(*columns) with a bootstrap interval that resamples seeds, keeping each seed's
