@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from ssmlab.claims.stats import Estimate, seeds_to_settle
-from ssmlab.records import Claim, RunRecord, not_ok_note
+from ssmlab.records import Claim, RunRecord, Verdict, not_ok_note
 
 DiagnosisKind = Literal["finding", "setup-unknown", "profile-too-small"]
 
@@ -80,9 +80,6 @@ class Region:
         if self.low is not None:
             return f"{gt} {self.low:g}"
         return f"{lt} {self.high:g}"
-
-
-Verdict = Literal["PASS", "FAIL", "INCONCLUSIVE", "SKIP"]
 
 
 def judge(est: Estimate, region: Region) -> Verdict:
