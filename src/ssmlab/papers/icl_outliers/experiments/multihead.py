@@ -139,7 +139,7 @@ class Multihead(Experiment):
         past = [a for a in cfg.alphas if 0.5 + 1e-9 < a <= cfg.max_alpha + 1e-9]
         return [
             ClaimSpec(
-                name="multihead_gap", ref="Appendix / Thm 4", figure="main",
+                name="multihead_gap", ref="Appendix / Thm 4", figure="main", support=(-1.0, 1.0),
                 statement="Multi-head linear attention does not close the gap to Mamba past "
                           "α = 1/2 (flipped labels).",
                 paper_value="multi-head linear attention barely helps",
@@ -151,7 +151,7 @@ class Multihead(Experiment):
                                  "(10× Fig. 2's 0.01, our reading)",
                 diagnosis=Diagnosis("finding", lambda ctx: _table(ctx, cfg))),
             ClaimSpec(
-                name="multihead_barely", ref="Appendix", figure="main",
+                name="multihead_barely", ref="Appendix", figure="main", support=(0.0, 1.0),
                 statement="More heads barely change the linear Transformer's error.",
                 paper_value="barely helps",
                 quantity=f"largest |seed-mean error H={max(cfg.heads)} − H=1| over α",
