@@ -32,14 +32,7 @@ import torch
 from pydantic import Field
 
 from ssmlab.config import StrictModel
-from ssmlab.data.imdb import (
-    MAX_SAMPLES,
-    MAX_VOCAB,
-    ImdbData,
-    build_vocab,
-    encode_words,
-    subsample,
-)
+from ssmlab.data.imdb import MAX_SAMPLES, MAX_VOCAB, ImdbData, build_vocab, encode_words, subsample
 from ssmlab.errors import UserError
 from ssmlab.seeding import numpy_rng
 

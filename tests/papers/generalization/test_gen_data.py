@@ -9,14 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from ssmlab.data.imdb import (
-    ImdbConfig,
-    bert_tokenizer,
-    find_imdb,
-    imdb,
-    read_imdb,
-    word_tokens,
-)
+from ssmlab.data.imdb import ImdbConfig, bert_tokenizer, find_imdb, imdb, read_imdb, word_tokens
 from ssmlab.data.listops import (
     MED,
     PAD_ID,

@@ -12,12 +12,7 @@ import torch
 from ssmlab.errors import UserError
 from ssmlab.layers.registry import MixerName
 from ssmlab.papers.selectivity.experiments import approximation, memory
-from ssmlab.papers.selectivity.experiments.common import (
-    MIXERS,
-    TrainSpec,
-    block_kwargs,
-    build_lm,
-)
+from ssmlab.papers.selectivity.experiments.common import MIXERS, TrainSpec, block_kwargs, build_lm
 from ssmlab.papers.selectivity.experiments.induction import Induction, InductionExpConfig
 from ssmlab.papers.selectivity.model import token_lm
 from ssmlab.records import RunRecord

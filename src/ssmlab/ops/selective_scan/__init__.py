@@ -33,11 +33,7 @@ from torch import Tensor
 
 from ssmlab.ops.errors import OpsInputError
 from ssmlab.ops.selective_scan import cscan
-from ssmlab.ops.selective_scan.fused import (
-    DEFAULT_CHECKPOINT_EVERY,
-    default_impl,
-    fused_scan_core,
-)
+from ssmlab.ops.selective_scan.fused import DEFAULT_CHECKPOINT_EVERY, default_impl, fused_scan_core
 from ssmlab.ops.selective_scan.pscan import pscan_scan_core
 from ssmlab.ops.selective_scan.reference import expand_groups, prepare_delta, selective_scan_ref
 

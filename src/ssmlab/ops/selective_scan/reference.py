@@ -47,17 +47,10 @@ def prepare_delta(delta: Tensor, delta_bias: Tensor | None, delta_softplus: bool
 
 
 def selective_scan_ref(
-    u: Tensor,
-    delta: Tensor,
-    A: Tensor,
-    B: Tensor,
-    C: Tensor,
-    D: Tensor | None = None,
-    z: Tensor | None = None,
-    delta_bias: Tensor | None = None,
-    delta_softplus: bool = False,
-    return_last_state: bool = False,
-    h0: Tensor | None = None,
+    u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor,
+    D: Tensor | None = None, z: Tensor | None = None,
+    delta_bias: Tensor | None = None, delta_softplus: bool = False,
+    return_last_state: bool = False, h0: Tensor | None = None,
 ) -> Tensor | tuple[Tensor, Tensor]:
     """Sequential selective scan (Mamba Alg. 2). Returns y (B, D, L) [and h_L (B, D, N)].
 

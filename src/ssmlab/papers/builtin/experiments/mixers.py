@@ -14,12 +14,7 @@ from pydantic import Field, model_validator
 
 from ssmlab.claims import ClaimSpec, Context, Diagnosis, Estimate, NoData, Region, paired_ci
 from ssmlab.config import Distinct
-from ssmlab.experiment import (
-    Experiment,
-    ExperimentConfig,
-    RunResult,
-    register,
-)
+from ssmlab.experiment import Experiment, ExperimentConfig, RunResult, register
 from ssmlab.layers.registry import MixerName
 from ssmlab.papers.builtin.data import selective_copying
 from ssmlab.papers.builtin.model import LastPositions, last_positions_bytes

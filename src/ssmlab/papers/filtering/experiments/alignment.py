@@ -10,13 +10,7 @@ import numpy as np
 from pydantic import Field
 
 from ssmlab.claims import ClaimSpec, Context, Diagnosis, NoData, Region, mean_ci
-from ssmlab.experiment import (
-    Experiment,
-    ExperimentConfig,
-    RunRecord,
-    RunResult,
-    register,
-)
+from ssmlab.experiment import Experiment, ExperimentConfig, RunRecord, RunResult, register
 from ssmlab.papers.filtering.data import MajorityConfig
 from ssmlab.papers.filtering.experiments.common import (
     MAX_SAMPLES,

@@ -20,12 +20,7 @@ from ssmlab.claims import (
     paired_ci,
 )
 from ssmlab.config import Distinct
-from ssmlab.experiment import (
-    Experiment,
-    ExperimentConfig,
-    RunResult,
-    register,
-)
+from ssmlab.experiment import Experiment, ExperimentConfig, RunResult, register
 from ssmlab.papers.filtering.data import MAX_L, LocalityConfig
 from ssmlab.papers.filtering.experiments.common import (
     MAX_GRID,

@@ -11,13 +11,7 @@ from pydantic import Field, ValidationError, model_validator
 
 from ssmlab.claims import ClaimSpec, Context, Diagnosis, Estimate, NoData, Region, seed_bootstrap
 from ssmlab.config import Distinct
-from ssmlab.experiment import (
-    Experiment,
-    ExperimentConfig,
-    RunRecord,
-    RunResult,
-    register,
-)
+from ssmlab.experiment import Experiment, ExperimentConfig, RunRecord, RunResult, register
 from ssmlab.papers.filtering.data import MajorityConfig
 from ssmlab.papers.filtering.experiments.common import (
     MAX_GRID,

@@ -10,12 +10,7 @@ from pydantic import Field
 
 from ssmlab.claims import ClaimSpec, Context, Diagnosis, Estimate, NoData, Region, paired_ci
 from ssmlab.config import Distinct
-from ssmlab.experiment import (
-    Experiment,
-    ExperimentConfig,
-    RunResult,
-    register,
-)
+from ssmlab.experiment import Experiment, ExperimentConfig, RunResult, register
 from ssmlab.papers.filtering.data import LocalityConfig, MajorityConfig
 from ssmlab.papers.filtering.experiments.common import (
     MAX_SAMPLES,

@@ -19,13 +19,7 @@ from ssmlab.claims import (
     slope_ci,
 )
 from ssmlab.config import Distinct
-from ssmlab.experiment import (
-    Experiment,
-    ExperimentConfig,
-    RunRecord,
-    RunResult,
-    register,
-)
+from ssmlab.experiment import Experiment, ExperimentConfig, RunRecord, RunResult, register
 from ssmlab.papers.filtering.data import LocalityConfig
 from ssmlab.papers.filtering.experiments.common import (
     MAX_GRID,

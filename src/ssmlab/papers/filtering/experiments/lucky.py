@@ -19,13 +19,7 @@ from ssmlab.claims import (
     mean_ci,
     paired_ci,
 )
-from ssmlab.experiment import (
-    Experiment,
-    ExperimentConfig,
-    RunRecord,
-    RunResult,
-    register,
-)
+from ssmlab.experiment import Experiment, ExperimentConfig, RunRecord, RunResult, register
 from ssmlab.memory import nbytes
 from ssmlab.papers.filtering.data import MajorityConfig
 from ssmlab.papers.filtering.experiments.common import (

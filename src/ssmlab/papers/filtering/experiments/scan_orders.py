@@ -17,13 +17,7 @@ from ssmlab.config import Distinct
 from ssmlab.data import fashion_mnist as fm
 from ssmlab.data.scan_orders import ORDER_NAMES, OrderName, flatten, locality, scan_order
 from ssmlab.errors import UserError
-from ssmlab.experiment import (
-    Experiment,
-    ExperimentConfig,
-    RunRecord,
-    RunResult,
-    register,
-)
+from ssmlab.experiment import Experiment, ExperimentConfig, RunRecord, RunResult, register
 from ssmlab.memory import nbytes
 from ssmlab.models.classifier import Pooling, SequenceClassifier
 from ssmlab.papers.filtering.experiments.common import (

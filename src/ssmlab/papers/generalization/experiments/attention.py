@@ -24,13 +24,7 @@ import torch
 from pydantic import Field, model_validator
 
 from ssmlab.claims import ClaimSpec, Context, Estimate, NoData, Region, exact
-from ssmlab.experiment import (
-    Experiment,
-    ExperimentConfig,
-    RunRecord,
-    RunResult,
-    register,
-)
+from ssmlab.experiment import Experiment, ExperimentConfig, RunRecord, RunResult, register
 from ssmlab.memory import nbytes
 from ssmlab.papers.generalization.experiments.common import (
     NUMBA_KERNEL,

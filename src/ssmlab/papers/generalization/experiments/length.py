@@ -48,25 +48,11 @@ from typing import Any, ClassVar
 import numpy as np
 from pydantic import Field, field_validator, model_validator
 
-from ssmlab.claims import (
-    ClaimSpec,
-    Context,
-    Diagnosis,
-    Estimate,
-    NoData,
-    Region,
-    paired_ci,
-    slope_ci,
-)
+from ssmlab.claims import ClaimSpec, Context, Diagnosis, Estimate, NoData, Region
+from ssmlab.claims.stats import paired_ci, slope_ci
 from ssmlab.config import each_once
 from ssmlab.data.imdb import check_imdb
-from ssmlab.experiment import (
-    Experiment,
-    ExperimentConfig,
-    RunRecord,
-    RunResult,
-    register,
-)
+from ssmlab.experiment import Experiment, ExperimentConfig, RunRecord, RunResult, register
 from ssmlab.papers.generalization.experiments.common import (
     MAX_GRID,
     MAX_SLOPE_TOL,

@@ -67,13 +67,7 @@ from ssmlab.claims import (
     slope_ci,
 )
 from ssmlab.config import each_once
-from ssmlab.experiment import (
-    Experiment,
-    ExperimentConfig,
-    RunRecord,
-    RunResult,
-    register,
-)
+from ssmlab.experiment import Experiment, ExperimentConfig, RunRecord, RunResult, register
 from ssmlab.layers.s4d import S4D
 from ssmlab.memory import nbytes
 from ssmlab.papers.selectivity.data.piecewise import (
@@ -121,15 +115,9 @@ class ApproximationConfig(ExperimentConfig):
     s4d_slope_tol: float = Field(0.4, gt=0, le=10)
     floor: float = Field(1e-13, ge=0, le=1, description="errors below this are float noise, not fitted")
 
-    @field_validator("n_states")
+    @field_validator("n_states", "models")
     @classmethod
-    def _distinct(cls, v: tuple[int, ...]) -> tuple[int, ...]:
-        each_once(v)
-        return v
-
-    @field_validator("models")
-    @classmethod
-    def _distinct_models(cls, v: tuple[str, ...]) -> tuple[str, ...]:
+    def _distinct(cls, v: tuple) -> tuple:
         each_once(v)
         return v
 

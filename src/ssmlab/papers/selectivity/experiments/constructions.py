@@ -31,13 +31,7 @@ from pydantic import Field, field_validator
 
 from ssmlab.claims import ClaimSpec, Context, Diagnosis, Estimate, NoData, Region, exact
 from ssmlab.config import each_once
-from ssmlab.experiment import (
-    Experiment,
-    ExperimentConfig,
-    RunRecord,
-    RunResult,
-    register,
-)
+from ssmlab.experiment import Experiment, ExperimentConfig, RunRecord, RunResult, register
 from ssmlab.memory import nbytes
 from ssmlab.papers.selectivity.data.mqar import MQARConfig
 from ssmlab.papers.selectivity.data.piecewise import PiecewiseConfig, piecewise_constant

@@ -29,22 +29,9 @@ from typing import Any
 import numpy as np
 from pydantic import Field, field_validator, model_validator
 
-from ssmlab.claims import (
-    ClaimSpec,
-    Context,
-    Diagnosis,
-    Estimate,
-    NoData,
-    Region,
-    paired_ci,
-)
+from ssmlab.claims import ClaimSpec, Context, Diagnosis, Estimate, NoData, Region, paired_ci
 from ssmlab.config import each_once
-from ssmlab.experiment import (
-    Experiment,
-    ExperimentConfig,
-    RunResult,
-    register,
-)
+from ssmlab.experiment import Experiment, ExperimentConfig, RunResult, register
 from ssmlab.papers.selectivity.data.induction import InductionConfig
 from ssmlab.papers.selectivity.experiments.common import (
     MAX_GRID,

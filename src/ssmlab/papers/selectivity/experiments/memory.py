@@ -58,13 +58,7 @@ from ssmlab.claims import (
     paired_ci,
 )
 from ssmlab.config import each_once
-from ssmlab.experiment import (
-    Experiment,
-    ExperimentConfig,
-    RunRecord,
-    RunResult,
-    register,
-)
+from ssmlab.experiment import Experiment, ExperimentConfig, RunRecord, RunResult, register
 from ssmlab.layers.s6 import MambaBlock
 from ssmlab.memory import nbytes
 from ssmlab.models.lm import CausalLM
@@ -130,15 +124,9 @@ class MemoryConfig(ExperimentConfig):
                     "largest T, first seed only): does a verdict flip with training length? "
                     "None: no such cells")
 
-    @field_validator("seq_lens")
+    @field_validator("seq_lens", "models")
     @classmethod
-    def _distinct(cls, v: tuple[int, ...]) -> tuple[int, ...]:
-        each_once(v)
-        return v
-
-    @field_validator("models")
-    @classmethod
-    def _distinct_models(cls, v: tuple[str, ...]) -> tuple[str, ...]:
+    def _distinct(cls, v: tuple) -> tuple:
         each_once(v)
         return v
 

@@ -38,23 +38,9 @@ import numpy as np
 from matplotlib.ticker import NullFormatter, ScalarFormatter
 from pydantic import Field, field_validator, model_validator
 
-from ssmlab.claims import (
-    ClaimSpec,
-    Context,
-    Diagnosis,
-    Estimate,
-    NoData,
-    Region,
-    paired_ci,
-)
+from ssmlab.claims import ClaimSpec, Context, Diagnosis, Estimate, NoData, Region, paired_ci
 from ssmlab.config import each_once
-from ssmlab.experiment import (
-    Experiment,
-    ExperimentConfig,
-    RunRecord,
-    RunResult,
-    register,
-)
+from ssmlab.experiment import Experiment, ExperimentConfig, RunRecord, RunResult, register
 from ssmlab.papers.selectivity.data.mqar import MQARConfig
 from ssmlab.papers.selectivity.experiments.common import (
     CONSTRUCTION_MIXER,
@@ -98,15 +84,9 @@ class RecallConfig(ExperimentConfig):
     d_conv: int = Field(4, ge=2, le=64)
     success_acc: float = Field(0.99, gt=0, le=1)
 
-    @field_validator("mixers")
+    @field_validator("mixers", "grid")
     @classmethod
-    def _distinct_mixers(cls, v: tuple[str, ...]) -> tuple[str, ...]:
-        each_once(v)
-        return v
-
-    @field_validator("grid")
-    @classmethod
-    def _distinct(cls, v: tuple[tuple[int, int], ...]) -> tuple[tuple[int, int], ...]:
+    def _distinct(cls, v: tuple) -> tuple:
         each_once(v)
         return v
 
