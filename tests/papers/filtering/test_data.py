@@ -14,25 +14,25 @@ from ssmlab.papers.filtering.locality2d import LocalityGridConfig, pair_distance
 
 def test_basis_is_orthonormal_and_shared_by_splits():
     cfg = MajorityConfig(L=12, d=16)
-    tr, te = cfg.build(20, 3, "train"), cfg.build(20, 3, "test")
+    tr, te = cfg.sample(20, 3, "train"), cfg.sample(20, 3, "test")
     B = tr.basis.double()
     torch.testing.assert_close(B @ B.T, torch.eye(16, dtype=torch.float64), atol=1e-6, rtol=0)
     assert torch.equal(tr.basis, te.basis)
-    assert not torch.equal(tr.basis, cfg.build(2, 4, "train").basis)
+    assert not torch.equal(tr.basis, cfg.sample(2, 4, "train").basis)
 
 
 def test_purity_and_disjoint_splits():
     cfg = LocalityConfig(L=12, d=16, delta_close=2, delta_far=7)
-    a, b = cfg.build(30, 5, "train"), cfg.build(30, 5, "train")
+    a, b = cfg.sample(30, 5, "train"), cfg.sample(30, 5, "train")
     assert torch.equal(a.X, b.X) and torch.equal(a.y, b.y) and torch.equal(a.features, b.features)
-    c = cfg.build(30, 5, "test")
+    c = cfg.sample(30, 5, "test")
     assert not torch.equal(a.features, c.features)
 
 
 @pytest.mark.parametrize("counts", ["exact", "multinomial"])
 def test_majority_label_invariant(counts):
     cfg = MajorityConfig(L=16, d=32, alpha_r=0.4, alpha_c=0.3, counts=counts, tau=0.0)
-    s = cfg.build(200, 0, "train")
+    s = cfg.sample(200, 0, "train")
     n_plus = (s.features == PLUS).sum(1)
     n_minus = (s.features == MINUS).sum(1)
     pos, neg = s.y > 0, s.y < 0
@@ -49,16 +49,16 @@ def test_majority_label_invariant(counts):
 
 def test_majority_noise_level():
     cfg = MajorityConfig(L=16, d=32, tau=0.1)
-    s = cfg.build(200, 0, "train")
+    s = cfg.sample(200, 0, "train")
     noise = s.X - s.basis[s.features]
     assert abs(float(noise.norm(dim=-1).mean()) - 0.1) < 0.01  # 'total': ‖ξ‖ ≈ τ
-    s2 = MajorityConfig(L=16, d=32, tau=0.1, noise="per_coord").build(200, 0, "train")
+    s2 = MajorityConfig(L=16, d=32, tau=0.1, noise="per_coord").sample(200, 0, "train")
     assert abs(float((s2.X - s2.basis[s2.features]).std()) - 0.1) < 0.01
 
 
 def test_locality_label_follows_concentration_rule():
     cfg = LocalityConfig(L=14, d=32, delta_close=2, delta_far=9, tau=0.0)
-    s = cfg.build(300, 1, "train")
+    s = cfg.sample(300, 1, "train")
     assert bool(((s.features == PLUS).sum(1) == 2).all())
     assert bool(((s.features == MINUS).sum(1) == 2).all())
     dp, dm = pair_distance(s.features, PLUS), pair_distance(s.features, MINUS)
@@ -80,7 +80,7 @@ def test_invalid_configs_are_user_errors():
 
 def test_grid_locality_images():
     cfg = LocalityGridConfig(H=6, W=6, d=16, far_min=4, tau=0.0)
-    s = cfg.build(100, 0, "train")
+    s = cfg.sample(100, 0, "train")
     close, far = pair_distances(s.meta, row_major(6, 6))
     W = 6
     for i in range(100):

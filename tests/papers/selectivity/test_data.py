@@ -25,7 +25,7 @@ MQAR_CASES = [
 
 @pytest.mark.parametrize("cfg", MQAR_CASES, ids=lambda c: f"V{c.vocab_size}-L{c.seq_len}-P{c.num_kv_pairs}")
 def test_mqar_invariants(cfg: MQARConfig) -> None:
-    d = cfg.build(3)
+    d = cfg.sample(cfg.num_examples, 3)
     S, L, P = cfg.num_examples, cfg.seq_len, cfg.num_kv_pairs
     assert d.inputs.shape == d.labels.shape == (S, L)
     keys, vals = set(cfg.key_tokens.tolist()), set(cfg.value_tokens.tolist())
@@ -54,11 +54,11 @@ def test_mqar_invariants(cfg: MQARConfig) -> None:
 
 def test_mqar_pure_and_split_disjoint() -> None:
     cfg = MQAR_CASES[0]
-    a, b = cfg.build(5), cfg.build(5)
+    a, b = cfg.sample(cfg.num_examples, 5), cfg.sample(cfg.num_examples, 5)
     assert torch.equal(a.inputs, b.inputs) and torch.equal(a.labels, b.labels)
-    test = cfg.build(5, "test")
+    test = cfg.sample(cfg.num_examples, 5, "test")
     assert not torch.equal(a.inputs, test.inputs)
-    assert not torch.equal(cfg.build(6).inputs, a.inputs)
+    assert not torch.equal(cfg.sample(cfg.num_examples, 6).inputs, a.inputs)
 
 
 def test_mqar_gap_law_and_validation() -> None:
@@ -78,12 +78,12 @@ def test_mqar_gap_law_and_validation() -> None:
 
 def test_keep_nth() -> None:
     cfg = KeepNthConfig(vocab_size=8, seq_len=20, n=3, num_examples=50)
-    d = cfg.build(1)
+    d = cfg.sample(cfg.num_examples, 1)
     assert d.inputs.shape == (50, 20)
     assert torch.equal(d.labels[:, -1], d.inputs[:, 2])
     assert (d.labels[:, :-1] == IGNORE).all()
-    assert torch.equal(d.inputs, cfg.build(1).inputs)
-    assert not torch.equal(d.inputs, cfg.build(1, "test").inputs)
+    assert torch.equal(d.inputs, cfg.sample(cfg.num_examples, 1).inputs)
+    assert not torch.equal(d.inputs, cfg.sample(cfg.num_examples, 1, "test").inputs)
     assert int(d.inputs.max()) < 8
     with pytest.raises(ValidationError):
         KeepNthConfig(seq_len=4, n=5)
@@ -91,14 +91,14 @@ def test_keep_nth() -> None:
 
 def test_induction() -> None:
     cfg = InductionConfig(vocab_size=10, seq_len=24, num_examples=80)
-    d = cfg.build(2)
+    d = cfg.sample(cfg.num_examples, 2)
     s = cfg.trigger
     for x, y, p in zip(d.inputs.tolist(), d.labels.tolist(), d.trigger_pos.tolist(), strict=True):
         assert x.count(s) == 2 and x[p] == s and x[-1] == s
         assert y[-1] == x[p + 1] != s
         assert all(v == IGNORE for v in y[:-1])
-    assert torch.equal(d.inputs, cfg.build(2).inputs)
-    assert not torch.equal(d.inputs, cfg.build(2, "test").inputs)
+    assert torch.equal(d.inputs, cfg.sample(cfg.num_examples, 2).inputs)
+    assert not torch.equal(d.inputs, cfg.sample(cfg.num_examples, 2, "test").inputs)
 
 
 def test_piecewise_cell_averages_exact() -> None:

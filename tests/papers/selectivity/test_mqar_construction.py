@@ -19,7 +19,7 @@ from ssmlab.papers.selectivity.theory.mqar import (
 @pytest.mark.parametrize("seq_len,pairs", [(16, 4), (64, 8), (256, 8)])
 def test_construction_solves_mqar(mixer: str, seq_len: int, pairs: int) -> None:
     cfg = MQARConfig(vocab_size=18, seq_len=seq_len, num_kv_pairs=pairs, num_examples=48)
-    data = cfg.build(7, "test")
+    data = cfg.sample(cfg.num_examples, 7, "test")
     lm = construct(mixer, cfg)
     assert mqar_accuracy(lm, data.inputs, data.labels) == 1.0
 
@@ -27,7 +27,7 @@ def test_construction_solves_mqar(mixer: str, seq_len: int, pairs: int) -> None:
 @pytest.mark.parametrize("mixer", MIXERS)
 def test_construction_float32_and_uniform_gaps(mixer: str) -> None:
     cfg = MQARConfig(vocab_size=12, seq_len=128, num_kv_pairs=5, power_a=1.0, num_examples=32)
-    data = cfg.build(1, "test")
+    data = cfg.sample(cfg.num_examples, 1, "test")
     lm = construct(mixer, cfg, dtype=torch.float32)
     assert mqar_accuracy(lm, data.inputs, data.labels) == 1.0
 
@@ -35,7 +35,7 @@ def test_construction_float32_and_uniform_gaps(mixer: str) -> None:
 def test_wrong_weights_fail() -> None:
     """Perturbing the key routing breaks recall: the accuracy check can fail."""
     cfg = MQARConfig(vocab_size=18, seq_len=32, num_kv_pairs=8, num_examples=32)
-    data = cfg.build(2, "test")
+    data = cfg.sample(cfg.num_examples, 2, "test")
     lm = construct("mamba", cfg)
     with torch.no_grad():
         K = cfg.n_keys

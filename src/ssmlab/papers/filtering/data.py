@@ -29,9 +29,9 @@ Choices for unpublished details (defaults first):
     - locality placement: both pairs' first positions uniform over the valid starts, redrawn until
       the four positions are distinct (pairs may interleave).
 
-Purity: `build(n, seed, split)` is a pure function of (config, n, seed, split); the token stream
-is `split_seed(seed, split)` (train even, test odd: disjoint), the basis stream is shared by the
-splits of one seed.
+Purity: `sample(n, seed, part)` is a pure function of (config, n, seed, part) (the task protocol,
+ssmlab.data.task); the token stream is `split_seed(seed, part)` (train even, test odd: disjoint),
+the basis stream is shared by the two parts of one seed.
 """
 
 from __future__ import annotations
@@ -45,7 +45,8 @@ from pydantic import Field, model_validator
 from torch import Tensor
 
 from ssmlab.config import StrictModel
-from ssmlab.seeding import Split, split_seed
+from ssmlab.data.task import Part
+from ssmlab.seeding import split_seed
 
 PLUS, MINUS = 0, 1  # indices of o_+ and o_- in the basis
 
@@ -182,10 +183,10 @@ class MajorityConfig(_SequenceConfig):
                     break
         return rel, conf
 
-    def build(self, n: int, seed: int, split: Split, dtype: torch.dtype = torch.float32
-              ) -> FeatureSequences:
-        """n sequences of split `split` of run seed `seed` (pure)."""
-        rng = np.random.default_rng(split_seed(seed, split))
+    def sample(self, n: int, seed: int, part: Part, dtype: torch.dtype = torch.float32
+               ) -> FeatureSequences:
+        """n sequences of `part` for run seed `seed` (pure; ssmlab.data.task.Sampler)."""
+        rng = np.random.default_rng(split_seed(seed, part))
         basis = self.make_basis(seed, dtype)
         y = _balanced_labels(rng, n)
         rel, conf = self._class_counts(rng, n)
@@ -243,10 +244,10 @@ class LocalityConfig(_SequenceConfig):
             if len({a, a + dc, b, b + df}) == 4:
                 return a, a + dc, b, b + df
 
-    def build(self, n: int, seed: int, split: Split, dtype: torch.dtype = torch.float32
-              ) -> FeatureSequences:
-        """n sequences of split `split` of run seed `seed` (pure)."""
-        rng = np.random.default_rng(split_seed(seed, split))
+    def sample(self, n: int, seed: int, part: Part, dtype: torch.dtype = torch.float32
+               ) -> FeatureSequences:
+        """n sequences of `part` for run seed `seed` (pure; ssmlab.data.task.Sampler)."""
+        rng = np.random.default_rng(split_seed(seed, part))
         basis = self.make_basis(seed, dtype)
         y = _balanced_labels(rng, n)
         L, d = self.L, self.d

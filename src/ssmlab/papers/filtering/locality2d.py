@@ -23,6 +23,7 @@ from pydantic import Field, model_validator
 
 from ssmlab.config import StrictModel
 from ssmlab.data.scan_orders import inverse
+from ssmlab.data.task import Part
 from ssmlab.papers.filtering.data import (
     MAX_D,
     MAX_TAU,
@@ -35,7 +36,7 @@ from ssmlab.papers.filtering.data import (
     _tokens,
     orthonormal_basis,
 )
-from ssmlab.seeding import Split, split_seed
+from ssmlab.seeding import split_seed
 
 MAX_SIDE = 256  # grid side: L = H·W ≤ 2**16 tokens (the profiles use 8×8)
 MIN_FAR_FRACTION = 1e-4  # the far pair is placed by rejection sampling (see _place)
@@ -97,9 +98,9 @@ class LocalityGridConfig(StrictModel):
             if len({a, b, f1, f2}) == 4:
                 return a, b, min(f1, f2), max(f1, f2)
 
-    def build(self, n: int, seed: int, split: Split, dtype: torch.dtype = torch.float32
-              ) -> FeatureSequences:
-        rng = np.random.default_rng(split_seed(seed, split))
+    def sample(self, n: int, seed: int, part: Part, dtype: torch.dtype = torch.float32
+               ) -> FeatureSequences:
+        rng = np.random.default_rng(split_seed(seed, part))
         basis = orthonormal_basis(self.d, seed, self.basis, dtype)
         y = _balanced_labels(rng, n)
         feats = rng.integers(2, self.d, size=(n, self.L))

@@ -10,6 +10,7 @@ import numpy as np
 from pydantic import Field
 
 from ssmlab.claims import ClaimSpec, Context, Diagnosis, NoData, Region, mean_ci
+from ssmlab.data.task import split
 from ssmlab.experiment import Experiment, ExperimentConfig, RunRecord, RunResult, register
 from ssmlab.papers.filtering.data import MajorityConfig
 from ssmlab.papers.filtering.experiments.common import (
@@ -100,8 +101,7 @@ class Alignment(Experiment):
                 + gd_history_bytes(cfg.gd, probe_keys=len(KEYS) + 12))
 
     def run(self, cfg: AlignmentConfig, params: dict[str, Any], seed: int) -> RunResult:
-        tr = cfg.data.build(cfg.n_train, seed, "train")
-        te = cfg.data.build(cfg.n_test, seed, "test")
+        tr, te = split(cfg.data, seed, cfg.n_train, cfg.n_test)
         model = FilteringMamba(cfg.data.d, cfg.model, seed=seed)
         probes = [gate_probe(tr.basis, tr.X, tr.features, tr.y), head_probe(tr.basis)]
         res = fit_gd(model, cfg.gd, tr.batch, te.batch, probes, seed=seed)

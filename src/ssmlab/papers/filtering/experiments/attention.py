@@ -20,6 +20,7 @@ from ssmlab.claims import (
     paired_ci,
 )
 from ssmlab.config import Distinct
+from ssmlab.data.task import split
 from ssmlab.experiment import Experiment, ExperimentConfig, RunResult, register
 from ssmlab.papers.filtering.data import MAX_L, LocalityConfig
 from ssmlab.papers.filtering.experiments.common import (
@@ -150,8 +151,7 @@ class AttentionComparison(Experiment):
         return runtime_bytes() + splits_bytes(N, cfg.n_test, L, d) + max(per) + history
 
     def run(self, cfg: AttentionConfig, params: dict[str, Any], seed: int) -> RunResult:
-        tr = cfg.data.build(params["n_train"], seed, "train")
-        te = cfg.data.build(cfg.n_test, seed, "test")
+        tr, te = split(cfg.data, seed, params["n_train"], cfg.n_test)
         kind = params["model"]
         if kind == "mamba":
             model = FilteringMamba(cfg.data.d, cfg.model, seed=seed)

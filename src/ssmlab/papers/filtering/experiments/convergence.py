@@ -11,6 +11,7 @@ from pydantic import Field, ValidationError, model_validator
 
 from ssmlab.claims import ClaimSpec, Context, Diagnosis, Estimate, NoData, Region, seed_bootstrap
 from ssmlab.config import Distinct
+from ssmlab.data.task import split
 from ssmlab.experiment import Experiment, ExperimentConfig, RunRecord, RunResult, register
 from ssmlab.papers.filtering.data import MajorityConfig
 from ssmlab.papers.filtering.experiments.common import (
@@ -144,8 +145,7 @@ class Convergence(Experiment):
         data = cfg.data.model_copy(update={"alpha_r": params["alpha_r"], "L": params["L"]})
         data = MajorityConfig.model_validate(data.model_dump())  # re-validate the counts
         gd = cfg.gd.model_copy(update={"lr": params["lr"]})
-        tr = data.build(cfg.n_train, seed, "train")
-        te = data.build(cfg.n_test, seed, "test")
+        tr, te = split(data, seed, cfg.n_train, cfg.n_test)
         model = FilteringMamba(data.d, cfg.model, seed=seed)
         res = fit_gd(model, gd, tr.batch, te.batch, seed=seed)
         if res.status != "ok":

@@ -10,6 +10,7 @@ from pydantic import Field
 
 from ssmlab.claims import ClaimSpec, Context, Diagnosis, Estimate, NoData, Region, paired_ci
 from ssmlab.config import Distinct
+from ssmlab.data.task import split
 from ssmlab.experiment import Experiment, ExperimentConfig, RunResult, register
 from ssmlab.papers.filtering.data import LocalityConfig, MajorityConfig
 from ssmlab.papers.filtering.experiments.common import (
@@ -104,8 +105,7 @@ class GateAblation(Experiment):
 
     def run(self, cfg: GateAblationConfig, params: dict[str, Any], seed: int) -> RunResult:
         data = cfg.majority if params["data"] == "majority" else cfg.locality
-        tr = data.build(cfg.n_train, seed, "train")
-        te = data.build(cfg.n_test, seed, "test")
+        tr, te = split(data, seed, cfg.n_train, cfg.n_test)
         trained = params["bc_init"] == "gaussian_trained"
         mcfg = cfg.model.model_copy(update={
             "gate": bool(params["gate"]), "bc_init": "gaussian" if trained else "identity",

@@ -19,6 +19,7 @@ from ssmlab.claims import (
     slope_ci,
 )
 from ssmlab.config import Distinct
+from ssmlab.data.task import split
 from ssmlab.experiment import Experiment, ExperimentConfig, RunRecord, RunResult, register
 from ssmlab.papers.filtering.data import LocalityConfig
 from ssmlab.papers.filtering.experiments.common import (
@@ -135,8 +136,7 @@ class Locality(Experiment):
 
     def run(self, cfg: LocalityExpConfig, params: dict[str, Any], seed: int) -> RunResult:
         data = LocalityConfig.model_validate(cfg.data.model_dump() | params)
-        tr = data.build(cfg.n_train, seed, "train")
-        te = data.build(cfg.n_test, seed, "test")
+        tr, te = split(data, seed, cfg.n_train, cfg.n_test)
         model = FilteringMamba(data.d, cfg.model, seed=seed)
         res = fit_gd(model, cfg.gd, tr.batch, te.batch,
                      [gate_probe(tr.basis, tr.X, tr.features, tr.y)], seed=seed)

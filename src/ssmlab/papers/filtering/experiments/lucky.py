@@ -153,9 +153,9 @@ class Lucky(Experiment):
 
     def run(self, cfg: LuckyConfig, params: dict[str, Any], seed: int) -> RunResult:
         kind = params["model"]
-        te = cfg.data.build(cfg.n_test, seed, "test")
+        te = cfg.data.sample(cfg.n_test, seed, "test")
         if kind == "filtering":
-            tr = cfg.data.build(cfg.n_train, seed, "train")
+            tr = cfg.data.sample(cfg.n_train, seed, "train")
             model = FilteringMamba(cfg.data.d, cfg.model, seed=seed)
             res = fit_gd(model, cfg.gd, tr.batch, te.batch, seed=seed)
             if res.status != "ok":
@@ -164,7 +164,7 @@ class Lucky(Experiment):
             dl = class_alignment(model.w_delta, tr.basis)
             test_error = res.final["test_error"]
         elif kind == "mamba5":
-            tr = cfg.data.build(cfg.n_train_stack, seed, "train")
+            tr = cfg.data.sample(cfg.n_train_stack, seed, "train")
             model = MambaStack(cfg.data.d, cfg.stack, seed=seed)
             res = train(model, cfg.stack_train, tr.batch, None, seed=seed)
             if res.status != "ok":

@@ -16,6 +16,7 @@ from ssmlab.claims import ClaimSpec, Context, Diagnosis, Estimate, NoData, Regio
 from ssmlab.config import Distinct
 from ssmlab.data import fashion_mnist as fm
 from ssmlab.data.scan_orders import ORDER_NAMES, OrderName, flatten, locality, scan_order
+from ssmlab.data.task import split
 from ssmlab.errors import UserError
 from ssmlab.experiment import Experiment, ExperimentConfig, RunRecord, RunResult, register
 from ssmlab.memory import nbytes
@@ -164,8 +165,7 @@ class ScanOrders(Experiment):
     def run(self, cfg: ScanOrdersConfig, params: dict[str, Any], seed: int) -> RunResult:
         H, W = cfg.data.H, cfg.data.W
         order = scan_order(params["order"], H, W)
-        tr = cfg.data.build(cfg.n_train, seed, "train")
-        te = cfg.data.build(cfg.n_test, seed, "test")
+        tr, te = split(cfg.data, seed, cfg.n_train, cfg.n_test)
         Xtr, Xte = flatten(tr.X, order), flatten(te.X, order)
         with seeded(split_seed(seed, "init")):  # init; train() shuffles with its own generator
             model = SequenceClassifier(cfg.mixer, cfg.d_model, cfg.depth, binary=True,
@@ -336,15 +336,15 @@ class FashionScan(Experiment):
         if not fm.available(cfg.root):
             return
         labels = fm.check_files(cfg.root)
-        for split, n in (("train", cfg.n_train), ("test", cfg.n_test)):
-            have = np.bincount(labels[split], minlength=len(fm.CLASSES))
+        for part, n in (("train", cfg.n_train), ("test", cfg.n_test)):
+            have = np.bincount(labels[part], minlength=len(fm.CLASSES))
             per, extra = divmod(n, len(cfg.classes))
             for j, c in enumerate(cfg.classes):
                 need = per + (1 if j < extra else 0)
                 if need > have[c]:
-                    stem = fm.FILES[split, "labels"]
-                    raise UserError(f"n_{split}={n} needs {need} images of class {c} but the "
-                                    f"{split} split ({stem} under {cfg.root}) holds {have[c]}")
+                    stem = fm.FILES[part, "labels"]
+                    raise UserError(f"n_{part}={n} needs {need} images of class {c} but the "
+                                    f"{part} split ({stem} under {cfg.root}) holds {have[c]}")
 
     def memory_bytes(self, cfg: FashionScanConfig) -> int:
         """Fashion-MNIST as published (60000 + 10000 uint8 images of 28×28, cached per worker;

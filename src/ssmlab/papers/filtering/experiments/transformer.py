@@ -21,6 +21,7 @@ from ssmlab.claims import (
     paired_ci,
 )
 from ssmlab.config import Distinct
+from ssmlab.data.task import split
 from ssmlab.experiment import Experiment, ExperimentConfig, RunResult, register
 from ssmlab.papers.filtering.data import LocalityConfig, MajorityConfig
 from ssmlab.papers.filtering.experiments.attention import LABELS
@@ -134,8 +135,7 @@ class TransformerComparison(Experiment):
 
     def run(self, cfg: TransformerConfig, params: dict[str, Any], seed: int) -> RunResult:
         data = self._data(cfg, params["data"])
-        tr = data.build(cfg.n_train, seed, "train")
-        te = data.build(cfg.n_test, seed, "test")
+        tr, te = split(data, seed, cfg.n_train, cfg.n_test)
         kind = params["model"]
         if kind == "mamba":
             model = FilteringMamba(data.d, cfg.model, seed=seed)

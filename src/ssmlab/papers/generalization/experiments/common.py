@@ -38,6 +38,7 @@ from torch import Tensor, nn
 from ssmlab.config import StrictModel
 from ssmlab.data.imdb import MAX_VOCAB, ImdbConfig, default_imdb_dir, find_imdb, imdb
 from ssmlab.data.listops import NUM_CLASSES, VOCAB, ListOpsConfig, listops, source_tokens
+from ssmlab.data.task import Split
 from ssmlab.experiment import MAX_SEEDS, RunResult
 from ssmlab.memory import nbytes
 from ssmlab.papers.generalization.data import MAX_SAMPLES, MAX_T, MajorityConfig, majority_bits
@@ -183,43 +184,35 @@ class TaskSettings(StrictModel):
 # ----------------------------------------------------------------------------- tasks
 
 
-class TaskData:
-    """Tensors of one task instance plus what the model needs to know about it."""
-
-    def __init__(self, train: tuple[Tensor, Tensor], test: tuple[Tensor, Tensor],
-                 vocab_size: int, num_classes: int, info: dict[str, Any]):
-        self.train, self.test = train, test
-        self.vocab_size, self.num_classes, self.info = vocab_size, num_classes, info
-
-    @property
-    def loss(self) -> Literal["bce", "ce"]:
-        return "bce" if self.num_classes == 1 else "ce"
-
-    @property
-    def m(self) -> int:
-        return int(self.train[0].shape[0])
-
-    @property
-    def T(self) -> int:
-        return int(self.train[0].shape[1])
+def task_loss(data: Split) -> Literal["bce", "ce"]:
+    """BCE for a binary task (one logit), cross-entropy for more classes."""
+    return "bce" if data.meta["num_classes"] == 1 else "ce"
 
 
-def build_task(task: Task, settings: TaskSettings, T: int, seed: int) -> TaskData:
+def _task(train: tuple[Tensor, Tensor], test: tuple[Tensor, Tensor], vocab_size: int,
+          num_classes: int, info: dict[str, Any]) -> Split[tuple[Tensor, Tensor]]:
+    """A task instance (the task protocol's Split: (tokens, labels) per part) with what the
+    model needs to know about it."""
+    return Split(train, test, {"vocab_size": vocab_size, "num_classes": num_classes, "info": info})
+
+
+def build_task(task: Task, settings: TaskSettings, T: int, seed: int
+               ) -> Split[tuple[Tensor, Tensor]]:
     """The task instance for (T, run seed). Raises SkipRun ("no IMDb data at PATH") when IMDb
     is absent: the runner stores the run as skipped and retries it once the data are there."""
     ds = seed if settings.data_seed is None else settings.data_seed
     if task == "majority":
         d = majority_bits(MajorityConfig(T=T, n_train=settings.n_train, n_test=settings.n_test,
                                          flip_prob=settings.flip_prob), ds)
-        return TaskData(d.train, d.test, vocab_size=2, num_classes=1, info={"task": "majority"})
+        return _task(d.train, d.test, vocab_size=2, num_classes=1, info={"task": "majority"})
     if task == "listops":
         cfg = ListOpsConfig(T=T, window=settings.window, n_train=settings.n_train,
                             n_test=settings.n_test, cache_dir=settings.cache_dir)
         lo = listops(cfg, ds)
         lengths = [len(source_tokens(s)) for s, _ in lo.train_rows]
-        return TaskData(lo.train, lo.test, vocab_size=len(VOCAB), num_classes=NUM_CLASSES,
-                        info={"task": "listops", "min_len": min(lengths),
-                              "max_len": max(lengths), "pad_to": cfg.pad_to})
+        return _task(lo.train, lo.test, vocab_size=len(VOCAB), num_classes=NUM_CLASSES,
+                     info={"task": "listops", "min_len": min(lengths),
+                           "max_len": max(lengths), "pad_to": cfg.pad_to})
     if task == "imdb":
         if find_imdb(settings.imdb_dir) is None:
             where = settings.imdb_dir or "$SSMLAB_IMDB (unset) / datasets cache"
@@ -228,21 +221,21 @@ def build_task(task: Task, settings: TaskSettings, T: int, seed: int) -> TaskDat
                          imdb_dir=settings.imdb_dir, tokenizer=settings.tokenizer,
                          vocab_size=settings.vocab_size)
         im = imdb(cfg, ds)
-        return TaskData(im.train, im.test, vocab_size=im.vocab_size, num_classes=1,
-                        info={"task": "imdb", "tokenizer": im.tokenizer})
+        return _task(im.train, im.test, vocab_size=im.vocab_size, num_classes=1,
+                     info={"task": "imdb", "tokenizer": im.tokenizer})
     raise ValueError(f"unknown task {task!r}")
 
 
 # ----------------------------------------------------------------------------- one run
 
 
-def build_model(settings: ModelSettings, data: TaskData, seed: int) -> GenSSMClassifier:
+def build_model(settings: ModelSettings, data: Split, seed: int) -> GenSSMClassifier:
     """The paper's classifier for this task, initialised from the run's "init" seed stream.
 
     Every parameter is drawn from the explicit generator; `nn.Embedding`'s own default draw
     (from torch's global RNG, then overwritten) runs inside `seeded`, so the global state is
     left as it was."""
-    cfg = settings.model_config_for(data.vocab_size, data.num_classes)
+    cfg = settings.model_config_for(data.meta["vocab_size"], data.meta["num_classes"])
     with seeded(split_seed(seed, "init")):
         return GenSSMClassifier(cfg, generator=generator(seed, "init"))
 
@@ -251,7 +244,7 @@ def _accuracy(model: nn.Module, data: tuple[Tensor, Tensor], loss: str) -> float
     return 1.0 - evaluate(model, data, loss, batch_size=1024)["error"]
 
 
-def train_run(model_cfg: ModelSettings, training: PaperTraining, data: TaskData, seed: int,
+def train_run(model_cfg: ModelSettings, training: PaperTraining, data: Split, seed: int,
               return_model: bool = False) -> RunResult | tuple[RunResult, GenSSMClassifier]:
     """Train the paper's model on one task instance and package metrics and per-epoch curves.
 
@@ -260,9 +253,11 @@ def train_run(model_cfg: ModelSettings, training: PaperTraining, data: TaskData,
     every probe key; status 'diverged' with `diverged_epoch` when the loss blew up."""
     cpu0 = time.process_time()
     model = build_model(model_cfg, data, seed)
-    spe = math.ceil(data.m / training.batch_size)
-    tcfg = training.train_config(data.loss, spe)
-    probe = bound_probe(T=data.T, m=data.m)
+    m, T = data.train[0].shape  # training examples, sequence length
+    loss = task_loss(data)
+    spe = math.ceil(m / training.batch_size)
+    tcfg = training.train_config(loss, spe)
+    probe = bound_probe(T=T, m=m)
     reg = None
     if training.collapse_factor > 0:
         reg = collapse_regularizer(training.collapse_min_std, training.collapse_factor)
@@ -280,8 +275,8 @@ def train_run(model_cfg: ModelSettings, training: PaperTraining, data: TaskData,
                                 "probe_epoch": [int(s) // spe for s in h.get("probe_step", [])]}
     for k in PROBE_KEYS:
         history[k] = [float(v) for v in h.get(k, [])]
-    info = dict(data.info) | {"T": data.T, "m": data.m, "steps_per_epoch": spe,
-                              "train_cpu_seconds": round(time.process_time() - cpu0, 3)}
+    info = dict(data.meta["info"]) | {"T": T, "m": m, "steps_per_epoch": spe,
+                                      "train_cpu_seconds": round(time.process_time() - cpu0, 3)}
     if res.status == "diverged":
         last = {k: history[k][-1] for k in PROBE_KEYS if history[k]}
         metrics = {"diverged_epoch": float((res.diverged_at or 0) // spe + 1),
@@ -293,10 +288,10 @@ def train_run(model_cfg: ModelSettings, training: PaperTraining, data: TaskData,
     if epoch_loss and not epoch_loss[-1] <= training.blowup_loss:
         status = "diverged"
         reason = f"loss stayed blown up: last epoch mean {epoch_loss[-1]:.3g} > {training.blowup_loss:g}"
-    final_q = bound_quantities(norm_quantities(model), data.T, data.m,
+    final_q = bound_quantities(norm_quantities(model), T, m,
                                include_B_A=not model.cfg.fix_A)
-    train_acc = _accuracy(model, data.train, data.loss)
-    test_acc = _accuracy(model, data.test, data.loss)
+    train_acc = _accuracy(model, data.train, loss)
+    test_acc = _accuracy(model, data.test, loss)
     _, counts = torch.unique(data.test[1], return_counts=True)
     metrics = {"train_acc": train_acc, "test_acc": test_acc, "gap": train_acc - test_acc,
                "majority_class_acc": float(counts.max()) / float(counts.sum()),

@@ -10,7 +10,7 @@ Sequence: x_t uniform over the |V|-1 ordinary tokens, except x_p = x_{T-1} = s. 
 -100 everywhere except at T-1, whose label is x_{p+1} (the token that followed the first
 trigger): "copy what came after the last time you saw this token".
 
-Pure: `build(seed, split)` draws from `numpy_rng(seed, split)`.
+Pure: `sample(n, seed, part)` draws from `numpy_rng(seed, part)`.
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ from pydantic import Field
 from torch import Tensor
 
 from ssmlab.config import StrictModel
+from ssmlab.data.task import Part
 from ssmlab.seeding import numpy_rng
 
 IGNORE = -100
@@ -44,8 +45,9 @@ class InductionConfig(StrictModel):
     def trigger(self) -> int:
         return self.vocab_size - 1
 
-    def build(self, seed: int, split: Literal["train", "test"] = "train") -> InductionData:
-        return induction_heads(self, seed, split)
+    def sample(self, n: int, seed: int, part: Part = "train") -> InductionData:
+        """n examples of `part` for run seed `seed` (pure; ssmlab.data.task.Sampler)."""
+        return induction_heads(self.model_copy(update={"num_examples": n}), seed, part)
 
 
 @dataclass(frozen=True)

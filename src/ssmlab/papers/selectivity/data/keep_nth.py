@@ -12,7 +12,7 @@ none of them; README.md, "The setting"): the defaults (|V| = 16, n = 4; the memo
 uses |V| = 8) are ours, exposed as config. To retain x_n until step T a model must
 keep its memory factor e^{-λΔ_t} ≈ 1 for t > n (Lemma 2), and may erase everything before n.
 
-Pure: `build(seed, split)` draws from `numpy_rng(seed, split)`.
+Pure: `sample(n, seed, part)` draws from `numpy_rng(seed, part)`.
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ from pydantic import Field, model_validator
 from torch import Tensor
 
 from ssmlab.config import StrictModel
+from ssmlab.data.task import Part
 from ssmlab.seeding import numpy_rng
 
 IGNORE = -100
@@ -45,8 +46,9 @@ class KeepNthConfig(StrictModel):
             raise ValueError(f"n={self.n} must be <= seq_len={self.seq_len}")
         return self
 
-    def build(self, seed: int, split: Literal["train", "test"] = "train") -> KeepNthData:
-        return keep_nth(self, seed, split)
+    def sample(self, n: int, seed: int, part: Part = "train") -> KeepNthData:
+        """n examples of `part` for run seed `seed` (pure; ssmlab.data.task.Sampler)."""
+        return keep_nth(self.model_copy(update={"num_examples": n}), seed, part)
 
 
 @dataclass(frozen=True)

@@ -25,8 +25,8 @@ blanks with random tokens, which can repeat a key and break "the query's key app
 once"; the selectivity paper's constructions assume the blank filler, so that is the only
 format here.
 
-Pure: `MQARConfig.build(seed)` uses `numpy_rng(seed, "train" | "test")`, so the same (config,
-seed, split) gives the same tensors and train / test draws never share a seed.
+Pure: `MQARConfig.sample(n, seed, part)` uses `numpy_rng(seed, "train" | "test")`, so the same
+(config, n, seed, part) gives the same tensors and train / test draws never share a seed.
 """
 
 from __future__ import annotations
@@ -40,6 +40,7 @@ from pydantic import Field, model_validator
 from torch import Tensor
 
 from ssmlab.config import StrictModel
+from ssmlab.data.task import Part
 from ssmlab.seeding import numpy_rng
 
 IGNORE = -100
@@ -91,8 +92,9 @@ class MQARConfig(StrictModel):
     def value_tokens(self) -> np.ndarray:
         return np.arange(self.vocab_size // 2, self.vocab_size)
 
-    def build(self, seed: int, split: Literal["train", "test"] = "train") -> MQARData:
-        return multiquery_ar(self, seed, split)
+    def sample(self, n: int, seed: int, part: Part = "train") -> MQARData:
+        """n examples of `part` for run seed `seed` (pure; ssmlab.data.task.Sampler)."""
+        return multiquery_ar(self.model_copy(update={"num_examples": n}), seed, part)
 
 
 @dataclass(frozen=True)

@@ -183,7 +183,7 @@ class Constructions(Experiment):
             pairs = min(probe.n_keys, probe.n_values, L // 4)
             dcfg = MQARConfig(vocab_size=cfg.vocab_size, seq_len=L, num_kv_pairs=pairs,
                               num_examples=cfg.n_test)
-            data = dcfg.build(seed, "test")
+            data = dcfg.sample(cfg.n_test, seed, "test")
             info[f"pairs_L{L}"] = pairs
             for m in MIXERS:
                 metrics[f"acc_{m}_L{L}"] = mqar_accuracy(construct(m, dcfg, seed=seed), data.inputs, data.labels)

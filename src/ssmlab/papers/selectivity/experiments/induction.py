@@ -31,6 +31,7 @@ from pydantic import Field, field_validator, model_validator
 
 from ssmlab.claims import ClaimSpec, Context, Diagnosis, Estimate, NoData, Region, paired_ci
 from ssmlab.config import each_once
+from ssmlab.data.task import split
 from ssmlab.experiment import Experiment, ExperimentConfig, RunResult, register
 from ssmlab.papers.selectivity.data.induction import InductionConfig
 from ssmlab.papers.selectivity.experiments.common import (
@@ -113,8 +114,7 @@ class Induction(Experiment):
 
     def run(self, cfg: InductionExpConfig, params: dict[str, Any], seed: int) -> RunResult:
         mixer, d = params["mixer"], params["d_model"]
-        train_data = cfg.data.model_copy(update={"num_examples": cfg.train.n_train}).build(seed, "train")
-        test_data = cfg.data.model_copy(update={"num_examples": cfg.train.n_test}).build(seed, "test")
+        train_data, test_data = split(cfg.data, seed, cfg.train.n_train, cfg.train.n_test)
         lm = build_lm(mixer, cfg.data.vocab_size, d, cfg.d_state, cfg.data.seq_len, seed)
         res = fit(lm, cfg.train, train_data.inputs, train_data.labels, seed)
         if res.status != "ok":

@@ -58,6 +58,7 @@ from ssmlab.claims import (
     paired_ci,
 )
 from ssmlab.config import each_once
+from ssmlab.data.task import split
 from ssmlab.experiment import Experiment, ExperimentConfig, RunRecord, RunResult, register
 from ssmlab.layers.s6 import MambaBlock
 from ssmlab.memory import nbytes
@@ -206,8 +207,7 @@ class Memory(Experiment):
         model, T = params["model"], params["seq_len"]
         mixer, pe = cfg.model_mixer(model), MODELS[model][1]
         dcfg = cfg.data.model_copy(update={"seq_len": T})
-        train_data = dcfg.model_copy(update={"num_examples": cfg.train.n_train}).build(seed, "train")
-        test_data = dcfg.model_copy(update={"num_examples": cfg.train.n_test}).build(seed, "test")
+        train_data, test_data = split(dcfg, seed, cfg.train.n_train, cfg.train.n_test)
         lm = build_lm(mixer, cfg.data.vocab_size, cfg.d_model, cfg.d_state, T, seed,
                       pos_encoding=pe)
         spec = cfg.train.model_copy(update={"steps": params.get("steps", cfg.train.steps)})

@@ -40,6 +40,7 @@ from pydantic import Field, field_validator, model_validator
 
 from ssmlab.claims import ClaimSpec, Context, Diagnosis, Estimate, NoData, Region, paired_ci
 from ssmlab.config import each_once
+from ssmlab.data.task import split
 from ssmlab.experiment import Experiment, ExperimentConfig, RunRecord, RunResult, register
 from ssmlab.papers.selectivity.data.mqar import MQARConfig
 from ssmlab.papers.selectivity.experiments.common import (
@@ -136,8 +137,7 @@ class Recall(Experiment):
 
     def run(self, cfg: RecallConfig, params: dict[str, Any], seed: int) -> RunResult:
         mixer, d, N = params["mixer"], params["d_model"], params["d_state"]
-        train_data = cfg.data.model_copy(update={"num_examples": cfg.train.n_train}).build(seed, "train")
-        test_data = cfg.data.model_copy(update={"num_examples": cfg.train.n_test}).build(seed, "test")
+        train_data, test_data = split(cfg.data, seed, cfg.train.n_train, cfg.train.n_test)
         lm = build_lm(mixer, cfg.data.vocab_size, d, N, cfg.data.seq_len, seed,
                       d_conv=cfg.d_conv, expand=cfg.expand)
         res = fit(lm, cfg.train, train_data.inputs, train_data.labels, seed)
