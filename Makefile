@@ -33,13 +33,17 @@ reproduce: .venv data
 
 # Every paper profile into $(PAPER_RESULTS)/ (long; resumable: rerunning continues from the stored
 # runs), then the shipped results in $(SHIPPED)/: claims.jsonl, report.md, figures/ (PNGs <= 200 KB).
+# PAPERS="selectivity" runs (and ships) some papers only; the others stay as shipped.
 paper-results: .venv data
-	$(BIN)/ssmlab reproduce --profile paper --results $(PAPER_RESULTS)
+	$(BIN)/ssmlab reproduce $(PAPERS) --profile paper --results $(PAPER_RESULTS)
 	$(MAKE) --no-print-directory paper-publish
 
+# Papers run at different times ship together: the report is written with the shipped claims as
+# its reference (papers this store lacks appear from it, figures included) and --merge keeps them.
 paper-publish: .venv
 	mkdir -p $(SHIPPED)
-	$(BIN)/ssmlab claims --profile paper --variants --export $(SHIPPED)/claims.jsonl --results $(PAPER_RESULTS)
+	$(BIN)/ssmlab report --results $(PAPER_RESULTS) $(if $(REFERENCE),--reference $(REFERENCE))
+	$(BIN)/ssmlab claims --profile paper --variants --export $(SHIPPED)/claims.jsonl --merge --results $(PAPER_RESULTS)
 	$(BIN)/python -m ssmlab.report.reference publish $(PAPER_RESULTS) $(SHIPPED)
 
 lint: .venv

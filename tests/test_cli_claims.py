@@ -206,3 +206,25 @@ def test_export_filters_papers_and_variants(res, capsys, tmp_path):
     assert {rc.variant for rc in load_reference(path).configs} == {"", "n_cells=4"}
     code = cli(capsys, "claims", "filtering", "--export", str(path), "--results", str(res))[0]
     assert code == 2  # nothing stored for that paper: nothing to export
+
+
+def test_export_merge_keeps_the_other_papers_and_replaces_its_own(res, capsys, tmp_path):
+    """Papers run at different times ship in one file: --merge keeps the claims of papers the
+    export does not hold and replaces those of the papers it does."""
+    from ssmlab.report.reference import RefConfig, load_reference, write_reference
+
+    path = tmp_path / "claims.jsonl"
+    assert cli(capsys, "claims", "--profile", "paper", "--export", str(path),
+               "--results", str(res))[0] == 0
+    [mine] = load_reference(path).configs
+    other = RefConfig("paper", "filtering/alignment", "f" * 12, "2026-01-01T00:00:00",
+                      [c.model_copy(update={"paper": "filtering", "experiment":
+                                            "filtering/alignment"}) for c in mine.claims])
+    stale = RefConfig("paper", mine.experiment, "0" * 12, "2026-01-01T00:00:00", mine.claims)
+    write_reference([stale, other], path, "2026-01-01T00:00:00")
+    code, out = cli(capsys, "claims", "--profile", "paper", "--export", str(path), "--merge",
+                    "--results", str(res))
+    assert code == 0 and "5 of them kept from the file" in " ".join(out.split())
+    got = {(rc.experiment, rc.cfg_hash) for rc in load_reference(path).configs}
+    assert got == {(mine.experiment, mine.cfg_hash), ("filtering/alignment", "f" * 12)}
+    assert cli(capsys, "claims", "--merge", "--results", str(res))[0] == 2  # needs --export

@@ -433,6 +433,10 @@ def claims_cmd(
                          "stored claim per line with its profile and config hash): the latest "
                          "analysed config of each experiment at each profile (only --profile's "
                          "when given); `report --reference` reads it")] = None,
+    merge: Annotated[bool, typer.Option(
+        "--merge", help="with --export: keep the existing file's claims of papers this export "
+                        "does not hold (a paper exported again replaces its old claims), so "
+                        "papers run at different times ship in one file")] = False,
     results: ResultsOpt = None,
 ) -> None:
     """The claims of the latest analysed config of each experiment, with their verdicts: the
@@ -455,6 +459,8 @@ def claims_cmd(
 
     if export is not None and as_json:
         raise UserError("--export writes a file and --json prints: give one of them")
+    if merge and export is None:
+        raise UserError("--merge only goes with --export FILE")
     with Store.open(_results(results), create=False, readonly=True) as store:
         entries = catalog(store)
         where = store.path
@@ -470,7 +476,7 @@ def claims_cmd(
             if p not in known:
                 raise UserError(f"unknown paper {p!r}; papers: {', '.join(known)}")
     if export is not None:
-        return _export_claims(entries, export, wanted, profile, variants, where)
+        return _export_claims(entries, export, wanted, profile, variants, where, merge)
     shown = sorted((e for e in latest(entries, profile)
                     if (not wanted or e.cfg.paper in wanted) and (variants or not e.variant)),
                    key=lambda e: (paper_rank(e.cfg.paper), e.cfg.experiment, e.variant))
@@ -513,10 +519,11 @@ def claims_cmd(
 
 
 def _export_claims(entries: list[Any], path: Path, papers: list[str], profile: str | None,
-                   variants: bool, where: Path) -> None:
+                   variants: bool, where: Path, merge: bool = False) -> None:
     """`claims --export`: the latest analysed config of each (experiment, variant) at each
-    profile, as a reference file (ssmlab.report.reference)."""
-    from ssmlab.report.reference import RefConfig, write_reference
+    profile, as a reference file (ssmlab.report.reference); with `merge`, plus the existing
+    file's configs of the papers the export does not hold."""
+    from ssmlab.report.reference import RefConfig, load_reference, write_reference
     from ssmlab.report.verdicts import latest_per_profile, paper_rank, profile_order
     from ssmlab.runner.store import now_iso
 
@@ -532,12 +539,18 @@ def _export_claims(entries: list[Any], path: Path, papers: list[str], profile: s
         raise UserError(f"no analysed claims to export in {where}"
                         + (f" for {', '.join(papers)}" if papers else "")
                         + (f" at profile {profile}" if profile else ""))
+    kept = 0
+    if merge and path.exists():
+        fresh = {rc.paper for rc in configs}
+        old = [rc for rc in load_reference(path).configs if rc.paper not in fresh]
+        configs += old
+        kept = sum(len(rc.claims) for rc in old)
     configs.sort(key=lambda rc: (paper_rank(rc.paper), rc.experiment, rc.variant,
                                  profile_order({rc.profile, "quick", "paper"}).index(rc.profile)))
     n = write_reference(configs, path, now_iso())
     profs = ", ".join(profile_order({rc.profile for rc in configs}))
-    _console().print(f"exported {n} claims of {len(configs)} configs ({profs}) to {path}",
-                     markup=False)
+    _console().print(f"exported {n} claims of {len(configs)} configs ({profs}) to {path}"
+                     + (f", {kept} of them kept from the file" if merge else ""), markup=False)
 
 
 @app.command("show")

@@ -230,3 +230,31 @@ def test_shrink_png_fails_naming_the_file(tmp_path):
         shrink_png(bad, limit=100)
     assert shrink_png(bad, limit=10_000) == 1004  # small enough: left alone
 
+
+
+def test_publish_keeps_the_figures_of_papers_shipped_earlier(tmp_path):
+    """Papers published at different times: a report written with the shipped claims as its
+    reference copies their figures under figures/shipped/; published, they return to
+    figures/<experiment>/<config hash>/, where the next round looks for them, and every link of
+    report.md resolves."""
+    dest = tmp_path / "docs"
+    shipped_fig = dest / "figures" / "filtering__alignment" / ("f" * 12) / "gate.png"
+    shipped_fig.parent.mkdir(parents=True)
+    shipped_fig.write_bytes(b"\x89PNG earlier")
+    claim = Claim(id="filtering/alignment:gate", paper="filtering",
+                  experiment="filtering/alignment", ref="Fig. 2", claim="w_delta aligns",
+                  measured="0.9", expected="> 0.5", verdict="PASS", figure="gate.png")
+    write_reference([RefConfig("paper", "filtering/alignment", "f" * 12, "2026-01-01T00:00:00",
+                               [claim])], dest / "claims.jsonl", "2026-01-01T00:00:00")
+    res = tmp_path / "results"
+    quick_store(res)
+    with Store.open(res) as st:
+        out = write_report(st, res, reference=load_reference(dest / "claims.jsonl"))
+    assert (out / "figures/shipped/filtering__alignment" / ("f" * 12) / "gate.png").is_file()
+    publish(res, dest)
+    assert shipped_fig.read_bytes() == b"\x89PNG earlier"
+    assert not (dest / "figures" / "shipped").exists()
+    md = (dest / "report.md").read_text()
+    links = re.findall(r"\]\((figures/[^)]+)\)", md)
+    assert f"figures/filtering__alignment/{'f' * 12}/gate.png" in links
+    assert all((dest / link).is_file() for link in links)

@@ -240,6 +240,26 @@ def shrink_png(path: Path, limit: int = PNG_LIMIT) -> int:
                     "make that figure smaller")
 
 
+def _unnest_shipped(figs: Path, report_md: Path) -> None:
+    """A report written with `--reference` holds the reference's figures under
+    figures/shipped/<experiment>/<config hash>/; published, they go back to
+    figures/<experiment>/<config hash>/, where the next report with this folder's claims.jsonl
+    as its reference looks for them (a store's own figure folder of the same name wins)."""
+    nested = figs / "shipped"
+    if not nested.is_dir():
+        return
+    for exp in sorted(p for p in nested.iterdir() if p.is_dir()):
+        for cfg in sorted(p for p in exp.iterdir() if p.is_dir()):
+            target = figs / exp.name / cfg.name
+            if not target.exists():
+                target.parent.mkdir(parents=True, exist_ok=True)
+                shutil.move(str(cfg), str(target))
+    shutil.rmtree(nested)
+    report_md.write_text(report_md.read_text(encoding="utf-8").replace("figures/shipped/",
+                                                                       "figures/"),
+                         encoding="utf-8")
+
+
 def publish(results: str | Path, dest: str | Path, limit: int = PNG_LIMIT) -> list[Path]:
     """Copy results/report/report.md and its figures into `dest` (replacing the previous
     report.md and figures/, leaving other files such as claims.jsonl and README.md alone) and
@@ -255,6 +275,7 @@ def publish(results: str | Path, dest: str | Path, limit: int = PNG_LIMIT) -> li
         shutil.rmtree(figs)
     if (src / "figures").is_dir():
         shutil.copytree(src / "figures", figs)
+    _unnest_shipped(figs, dest / "report.md")
     pngs = sorted(p for p in figs.rglob("*") if p.suffix.lower() == ".png") if figs.is_dir() \
         else []
     for p in pngs:
