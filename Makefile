@@ -39,7 +39,7 @@ paper-results: .venv data
 	$(MAKE) --no-print-directory paper-publish
 
 # Papers run at different times ship together: the report is written with the shipped claims as
-# its reference (papers this store lacks appear from it, figures included) and --merge keeps them.
+# its reference (experiments this store lacks appear from it, figures included) and --merge keeps them.
 paper-publish: .venv
 	mkdir -p $(SHIPPED)
 	$(BIN)/ssmlab report --results $(PAPER_RESULTS) $(if $(REFERENCE),--reference $(REFERENCE))

@@ -209,8 +209,8 @@ def test_export_filters_papers_and_variants(res, capsys, tmp_path):
 
 
 def test_export_merge_keeps_the_other_papers_and_replaces_its_own(res, capsys, tmp_path):
-    """Papers run at different times ship in one file: --merge keeps the claims of papers the
-    export does not hold and replaces those of the papers it does."""
+    """Papers run at different times ship in one file: --merge keeps the claims of experiments
+    the export does not hold and replaces those of the experiments it does."""
     from ssmlab.report.reference import RefConfig, load_reference, write_reference
 
     path = tmp_path / "claims.jsonl"

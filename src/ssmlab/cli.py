@@ -434,9 +434,9 @@ def claims_cmd(
                          "analysed config of each experiment at each profile (only --profile's "
                          "when given); `report --reference` reads it")] = None,
     merge: Annotated[bool, typer.Option(
-        "--merge", help="with --export: keep the existing file's claims of papers this export "
-                        "does not hold (a paper exported again replaces its old claims), so "
-                        "papers run at different times ship in one file")] = False,
+        "--merge", help="with --export: keep the existing file's claims of experiments this "
+                        "export does not hold (an experiment exported again replaces its old "
+                        "claims), so papers run at different times ship in one file")] = False,
     results: ResultsOpt = None,
 ) -> None:
     """The claims of the latest analysed config of each experiment, with their verdicts: the
@@ -522,7 +522,7 @@ def _export_claims(entries: list[Any], path: Path, papers: list[str], profile: s
                    variants: bool, where: Path, merge: bool = False) -> None:
     """`claims --export`: the latest analysed config of each (experiment, variant) at each
     profile, as a reference file (ssmlab.report.reference); with `merge`, plus the existing
-    file's configs of the papers the export does not hold."""
+    file's configs of the experiments the export does not hold."""
     from ssmlab.report.reference import RefConfig, load_reference, write_reference
     from ssmlab.report.verdicts import latest_per_profile, paper_rank, profile_order
     from ssmlab.runner.store import now_iso
@@ -541,8 +541,8 @@ def _export_claims(entries: list[Any], path: Path, papers: list[str], profile: s
                         + (f" at profile {profile}" if profile else ""))
     kept = 0
     if merge and path.exists():
-        fresh = {rc.paper for rc in configs}
-        old = [rc for rc in load_reference(path).configs if rc.paper not in fresh]
+        fresh = {rc.experiment for rc in configs}
+        old = [rc for rc in load_reference(path).configs if rc.experiment not in fresh]
         configs += old
         kept = sum(len(rc.claims) for rc in old)
     configs.sort(key=lambda rc: (paper_rank(rc.paper), rc.experiment, rc.variant,
