@@ -8,6 +8,7 @@ from ssmlab.papers.filtering.experiments import (
     gate_ablation,  # noqa: F401
     locality,  # noqa: F401
     lucky,  # noqa: F401
+    samples,  # noqa: F401
     scan_orders,  # noqa: F401
     transformer,  # noqa: F401
 )
