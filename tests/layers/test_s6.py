@@ -139,3 +139,20 @@ def test_delta_accessor_layout_and_range():
     torch.testing.assert_close(delta, F.softplus(dt + block.dt_proj.bias[:, None]).transpose(1, 2))
     assert (delta > 0).all()
     assert S6(d_model=3, d_state=2).double().delta(randn(1, 5, 3)).shape == (1, 5, 3)
+
+
+def test_scores_are_the_implied_matrix_without_decay_and_delta():
+    """M_{e,t,s} = C_t · (exp(Σ Δ A) ⊙ Δ_s B_s): on the diagonal the decay is 1, so
+    M_{e,t,t} = Δ_t[e] (C_t · B_t); off it, |M| ≤ Δ_s Σ_n |C_t[n] B_s[n]|."""
+    torch.manual_seed(6)
+    block = MambaBlock(d_model=4, d_state=3).double()
+    x = randn(2, 7, 4)
+    S = block.scores(x)  # (B, L, L)
+    assert S.shape == (2, 7, 7)
+    M = block.attention_matrix(x)  # (B, E, L, L)
+    delta = block.delta(x).transpose(1, 2)  # (B, E, L)
+    diag = torch.diagonal(M, dim1=-2, dim2=-1)  # (B, E, L)
+    torch.testing.assert_close(diag, delta * torch.diagonal(S, dim1=-2, dim2=-1)[:, None])
+    u, _ = block._branches(x)
+    _, Bm, Cm = block._ssm_inputs(u)  # (B, N, L)
+    torch.testing.assert_close(S[:, 5, 2], (Cm[:, :, 5] * Bm[:, :, 2]).sum(1))

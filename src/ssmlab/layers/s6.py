@@ -266,6 +266,13 @@ class MambaBlock(_SelectiveSSM):
         """Step sizes Δ_t per inner channel for block input x, (B, L, E) (for probes)."""
         return self._delta(self._branches(x)[0]).transpose(1, 2)
 
+    def scores(self, x: Tensor) -> Tensor:
+        """C_t · B_s for block input x, (B, L, L) (rows t, columns s; for probes): the selective
+        score without the decay and Δ, the part of the implied matrix shared by all channels
+        (M_{e,t,s} = C_t · (exp(Σ Δ A) ⊙ Δ_s B_s), see ssmlab.ops.attention_lens)."""
+        _, Bm, Cm = self._ssm_inputs(self._branches(x)[0])  # (B, N, L) each
+        return torch.einsum("bnt,bns->bts", Cm, Bm)
+
     def readout(self, x: Tensor, core_output: Tensor) -> Tensor:
         """The block's output from its core output (B, E, L, 1): adds D u, gates, projects.
         `forward(x) == readout(x, core(x).output)` (tested)."""

@@ -9,6 +9,7 @@ import pytest
 
 import ssmlab.papers.icl_outliers  # noqa: F401  (registers)
 from ssmlab.config import build_config
+from ssmlab.errors import UserError
 from ssmlab.experiment import REGISTRY, RunRecord
 from ssmlab.papers.icl_outliers.experiments.placement import PAPER_TABLE1
 from ssmlab.papers.icl_outliers.experiments.tolerance import key
@@ -189,27 +190,34 @@ def test_gates_specs(tmp_path):
     assert by_name(E.analyze(cfg, runs, tmp_path))["clean_lower_bound"].verdict == "PASS"
 
 
+def attention_runs(E, depth, same1, other_mean1, other_abs=None, seeds=3):
+    out = []
+    for s in range(seeds):
+        j = 1 + 0.01 * (s - 1)
+        oa = abs(other_mean1) if other_abs is None else other_abs
+        h = {"probe_step": [0, 1000, 2000], "same_sum": [3.6, same1 / 2, same1 * j],
+             "other_sum": [0.0, other_mean1 * 5, other_mean1 * 10 * j],
+             "same_mean": [0.36, same1 / 20, same1 / 10 * j],
+             "other_mean": [0.0, other_mean1 / 2, other_mean1 * j],
+             "other_abs_mean": [0.0, oa / 2, oa * j]}
+        m = {f"first_{k}": v[0] for k, v in h.items() if k != "probe_step"}
+        m |= {f"last_{k}": v[-1] for k, v in h.items() if k != "probe_step"}
+        out.append(rec(E.id, {"model": depth}, m, h, seed=s))
+    return out
+
+
 def test_attention_specs(tmp_path):
     E = exp("icl_outliers/attention")
     cfg = build_config(E.Config, {})
 
-    def run(same1, other_mean1, other_abs=None, seeds=3):
-        out = []
-        for s in range(seeds):
-            j = 1 + 0.01 * (s - 1)
-            oa = abs(other_mean1) if other_abs is None else other_abs
-            h = {"probe_step": [0, 1000, 2000], "same_sum": [3.6, same1 / 2, same1 * j],
-                 "other_sum": [0.0, other_mean1 * 5, other_mean1 * 10 * j],
-                 "same_mean": [0.36, same1 / 20, same1 / 10 * j],
-                 "other_mean": [0.0, other_mean1 / 2, other_mean1 * j],
-                 "other_abs_mean": [0.0, oa / 2, oa * j]}
-            m = {f"first_{k}": v[0] for k, v in h.items() if k != "probe_step"}
-            m |= {f"last_{k}": v[-1] for k, v in h.items() if k != "probe_step"}
-            out.append(rec(E.id, {}, m, h, seed=s))
-        return out
+    def run(same1, other_mean1, other_abs=None, stack=(100.0, 0.2)):
+        return (attention_runs(E, "one_layer", same1, other_mean1, other_abs)
+                + attention_runs(E, "stack", *stack))
 
     c = by_name(E.analyze(cfg, run(100.0, 0.2), tmp_path))
-    assert [x.verdict for x in c.values()] == ["PASS", "PASS", "PASS"]
+    assert list(c) == ["fig3_same_rises", "fig3_same_above_others", "same_rises",
+                       "same_above_others", "cor1_other_eps"]
+    assert all(x.verdict == "PASS" for x in c.values())
     c = by_name(E.analyze(cfg, run(100.0, -2.0), tmp_path))
     assert c["cor1_other_eps"].verdict == "FAIL" and "negative" in c["cor1_other_eps"].diagnosis
     assert c["cor1_other_eps"].value == pytest.approx(0.2, rel=0.02)
@@ -218,6 +226,25 @@ def test_attention_specs(tmp_path):
     assert c["cor1_other_eps"].verdict == "FAIL"
     c = by_name(E.analyze(cfg, run(5.0, 0.0), tmp_path))
     assert c["same_rises"].verdict == "FAIL"  # grew < 2×
+    assert c["fig3_same_rises"].verdict == "PASS"  # the stack's cells are judged apart
+    # the stack's first layer: others rise faster than the same-pattern sum
+    c = by_name(E.analyze(cfg, run(100.0, 0.2, stack=(2.0, 5.0)), tmp_path))
+    assert c["fig3_same_rises"].verdict == "FAIL"
+    assert c["fig3_same_above_others"].verdict == "FAIL"
+    assert "seed 0: same 3.6" in c["fig3_same_above_others"].diagnosis
+    assert c["same_rises"].verdict == "PASS"
+
+
+def test_attention_one_layer_only_has_no_fig3_claims(tmp_path):
+    E = exp("icl_outliers/attention")
+    cfg = build_config(E.Config, {"models": ["one_layer"]})
+    assert E.cells(cfg) == [{"model": "one_layer"}]
+    c = by_name(E.analyze(cfg, attention_runs(E, "one_layer", 100.0, 0.2), tmp_path))
+    assert list(c) == ["same_rises", "same_above_others", "cor1_other_eps"]
+    with pytest.raises(UserError, match="stack.n_layers=1"):
+        build_config(E.Config, {"stack": {"n_layers": 1}})
+    with pytest.raises(UserError, match="stack.mixer=gla"):  # C_q · B_i is a Mamba layer's
+        build_config(E.Config, {"stack": {"n_layers": 3, "mixer": "gla"}})
 
 
 def placement_runs(E, table, seeds=5, spread=0.0):
@@ -278,10 +305,16 @@ def test_gates_and_attention_run_tiny():
     assert r.status == "ok" and len(r.history["gate_by_position_clean"]) == 6
     assert 0 <= r.metrics["mean_clean"] <= 1
     E = exp("icl_outliers/attention")
-    cfg = build_config(E.Config, SMALL | {"l_tr": 6, "n_probe": 16, "probe_every": 1})
-    r = E.run(cfg, {}, 1)
+    cfg = build_config(E.Config, SMALL | {"l_tr": 6, "n_probe": 16, "probe_every": 1,
+                                          "stack": {"n_layers": 3, "d_model": 8},
+                                          "stack_sgd": {"steps": 2, "batch_size": 8}})
+    r = E.run(cfg, {"model": "one_layer"}, 1)
     assert r.status == "ok" and r.history["probe_step"] == [0, 1, 2, 3]  # + the final iterate
     assert r.metrics["first_same_sum"] > 0
+    r = E.run(cfg, {"model": "stack"}, 1)  # Fig. 3's 3-layer stack, scored by its first layer
+    assert r.status == "ok" and r.history["probe_step"] == [0, 1, 2]
+    assert all(math.isfinite(r.metrics[f"{w}_{k}_sum"]) for w in ("first", "last")
+               for k in ("same", "other"))
 
 
 def test_iterations_run_tiny():

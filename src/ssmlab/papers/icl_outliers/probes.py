@@ -66,6 +66,23 @@ def query_weights(model: torch.nn.Module, P: Tensor) -> Tensor:
 
 
 @torch.no_grad()
+def query_scores(model: torch.nn.Module, P: Tensor) -> Tensor:
+    """(B, L): the score of every position for the query, without the gate. The paper's one-layer
+    model: s_i = p_i^T W_B^T W_C p_q (Cor. 1). A Mamba stack (model.icl_stack, Fig. 3's 3-layer
+    model): its first layer's s_i = C_q · B_i, the same bilinear form read on the layer's
+    selective B_t, C_t (MambaBlock.scores; the paper does not define a multi-layer model's
+    score, this is its one-layer score carried to the first layer)."""
+    if isinstance(model, ICLMamba):
+        return model.scores(P)
+    first = model.backbone.layers[0]
+    if not hasattr(first.mixer, "scores"):
+        raise UserError(f"query_scores reads a Mamba layer's C_t · B_s; the first layer is "
+                        f"{type(first.mixer).__name__}")
+    x = first.norm(model.backbone.encode(P))  # (B, L, D) the first mixer's input
+    return first.mixer.scores(x)[:, -1, :]  # (B, L): the query's row
+
+
+@torch.no_grad()
 def gate_profile(model: torch.nn.Module, pr: Prompts, max_rank: int | None = None,
                  ) -> dict[str, Any]:
     """Gates of the context examples for the query, split by outlier / clean.
@@ -91,11 +108,12 @@ def gate_profile(model: torch.nn.Module, pr: Prompts, max_rank: int | None = Non
 
 
 @torch.no_grad()
-def score_concentration(model: ICLMamba, pr: Prompts) -> dict[str, float]:
-    """Cor. 1: summed and per-example scores s_i on same-pattern context examples vs the others
-    (means over prompts). Keys: same_sum, other_sum, same_mean, other_mean, and other_abs_mean
-    (the mean |s_i| over other examples: positive and negative scores do not cancel)."""
-    s = model.scores(pr.P)[:, :-1]  # (B, l)
+def score_concentration(model: torch.nn.Module, pr: Prompts) -> dict[str, float]:
+    """Cor. 1 / Fig. 3: summed and per-example scores s_i (query_scores) on same-pattern context
+    examples vs the others (means over prompts). Keys: same_sum, other_sum, same_mean,
+    other_mean, and other_abs_mean (the mean |s_i| over other examples: positive and negative
+    scores do not cancel)."""
+    s = query_scores(model, pr.P)[:, :-1]  # (B, l)
     same = pr.rel[:, :-1] == pr.rel[:, -1:]  # (B, l)
     zeros = torch.zeros_like(s)
     return {
@@ -107,10 +125,10 @@ def score_concentration(model: ICLMamba, pr: Prompts) -> dict[str, float]:
     }
 
 
-def score_probe(pr: Prompts) -> Callable[[ICLMamba, int], dict[str, float]]:
+def score_probe(pr: Prompts) -> Callable[[torch.nn.Module, int], dict[str, float]]:
     """A trainer probe recording score_concentration on a fixed prompt set."""
 
-    def probe(model: ICLMamba, step: int) -> dict[str, float]:
+    def probe(model: torch.nn.Module, step: int) -> dict[str, float]:
         return score_concentration(model, pr)
 
     return probe
