@@ -37,7 +37,7 @@ def verdicts(claims):
 def test_all_registered():
     ids = {"filtering/alignment", "filtering/convergence", "filtering/locality",
            "filtering/lucky", "filtering/gate_ablation", "filtering/attention",
-           "filtering/scan_orders", "filtering/scan_orders_fmnist"}
+           "filtering/scan_orders", "filtering/scan_orders_fmnist", "filtering/samples"}
     assert ids <= set(REGISTRY)
     for i in ids:
         cls = REGISTRY[i]

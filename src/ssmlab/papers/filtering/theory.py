@@ -10,7 +10,8 @@ module ("The setting"), with the code that checks each one ("Where each claim li
     Lemma 4.2:                 ⟨w_Δ, o_j⟩ strongly negative for irrelevant j, relevant ≈ 0
 
 The constants hidden in Θ / Ω were not published: only the exponents are checkable (the
-SLOPE_* constants below); Thm 1's sample bound is not checked by any experiment.
+SLOPE_* constants below); Thm 1's sample bound is checked in sign by filtering/samples (N*
+against d and against the gap).
 """
 
 from __future__ import annotations

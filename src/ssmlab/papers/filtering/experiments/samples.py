@@ -96,11 +96,11 @@ class Samples(Experiment):
 
     Sizes. Quick: L = 16, α_c = 4/16, α_r ∈ {5, 6, 7}/16 (gaps 1/16, 2/16, 3/16: with exact
     counts a gap is a whole number of tokens over L), d ∈ {16, 32, 64}, N ∈ {2, 4, 8, 16},
-    reference d = 32 and gap = 1/16, η = 2, ≤ 1000 GD steps, 500 test sequences, 2 seeds. Why:
+    reference d = 32 and gap = 1/16, η = 2, ≤ 1000 GD steps, 500 test sequences, 3 seeds. Why:
     with W_B = W_C = I and τ = 0.01 this data is easy; at gap ≥ 2/16 a couple of training
     sequences already give ≥ 0.95 test accuracy (measured before fixing the grid: gap 2/16, N = 2:
     0.95-1.0), so N* is inside an N grid only at the smallest gap, which is therefore the
-    reference gap; N ≤ 16 keeps the 40 runs inside a minute on one core, and L = 16, m = 16, η = 2
+    reference gap; N ≤ 16 keeps the 60 runs (20 cells × 3 seeds) inside a minute on one core, and L = 16, m = 16, η = 2
     are filtering/convergence's values. The paper publishes only d ∈ {32, 64, 128} (its
     ablations); the quick profile halves them (d = 16 costs less and still widens the d range to
     4×). Paper: the paper's d ∈ {32, 64, 128} (reference 32, where N* is largest), L = 32,
