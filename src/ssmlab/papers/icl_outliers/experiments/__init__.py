@@ -4,6 +4,7 @@ Importing registers them."""
 
 from ssmlab.papers.icl_outliers.experiments import (
     attention,  # noqa: F401
+    family,  # noqa: F401
     gates,  # noqa: F401
     iterations,  # noqa: F401
     multihead,  # noqa: F401
