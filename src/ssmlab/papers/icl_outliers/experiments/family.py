@@ -13,7 +13,7 @@ from pydantic import Field, model_validator
 from torch import nn
 
 from ssmlab.claims import ClaimSpec, Context, Diagnosis, Estimate, NoData, Region, paired_ci
-from ssmlab.config import Distinct, each_once
+from ssmlab.config import Distinct
 from ssmlab.experiment import Experiment, ExperimentConfig, RunRecord, RunResult, register
 from ssmlab.papers.icl_outliers.data import ICLDataConfig, Placement, Prompts, Rule, sample_test
 from ssmlab.papers.icl_outliers.experiments.common import (
@@ -98,7 +98,10 @@ class FamilyConfig(ExperimentConfig):
 
     @model_validator(mode="after")
     def _check(self) -> FamilyConfig:
-        each_once([key("", a) for a in self.alphas])  # α names a metric at 2 decimals
+        names = [key("flipped", a) for a in self.alphas]  # α names a metric at 2 decimals
+        if len(set(names)) < len(names):
+            raise ValueError(f"alphas {list(self.alphas)} must differ at 2 decimals: they name "
+                             "the metrics err_<rule>_<α:.2f>")
         one_layer_only(self.model.n_layers, "icl_outliers/family")
         if self.model.mixer != "paper":
             raise ValueError(f"model.mixer={self.model.mixer}: icl_outliers/family picks each "
