@@ -21,6 +21,9 @@ GROWS = [
     ("icl_outliers/tolerance", "data.d=60"),
     ("icl_outliers/tolerance", "l_tr=200"),  # the state size m = l_tr + 1
     ("icl_outliers/tolerance", "sgd.batch_size=65536"),
+    ("icl_outliers/family", "n_test=4000"),
+    ("icl_outliers/family", "l_ts=40"),
+    ("icl_outliers/family", "model.d_model=64"),
     ("icl_outliers/multihead", "n_test=4000"),
     ("icl_outliers/multihead", "l_ts=40"),
     ("icl_outliers/multihead", "d_model=64"),
@@ -77,6 +80,7 @@ def test_recurrent_linear_attention_state_is_counted():
 TOO_LARGE = {
     "icl_outliers/tolerance": ("n_test=1000000", "l_ts=16384"),
     "icl_outliers/multihead": ("n_test=1000000", "l_ts=16384"),
+    "icl_outliers/family": ("n_test=1000000", "l_ts=16384"),
     "icl_outliers/iterations": ("holdout=1000000", "l_trs=[16384]"),
     "icl_outliers/gates": ("n_test=1000000", "l_ts=4096", "fit_ranks=8"),
     "icl_outliers/attention": ("n_probe=1000000", "l_tr=16384"),
