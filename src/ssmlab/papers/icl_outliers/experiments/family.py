@@ -16,6 +16,7 @@ from ssmlab.claims import ClaimSpec, Context, Diagnosis, Estimate, NoData, Regio
 from ssmlab.config import Distinct
 from ssmlab.experiment import Experiment, ExperimentConfig, RunRecord, RunResult, register
 from ssmlab.papers.icl_outliers.data import ICLDataConfig, Placement, Prompts, Rule, sample_test
+from ssmlab.papers.icl_outliers.experiments import common
 from ssmlab.papers.icl_outliers.experiments.common import (
     MAX_LEN,
     MAX_PROMPTS,
@@ -27,15 +28,11 @@ from ssmlab.papers.icl_outliers.experiments.common import (
     error_rate,
     eval_generator,
     fit,
-    fit_history_bytes,
     fmt_cells,
     one_layer_only,
     patterns_for,
     placements_need_counts,
-    runtime_bytes,
     seed_matrix,
-    test_set_bytes,
-    train_bytes,
 )
 from ssmlab.papers.icl_outliers.experiments.tolerance import key
 from ssmlab.papers.icl_outliers.probes import query_weights
@@ -191,11 +188,11 @@ class Family(Experiment):
         d, per = cfg.data.d, []
         for m in cfg.members:
             kind, spec = member_model(m, cfg.model)
-            per.append(runtime_bytes([kind], spec)
-                       + max(train_bytes(kind, spec, cfg.sgd.for_model(kind), d, cfg.l_tr),
-                             test_set_bytes(kind, spec, d, cfg.l_tr, cfg.n_test, cfg.l_ts,
-                                            held=True)))
-        return max(per) + fit_history_bytes(cfg.sgd)
+            run = max(common.train_bytes(kind, spec, cfg.sgd.for_model(kind), d, cfg.l_tr),
+                      common.test_set_bytes(kind, spec, d, cfg.l_tr, cfg.n_test, cfg.l_ts,
+                                            held=True))
+            per.append(common.runtime_bytes([kind], spec) + run)
+        return max(per) + common.fit_history_bytes(cfg.sgd)
 
     def run(self, cfg: FamilyConfig, params: dict[str, Any], seed: int) -> RunResult:
         kind, spec = member_model(params["member"], cfg.model)
