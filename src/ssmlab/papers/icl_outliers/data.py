@@ -249,6 +249,11 @@ def sample_train(pat: Patterns, cfg: ICLDataConfig, B: int, l: int, g: torch.Gen
     return Prompts(_assemble(x_ctx, y, x[:, l]), lab[:, l], out, rel, tasks_t)
 
 
+def n_outliers(alpha: float, l: int) -> int:
+    """The exact outlier count of a context of l examples: round(α l), halves up."""
+    return int(math.floor(alpha * l + 0.5))
+
+
 def outlier_mask(B: int, l: int, alpha: float, placement: Placement, count: str,
                  g: torch.Generator) -> Tensor:
     """(B, l) bool: which context positions are outliers (position l - 1 is next to the query)."""
@@ -258,7 +263,7 @@ def outlier_mask(B: int, l: int, alpha: float, placement: Placement, count: str,
         if placement != "random":
             raise UserError("count='bernoulli' needs placement='random' (placements need a count)")
         return torch.rand(B, l, generator=g) < alpha
-    n = int(math.floor(alpha * l + 0.5))
+    n = n_outliers(alpha, l)
     pos = torch.arange(l)
     if placement == "farthest":
         return (pos < n).expand(B, l).clone()

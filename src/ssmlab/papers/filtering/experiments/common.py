@@ -28,7 +28,7 @@ from typing import Annotated, Any, Literal
 
 import annotated_types as at
 import numpy as np
-from pydantic import Field
+from pydantic import Field, ValidationError
 from torch import Tensor, nn
 
 from ssmlab.config import StrictModel
@@ -316,3 +316,15 @@ def mamba_block_params(d_model: int, expand: int, d_state: int, d_conv: int) -> 
     E, R = expand * d_model, math.ceil(d_model / 16)
     return (2 * E * d_model + E * d_conv + E + E * (R + 2 * d_state) + R * E + E + E * d_state
             + E + E * d_model + d_model)
+
+
+def check_grid_data(data: StrictModel, grids: Iterable[tuple[str, str, Iterable[Any]]]) -> None:
+    """Every cell's data must be valid: for each (config field, data key, values), the data
+    config with `key` replaced by each value validates (else that cell's run would fail)."""
+    for name, key, values in grids:
+        for v in values:
+            try:
+                type(data).model_validate(data.model_dump() | {key: v})
+            except ValidationError as e:
+                msg = e.errors()[0]["msg"].removeprefix("Value error, ")
+                raise ValueError(f"{name} value {v} with data ({key} replaced): {msg}") from None

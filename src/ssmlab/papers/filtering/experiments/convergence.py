@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import numpy as np
-from pydantic import Field, ValidationError, model_validator
+from pydantic import Field, model_validator
 
 from ssmlab.claims import ClaimSpec, Context, Diagnosis, Estimate, NoData, Region, seed_bootstrap
 from ssmlab.config import Distinct
@@ -24,6 +24,7 @@ from ssmlab.papers.filtering.experiments.common import (
     LearningRate,
     Length,
     by_seed,
+    check_grid_data,
     filtering_mamba_bytes,
     fit_gd,
     fmt,
@@ -62,15 +63,8 @@ class ConvergenceConfig(ExperimentConfig):
     def _check_cells(self) -> ConvergenceConfig:
         """Every cell's data must be valid: each α_r of the grid at the reference L and α_c, and
         each L of the grid at the reference α_r, α_c (else the cell's run fails)."""
-        for name, key, grid in (("alpha_rs", "alpha_r", self.alpha_rs),
-                                ("lengths", "L", self.lengths)):
-            for v in grid:
-                try:
-                    MajorityConfig.model_validate(self.data.model_dump() | {key: v})
-                except ValidationError as e:
-                    msg = e.errors()[0]["msg"].removeprefix("Value error, ")
-                    raise ValueError(f"{name} value {v} with data ({key} replaced): "
-                                     f"{msg}") from None
+        check_grid_data(self.data, (("alpha_rs", "alpha_r", self.alpha_rs),
+                                    ("lengths", "L", self.lengths)))
         return self
 
 

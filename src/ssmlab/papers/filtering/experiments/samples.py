@@ -10,7 +10,7 @@ from typing import Annotated, Any
 
 import annotated_types as at
 import numpy as np
-from pydantic import Field, ValidationError, model_validator
+from pydantic import Field, model_validator
 
 from ssmlab.claims import ClaimSpec, Context, Diagnosis, Estimate, NoData, Region, seed_bootstrap
 from ssmlab.config import Distinct
@@ -25,6 +25,7 @@ from ssmlab.papers.filtering.experiments.common import (
     GDSpec,
     SampleSize,
     by_seed,
+    check_grid_data,
     filtering_mamba_bytes,
     fit_gd,
     fmt,
@@ -70,14 +71,7 @@ class SamplesConfig(ExperimentConfig):
     def _check_cells(self) -> SamplesConfig:
         """Every cell's data must be valid: each α_r at the reference L, α_c and each d at the
         reference α_r (else the cell's run would fail)."""
-        for name, key, grid in (("alpha_rs", "alpha_r", self.alpha_rs), ("dims", "d", self.dims)):
-            for v in grid:
-                try:
-                    MajorityConfig.model_validate(self.data.model_dump() | {key: v})
-                except ValidationError as e:
-                    msg = e.errors()[0]["msg"].removeprefix("Value error, ")
-                    raise ValueError(f"{name} value {v} with data ({key} replaced): "
-                                     f"{msg}") from None
+        check_grid_data(self.data, (("alpha_rs", "alpha_r", self.alpha_rs), ("dims", "d", self.dims)))
         return self
 
 
@@ -216,7 +210,7 @@ class Samples(Experiment):
                                  "error' on a finite test set",
                 paper_value="N ∝ d (a sufficient count; no number published)",
                 diagnosis=Diagnosis("finding", lambda ctx: _nstar_evidence(ctx, cfg, "d")),
-                figure="main", note=lambda ctx: _nstar_note(ctx, cfg, "d")),
+                figure="main", note=lambda ctx: _censored_text(ctx, cfg, "d")),
             ClaimSpec(
                 name="samples_fall_with_gap", ref="Figs. 13-18 / Thm 1",
                 statement="A smaller α_r - α_c needs more training samples.",
@@ -230,7 +224,7 @@ class Samples(Experiment):
                                  f"accuracy {t:g} as for samples_grow_with_d",
                 paper_value="N ∝ (α_r - α_c)^-2 (a sufficient count; no number published)",
                 diagnosis=Diagnosis("finding", lambda ctx: _nstar_evidence(ctx, cfg, "gap")),
-                figure="main", note=lambda ctx: _nstar_note(ctx, cfg, "gap")),
+                figure="main", note=lambda ctx: _censored_text(ctx, cfg, "gap")),
         ]
 
     def figures(self, ctx: Context) -> dict[str, str]:
@@ -262,7 +256,7 @@ class Samples(Experiment):
         ticks: set[int] = set()
         for kind, style in (("d", "-"), ("gap", "--")):
             for key in sorted(curves[kind]):
-                if kind == "gap" and math.isclose(key, _ref_gap(cfg)) and cfg.data.d in curves["d"]:
+                if kind == "gap" and math.isclose(key, cfg.data.gap) and cfg.data.d in curves["d"]:
                     continue  # the same cell as the d sweep's reference-d curve
                 ns = sorted(curves[kind][key])
                 ticks.update(ns)
@@ -276,7 +270,7 @@ class Samples(Experiment):
         ax2.minorticks_off()
         ax2.set_xlabel("training samples N")
         ax2.set_ylabel("mean test accuracy")
-        ax2.set_title(f"Figs. 13-18: solid d sweep (gap {_ref_gap(cfg):.3g}), dashed gap sweep",
+        ax2.set_title(f"Figs. 13-18: solid d sweep (gap {cfg.data.gap:.3g}), dashed gap sweep",
                       fontsize=8)
         ax2.legend(fontsize=6)
         fig.suptitle("filtering: samples and steps vs gap and d (majority data)", fontsize=9)
@@ -284,10 +278,6 @@ class Samples(Experiment):
 
 
 # --- the sweeps -------------------------------------------------------------------------------
-
-
-def _ref_gap(cfg: SamplesConfig) -> float:
-    return cfg.data.gap
 
 
 def _gap_sweep(ctx: Context, cfg: SamplesConfig) -> list[RunRecord]:
@@ -508,10 +498,6 @@ def _censored_text(ctx: Context, cfg: SamplesConfig, kind: str) -> str:
             f"the fit: {_stars_text(cens, kind).removeprefix('N* ')}.")
 
 
-def _nstar_note(ctx: Context, cfg: SamplesConfig, kind: str) -> str:
-    return _censored_text(ctx, cfg, kind)
-
-
 def _nstar_evidence(ctx: Context, cfg: SamplesConfig, kind: str) -> str:
     """The mean accuracy curves, at how many N the accuracy orders the way the claim needs, the
     N* values (censoring named) and the slope at two other targets (does the sign depend on
@@ -530,7 +516,7 @@ def _nstar_evidence(ctx: Context, cfg: SamplesConfig, kind: str) -> str:
     agree = sum(1 for n in ns if all(n in curves[k] for k in keys)
                 and all(sign * (curves[b][n] - curves[a][n]) >= 0
                         for a, b in zip(keys, keys[1:], strict=False)))
-    fixed = (f"at gap {_ref_gap(cfg):.3g}" if kind == "d" else f"at d = {cfg.data.d}")
+    fixed = (f"at gap {cfg.data.gap:.3g}" if kind == "d" else f"at d = {cfg.data.d}")
     other = []
     for t in sorted({0.9, 0.99} - {cfg.target_accuracy}):
         st = _n_stars(items, t)

@@ -15,7 +15,14 @@ from torch import nn
 from ssmlab.claims import ClaimSpec, Context, Diagnosis, Estimate, NoData, Region, paired_ci
 from ssmlab.config import Distinct
 from ssmlab.experiment import Experiment, ExperimentConfig, RunRecord, RunResult, register
-from ssmlab.papers.icl_outliers.data import ICLDataConfig, Placement, Prompts, Rule, sample_test
+from ssmlab.papers.icl_outliers.data import (
+    ICLDataConfig,
+    Placement,
+    Prompts,
+    Rule,
+    n_outliers,
+    sample_test,
+)
 from ssmlab.papers.icl_outliers.experiments import common
 from ssmlab.papers.icl_outliers.experiments.common import (
     MAX_LEN,
@@ -34,7 +41,7 @@ from ssmlab.papers.icl_outliers.experiments.common import (
     placements_need_counts,
     seed_matrix,
 )
-from ssmlab.papers.icl_outliers.experiments.tolerance import key
+from ssmlab.papers.icl_outliers.experiments.tolerance import check_alpha_names, key
 from ssmlab.papers.icl_outliers.probes import query_weights
 from ssmlab.papers.icl_outliers.theory import linear_alpha_threshold, mamba_alpha_threshold
 from ssmlab.report import figures
@@ -95,10 +102,7 @@ class FamilyConfig(ExperimentConfig):
 
     @model_validator(mode="after")
     def _check(self) -> FamilyConfig:
-        names = [key("flipped", a) for a in self.alphas]  # α names a metric at 2 decimals
-        if len(set(names)) < len(names):
-            raise ValueError(f"alphas {list(self.alphas)} must differ at 2 decimals: they name "
-                             "the metrics err_<rule>_<α:.2f>")
+        check_alpha_names(self.alphas)
         one_layer_only(self.model.n_layers, "icl_outliers/family")
         if self.model.mixer != "paper":
             raise ValueError(f"model.mixer={self.model.mixer}: icl_outliers/family picks each "
@@ -108,11 +112,6 @@ class FamilyConfig(ExperimentConfig):
             raise ValueError(f"share_alpha={self.share_alpha} leaves no clean example in a "
                              f"context of l_ts={self.l_ts}")
         return self
-
-
-def n_outliers(alpha: float, l: int) -> int:
-    """data.outlier_mask's exact count round(α l)."""
-    return int(math.floor(alpha * l + 0.5))
 
 
 def break_even(alpha: float, l: int) -> float:

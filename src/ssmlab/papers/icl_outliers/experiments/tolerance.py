@@ -68,13 +68,7 @@ class ToleranceConfig(ExperimentConfig):
 
     @model_validator(mode="after")
     def _check(self) -> ToleranceConfig:
-        names: dict[str, float] = {}
-        for a in self.alphas:
-            k = key("", a)
-            if k in names:
-                raise ValueError(f"alphas {names[k]} and {a} share the metric name "
-                                 f"err_<rule>{k[4:]}: alphas must differ at 2 decimals")
-            names[k] = a
+        check_alpha_names(self.alphas)
         one_layer_only(self.model.n_layers, "icl_outliers/tolerance")
         placements_need_counts(self.data, self.placement)
         return self
@@ -82,6 +76,17 @@ class ToleranceConfig(ExperimentConfig):
 
 def key(rule: str, alpha: float) -> str:
     return f"err_{rule}_{alpha:.2f}"
+
+
+def check_alpha_names(alphas: tuple[float, ...]) -> None:
+    """Each α names metrics err_<rule>_<α:.2f>, so the grid must differ at 2 decimals."""
+    names: dict[str, float] = {}
+    for a in alphas:
+        k = key("", a)
+        if k in names:
+            raise ValueError(f"alphas {names[k]} and {a} share the metric name "
+                             f"err_<rule>{k[4:]}: alphas must differ at 2 decimals")
+        names[k] = a
 
 
 @register
