@@ -79,6 +79,13 @@ class Experiment(ABC):
         a config whose estimate times the concurrent workers exceeds the machine's memory."""
         return None
 
+    def cost(self, cfg: Any, params: dict[str, Any]) -> float:
+        """Relative compute cost of one run of cell `params` (any positive scale; default 1:
+        all alike). The runner hands out the costliest runs first (longest-processing-time
+        order), so that a long run does not start last and leave the other workers idle at the
+        end of a sweep. Only the order depends on it, never a result."""
+        return 1.0
+
     def check_inputs(self, cfg: Any) -> None:
         """Pre-flight check of external inputs (data files), run in the parent process before
         anything is stored: raise `UserError` naming a corrupt or unreadable file. Absent data is

@@ -331,3 +331,24 @@ def test_refused_sweep_leaves_the_results_dir_as_it_was(tmp_path, exps, monkeypa
     with pytest.raises(UserError, match=needle):
         run_sweep("builtin/test_data", results=res, overrides=["n_cells=2"], **kwargs)
     assert _tree(res) == before
+
+
+def test_costliest_runs_are_handed_out_first(tmp_path, exps, monkeypatch):
+    """Longest-processing-time order: runs start in descending Experiment.cost, plan order
+    among equals."""
+    from ssmlab.runner.sweep import dispatch_order, plan
+    from ssmlab.runner.testing import Sleepy
+
+    exp, cfg = Sleepy(), Sleepy.Config(n_cells=4, seeds=2)
+    monkeypatch.setattr(Sleepy, "cost", lambda self, cfg, p: 1.0 + (p["i"] % 2))
+    expected = [(1, 0), (1, 1), (3, 0), (3, 1), (0, 0), (0, 1), (2, 0), (2, 1)]
+    assert [(r.params["i"], r.seed) for r in dispatch_order(exp, cfg, plan(exp, cfg))] == expected
+    started, run = [], Sleepy.run
+    monkeypatch.setattr(Sleepy, "run", lambda self, cfg, params, seed: (
+        started.append((params["i"], seed)), run(self, cfg, params, seed))[1])
+    r = run_sweep("builtin/test_sleepy", results=tmp_path, executor="serial",
+                  overrides=["n_cells=4"])
+    assert r.statuses["ok"] == 8 and started == expected
+    monkeypatch.setattr(Sleepy, "cost", lambda self, cfg, p: 0.0)
+    with pytest.raises(ValueError, match="cost must be positive"):
+        dispatch_order(exp, cfg, plan(exp, cfg))

@@ -26,6 +26,7 @@ and its run is taken over.
 from __future__ import annotations
 
 import inspect
+import math
 import os
 import time
 import traceback
@@ -118,6 +119,18 @@ def plan(exp: Experiment, cfg: ExperimentConfig) -> list[PlannedRun]:
         for s in seeds_of(cfg)[:cap]:
             out.append(PlannedRun(run_id_of(exp.id, h, s), h, params, s))
     return out
+
+
+def dispatch_order(exp: Experiment, cfg: ExperimentConfig,
+                   runs: list[PlannedRun]) -> list[PlannedRun]:
+    """Runs in the order workers take them: costliest first (`Experiment.cost`), plan order
+    among equals (a stable sort). With W workers the last run to start then is a cheap one, so
+    the sweep's wall time is close to its total work / W."""
+    cost = {r.cell_hash: float(exp.cost(cfg, r.params)) for r in runs}
+    bad = [c for c in cost.values() if not math.isfinite(c) or c <= 0]
+    if bad:
+        raise ValueError(f"{type(exp).__name__}.cost must be positive and finite, got {bad[0]}")
+    return sorted(runs, key=lambda r: -cost[r.cell_hash])
 
 
 def preflight(exp_cls: type[Experiment], cfg: ExperimentConfig, executor: str,
@@ -284,7 +297,7 @@ def _sweep(exp_cls: type[Experiment], cfg: ExperimentConfig, label: str, st: Sto
     # computed by another sweep sharing the store (see Store.claim)
     waiting: dict[str, PlannedRun] = {}
     seen: dict[str, int] = {}
-    for r in runs:
+    for r in dispatch_order(exp, cfg, runs):
         status, attempts = stored.get((r.cell_hash, r.seed), ("", 0))
         if status in DONE_STATUSES:
             out.statuses[status] += 1

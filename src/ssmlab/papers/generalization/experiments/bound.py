@@ -139,6 +139,10 @@ class BoundVsT(Experiment):
     def cells(self, cfg: BoundConfig) -> list[dict[str, Any]]:
         return [{"T": int(T), "s_A": float(s)} for s in cfg.sA_values for T in cfg.T_values]
 
+    def cost(self, cfg: BoundConfig, params: dict[str, Any]) -> float:
+        """Linear in the sequence length T (the longest sequences go first)."""
+        return float(params["T"])
+
     def memory_bytes(self, cfg: BoundConfig) -> int:
         """One Majority run at the largest T (common.train_run_bytes)."""
         return train_run_bytes(cfg.model, cfg.training, "majority", cfg.task, max(cfg.T_values))

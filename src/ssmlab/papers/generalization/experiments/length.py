@@ -156,6 +156,10 @@ class _LengthBase(Experiment):
     def cells(self, cfg: LengthConfig) -> list[dict[str, Any]]:
         return [{"T": int(T)} for T in cfg.T_values]
 
+    def cost(self, cfg: LengthConfig, params: dict[str, Any]) -> float:
+        """Linear in the sequence length T (the longest sequences go first)."""
+        return float(params["T"])
+
     def memory_bytes(self, cfg: LengthConfig) -> int:
         """One run at the largest T (common.train_run_bytes: data, model, gate tensors)."""
         return train_run_bytes(cfg.model, cfg.training, self.task, cfg.task, max(cfg.T_values))

@@ -107,6 +107,10 @@ class Induction(Experiment):
     def cells(self, cfg: InductionExpConfig) -> list[dict[str, Any]]:
         return [{"mixer": m, "d_model": d} for m in cfg.mixers for d in cfg.sizes]
 
+    def cost(self, cfg: InductionExpConfig, params: dict[str, Any]) -> float:
+        """Grows with the width (the widest cells go first)."""
+        return float(params["d_model"])
+
     def memory_bytes(self, cfg: InductionExpConfig) -> int:
         """The largest cell's training and evaluation (common.lm_run_bytes)."""
         return max(lm_run_bytes(m, cfg.data.vocab_size, d, cfg.d_state, cfg.data.seq_len,

@@ -190,6 +190,10 @@ class Memory(Experiment):
                      "_seeds": 1} for m in ("mamba_pe", "s4d_pe") if m in cfg.models]
         return out
 
+    def cost(self, cfg: MemoryConfig, params: dict[str, Any]) -> float:
+        """Steps x T (the scan's work per step grows with T): the long cells go first."""
+        return float(params.get("steps", cfg.train.steps) * params["seq_len"])
+
     def memory_bytes(self, cfg: MemoryConfig) -> int:
         """The largest cell: training and evaluating the model (common.lm_run_bytes) plus the
         memory factors of FACTOR_SAMPLES test inputs, (128, E, N, T) float32, with the copies

@@ -125,6 +125,10 @@ class Recall(Experiment):
     def cells(self, cfg: RecallConfig) -> list[dict[str, Any]]:
         return [{"mixer": m, "d_model": d, "d_state": n} for m in cfg.mixers for d, n in cfg.grid]
 
+    def cost(self, cfg: RecallConfig, params: dict[str, Any]) -> float:
+        """Grows with the width and the state size (the block's projections and its scan)."""
+        return float(params["d_model"] * (params["d_model"] + 4 * params["d_state"]))
+
     def memory_bytes(self, cfg: RecallConfig) -> int:
         """The largest cell's training and evaluation (common.lm_run_bytes), or the analysis'
         construction sizes when they cost more: `analyze` builds the three MQAR constructions
