@@ -37,7 +37,8 @@ def verdicts(claims):
 def test_all_registered():
     ids = {"filtering/alignment", "filtering/convergence", "filtering/locality",
            "filtering/lucky", "filtering/gate_ablation", "filtering/attention",
-           "filtering/scan_orders", "filtering/scan_orders_fmnist", "filtering/samples"}
+           "filtering/scan_orders", "filtering/scan_orders_fmnist", "filtering/samples",
+           "filtering/length"}
     assert ids <= set(REGISTRY)
     for i in ids:
         cls = REGISTRY[i]

@@ -42,6 +42,9 @@ GROWS = [
     ("filtering/transformer", "locality.L=32"),
     ("filtering/transformer", "majority.L=32"),
     ("filtering/transformer", "n_test=8000"),
+    ("filtering/length", "lengths=[8, 16, 64]"),
+    ("filtering/length", "n_train=200"),
+    ("filtering/length", "data.d=64"),
     ("filtering/samples", "sample_sizes=[2, 4, 8, 64]"),
     ("filtering/samples", "dims=[16, 32, 128]"),
     ("filtering/samples", "data.L=32"),
@@ -75,6 +78,7 @@ def test_estimate_scales_with_the_batch_held_in_memory():
 TOO_LARGE = {
     "filtering/alignment": ("n_train=1000000", "data.L=4096"),
     "filtering/samples": ("sample_sizes=[2, 1000000]", "data.L=4096"),
+    "filtering/length": ("n_train=100000", "lengths=[8, 16384]"),
     "filtering/convergence": ("n_train=100000", "lengths=[16384]", "alpha_rs=[0.5]"),
     "filtering/locality": ("n_train=1000000", "data.L=1024"),
     "filtering/lucky": ("n_train_stack=1000000", "stack.depth=64"),

@@ -6,6 +6,7 @@ from ssmlab.papers.filtering.experiments import (
     attention,  # noqa: F401
     convergence,  # noqa: F401
     gate_ablation,  # noqa: F401
+    length,  # noqa: F401
     locality,  # noqa: F401
     lucky,  # noqa: F401
     samples,  # noqa: F401

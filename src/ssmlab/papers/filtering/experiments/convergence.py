@@ -94,8 +94,9 @@ class Convergence(Experiment):
     seeds, since a seed's points share its data and init seed): slope of steps against the gap
     -2 ± 0.5; against η -1 ± 0.25. The L sweep is plotted but not judged: Thm 1's T is a
     sufficient count, so "steps grow at most like L²" passes for any flat slope, and with the
-    head's 1/L average the majority margin does not shrink with L, so the model gives no regime
-    where the L² growth is predicted to show (README, "Dropped claims"). Quick: 4 seeds.
+    head's 1/L average the majority margin does not shrink with L at fixed fractions (README,
+    "Dropped claims"). The L² growth is judged at fixed token counts instead (filtering/length).
+    Quick: 4 seeds.
     """
 
     id = "filtering/convergence"
