@@ -41,9 +41,10 @@ def test_softmax_rows_are_distributions():
     torch.testing.assert_close(M.sum(-1), torch.ones(2, 2, L, dtype=torch.float64))
 
 
+@pytest.mark.parametrize("backend", ["banded", "dense", "auto"])
 @pytest.mark.parametrize("window", [1, 3, 7])
-def test_local_banded_equals_dense_reference(window):
-    a = _twin(LocalAttention, n_heads=2, window=window)
+def test_local_paths_equal_the_reference(window, backend):
+    a = _twin(LocalAttention, n_heads=2, window=window, backend=backend)
     b = _copy(a, LocalAttention, n_heads=2, window=window, backend="reference")
     x = randn(2, L, D)
     x1, x2 = x.clone().requires_grad_(), x.clone().requires_grad_()
@@ -109,3 +110,17 @@ def test_linear_identity_matrix_is_masked_qk():
 def test_bad_arguments_are_user_errors(cls, kwargs, needle):
     with pytest.raises(UserError, match=needle):
         cls(D, **kwargs)
+
+
+def test_local_auto_takes_dense_for_short_and_banded_for_long_sequences():
+    m = LocalAttention(D, window=3)
+    assert [m.path(L) for L in (10, 256, 257, 4096)] == ["dense", "dense", "banded", "banded"]
+    assert LocalAttention(D, window=64).path(2048) == "dense"
+    assert LocalAttention(D, window=16).path(513) == "banded"
+    assert LocalAttention(D, window=3, backend="banded").path(10) == "banded"
+    # the long path agrees with the reference too (auto picks banded at this length)
+    a = _twin(LocalAttention, window=3)
+    b = _copy(a, LocalAttention, window=3, backend="reference")
+    x = randn(1, 300, D)
+    assert a.path(300) == "banded"
+    torch.testing.assert_close(a(x), b(x), rtol=1e-12, atol=1e-12)
