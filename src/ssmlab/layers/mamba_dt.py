@@ -19,7 +19,9 @@ x_t ⊗ (Δ_t ⊙ B_t) instead (Mamba's Euler step) — default "none" (as the p
 
 Block: identical to the Mamba block with S6 replaced by this SSM, so that Mamba and Mamba-ΔT
 compare at equal size: (x, z) = in_proj(h); u = SiLU(conv1d(x)); y = (SSM(u) + D u) ⊙ SiLU(z);
-out = out_proj(y). The scan runs on ssmlab.ops.linear_recurrence.
+out = out_proj(y). The scan runs on ssmlab.ops.delta_t_scan (fused Numba kernel on the CPU,
+(B, L, d) / (B, L, N) inputs as they are, no (B, d, N, L) tensors; backend "reference" = its
+loop over time).
 
 Attention lens: per channel e, y_t = Σ_{s≤t} M_{e,t,s} u_s with
     M_{e,t,s} = Σ_n C_t[n] exp(Λ_{e,n} Σ_{j=s+1..t} Δ_j[n]) B_s[n]     (· Δ_s[n] if "delta"),
@@ -42,7 +44,7 @@ from ssmlab.layers.s6 import (
     resolve_dt_rank,
     s4d_real_A_log,
 )
-from ssmlab.ops.linear_recurrence import linear_recurrence
+from ssmlab.ops.delta_t_scan import delta_t_scan
 from ssmlab.ops.segsum import causal_mask, segsum
 
 
@@ -52,7 +54,7 @@ class MambaDeltaT(Mixer):
     Args: d_model; d_state=16; d_conv=4; expand=2; dt_rank="auto" (ceil(d_model/16));
     dt_min=0.001, dt_max=0.1, dt_init="random", dt_scale=1.0, dt_init_floor=1e-4 (Δ init as
     in Mamba, over the N states); conv_bias=True; bias=False; input_scaling="none" | "delta";
-    backend="auto" (passed to ssmlab.ops.linear_recurrence).
+    backend="auto" | "fused" | "reference" (passed to ssmlab.ops.delta_t_scan).
     """
 
     def __init__(self, d_model: int, d_state: int = 16, d_conv: int = 4, expand: int = 2,
@@ -104,12 +106,8 @@ class MambaDeltaT(Mixer):
 
     def _ssm(self, u: Tensor, delta: Tensor, Bm: Tensor, Cm: Tensor) -> Tensor:
         """The ΔT scan: u (B, L, d), Δ, B, C (B, L, N) -> core output (B, L, d)."""
-        dT = delta.transpose(1, 2)  # (B, N, L)
-        a = torch.exp(self.Lambda[None, :, :, None] * dT[:, None])  # (B, d, N, L)
-        B_in = (Bm * delta if self.input_scaling == "delta" else Bm).transpose(1, 2)  # (B, N, L)
-        b = u.transpose(1, 2)[:, :, None, :] * B_in[:, None]  # (B, d, N, L): x_t ⊗ B_t
-        h = linear_recurrence(a, b, backend=self.backend)  # (B, d, N, L)
-        return torch.einsum("bdnl,bnl->bld", h, Cm.transpose(1, 2))  # (B, L, d)
+        B_in = Bm * delta if self.input_scaling == "delta" else Bm  # (B, L, N)
+        return delta_t_scan(u, delta, self.Lambda, B_in, Cm, backend=self.backend)  # (B, L, d)
 
     def _readout(self, u: Tensor, z: Tensor, y: Tensor) -> Tensor:
         return self.out_proj((y + self.D * u) * F.silu(z))  # (B, L, D)
