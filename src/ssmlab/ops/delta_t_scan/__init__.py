@@ -8,7 +8,7 @@ Glossary (code name -> paper symbol; Mamba-ΔT, Huang et al. 2025, arXiv 2506.11
     y_t[e]    = Σ_n C_t[n] h_t[e, n]                                  -> y (B, L, d).
 
 Backends (explicit): "fused" (Numba, CPU, float32/float64: one forward pass over L per batch
-element keeping the (d, N) state in registers / L1, never materialising (B, d, N, L); a
+element keeping its (N, d) state in a small local array, never materialising (B, d, N, L); a
 checkpointed reverse pass for the gradients of every input, kernels.py), "reference" (the
 loop of reference.py, the specification; autograd), "auto" = "fused" on CPU, "reference"
 elsewhere.
