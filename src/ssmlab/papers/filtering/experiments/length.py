@@ -163,12 +163,12 @@ class LengthAtFixedCounts(Experiment):
                       "with the relevant and confusing token counts fixed.",
             quantity=f"log-log slope of steps to zero hinge loss vs L at n_r = {cfg.n_relevant}, "
                      f"n_c = {cfg.n_confusing}",
-            metric=lambda ctx: _slope(ctx),
+            metric=_slope,
             region=Region.around(SLOPE_STEPS_VS_L, cfg.slope_tol),
             tolerance_source=f"Thm 1's exponent 2; ± {cfg.slope_tol:g} is our choice (the one "
                              "filtering/convergence gives the gap exponent)",
             paper_value="T ∝ L² (no number published)",
-            diagnosis=Diagnosis("finding", lambda ctx: _evidence(ctx)),
+            diagnosis=Diagnosis("finding", _evidence),
             figure="main", note=lambda ctx: _note(ctx, cfg))]
 
     def figures(self, ctx: Context) -> dict[str, str]:
