@@ -21,11 +21,10 @@ Usage: OMP_NUM_THREADS=1 python benchmarks/delta_t.py [--repeats 7] [--quick]
 from __future__ import annotations
 
 import argparse
-import statistics
-import time
 
 import torch
 import torch.nn.functional as F
+from timing import median_ms
 
 from ssmlab.ops.delta_t_scan import delta_t_scan
 from ssmlab.ops.linear_recurrence import linear_recurrence
@@ -88,13 +87,7 @@ def _time(path: str, Bs: int, L: int, d: int, N: int, grad: bool, repeats: int) 
             w = torch.ones_like(y)
             torch.autograd.grad((y * w).sum(), t)
 
-    once()  # warm-up
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        once()
-        times.append(time.perf_counter() - t0)
-    return 1e3 * statistics.median(times)
+    return median_ms(once, repeats)
 
 
 def main(argv: list[str] | None = None) -> None:

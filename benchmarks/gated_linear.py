@@ -12,10 +12,9 @@ Usage: python benchmarks/gated_linear.py [--repeats 10]
 from __future__ import annotations
 
 import argparse
-import statistics
-import time
 
 import torch
+from timing import median_ms
 
 from ssmlab.ops.gated_linear import auto_backend, gated_linear_chunked, gated_linear_recurrent
 
@@ -24,13 +23,7 @@ SHAPES = [(64, 4, 21, 4, 8, "channel"), (64, 4, 21, 8, 8, "scalar"), (8, 4, 256,
 
 
 def ms(fn, args, repeats: int, **kw) -> float:
-    times = []
-    for i in range(repeats + 2):
-        t = time.perf_counter()
-        fn(*args, **kw).square().sum().backward()
-        if i >= 2:
-            times.append(time.perf_counter() - t)
-    return 1000 * statistics.median(times)
+    return median_ms(lambda: fn(*args, **kw).square().sum().backward(), repeats, warmup=2)
 
 
 def main() -> None:

@@ -12,10 +12,9 @@ Usage: python benchmarks/local_attention.py [--repeats 10]
 from __future__ import annotations
 
 import argparse
-import statistics
-import time
 
 import torch
+from timing import median_ms
 
 from ssmlab.layers.attention import LocalAttention
 
@@ -24,14 +23,7 @@ WINDOWS = (3, 16, 64)
 
 
 def ms(m: LocalAttention, x: torch.Tensor, repeats: int) -> float:
-    for _ in range(2):
-        m(x).sum().backward()
-    times = []
-    for _ in range(repeats):
-        t = time.perf_counter()
-        m(x).sum().backward()
-        times.append(time.perf_counter() - t)
-    return 1000 * statistics.median(times)
+    return median_ms(lambda: m(x).sum().backward(), repeats, warmup=2)
 
 
 def main() -> None:
