@@ -109,6 +109,13 @@ def test_convergence_run_and_analyze(tmp_path: Path):
     claims = exp.analyze(cfg2, runs, tmp_path)
     assert verdicts(claims) == ["FAIL", "FAIL"]
     assert all(c.diagnosis_kind == "finding" and "per-seed slopes" in c.diagnosis for c in claims)
+    # runs that never converged (NaN steps) give no slope: SKIP, not a FAIL on NaN
+    cfg2, runs = runs_with(-2, -1, 0)
+    for r in runs:
+        r.metrics["steps_to_converge"] = math.nan
+    claims = exp.analyze(cfg2, runs, tmp_path)
+    assert verdicts(claims) == ["SKIP", "SKIP"]
+    assert "converged runs at 0 value(s) of the gap (2 needed)" in claims[0].measured
 
 
 def test_locality_run_and_analyze(tmp_path: Path):

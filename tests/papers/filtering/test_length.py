@@ -54,16 +54,17 @@ def test_claim_passes_at_slope_two_and_fails_at_four_or_flat(tmp_path: Path):
     assert c.verdict == "FAIL" and c.value == pytest.approx(0, abs=0.01)
 
 
-def test_never_converged_runs_are_left_out_and_named(tmp_path: Path):
+def test_never_converged_runs_are_left_out_and_named_and_a_slope_needs_two_lengths(
+        tmp_path: Path):
     exp = length.LengthAtFixedCounts()
     cfg = build_config(exp.Config, {"lengths": [8, 16, 32, 64]})
     runs = _records(exp, cfg, lambda L: math.nan if L == 64 else 0.5 * L**2)
     (c,) = exp.analyze(cfg, runs, tmp_path)
     assert c.value == pytest.approx(2, abs=0.01)
     assert "4 of 16 runs did not converge within 3000 steps" in c.note
-    runs = _records(exp, cfg, lambda L: math.nan)
-    (c,) = exp.analyze(cfg, runs, tmp_path)
-    assert c.verdict != "PASS"
+    runs = _records(exp, cfg, lambda L: math.nan if L > 8 else 0.5 * L**2)
+    (c,) = exp.analyze(cfg, runs, tmp_path)  # one length converged: no slope to judge
+    assert c.verdict == "SKIP" and "converged runs at 1 value(s) of L (2 needed)" in c.measured
 
 
 def test_tiny_end_to_end_run(tmp_path: Path):

@@ -22,7 +22,7 @@ checks").
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Annotated, Any, Literal
 
@@ -31,10 +31,12 @@ import numpy as np
 from pydantic import Field, ValidationError
 from torch import Tensor, nn
 
+from ssmlab.claims import Estimate, NoData, seed_bootstrap
 from ssmlab.config import StrictModel
 from ssmlab.experiment import RunRecord, RunResult
 from ssmlab.memory import nbytes
 from ssmlab.papers.filtering.data import MAX_L
+from ssmlab.report.stats import group_by, mean_std
 from ssmlab.train.trainer import Probe, TrainConfig, evaluate, train
 
 PAPER = "filtering"
@@ -153,6 +155,36 @@ def by_seed(runs: Iterable[RunRecord]) -> dict[int, list[RunRecord]]:
     for r in sorted(runs, key=lambda r: r.seed):
         out.setdefault(r.seed, []).append(r)
     return out
+
+
+def steps_points(runs: Iterable[RunRecord], x_of: Callable[[RunRecord], float]
+                 ) -> list[list[tuple[float, float]]]:
+    """Per seed (seed order), the (x, steps to converge) points of the runs; a run that never
+    converged has NaN steps, which pooled_loglog_slope drops."""
+    return [[(x_of(r), float(r.metrics["steps_to_converge"])) for r in rs]
+            for rs in by_seed(runs).values()]
+
+
+def steps_table(runs: Iterable[RunRecord], x_of: Callable[[RunRecord], float], label: str) -> str:
+    """'mean steps by <label>: x: mean, ...' over the runs, x ascending."""
+    groups = group_by(list(runs), lambda r: round(x_of(r), 6))
+    return f"mean steps by {label}: " + ", ".join(
+        f"{k:g}: {fmt(mean_std([r.metrics['steps_to_converge'] for r in groups[k]])[0], 0)}"
+        for k in sorted(groups))
+
+
+def steps_slope(points: list[list[tuple[float, float]]], x_name: str, detail: str) -> Estimate:
+    """The pooled log-log slope of steps vs x with its seed-bootstrap interval; NoData (SKIP)
+    when fewer than 2 values of x have a converged run (no slope to judge)."""
+    xs = {x for seed in points for x, y in seed if math.isfinite(y) and y > 0}
+    if len(xs) < 2:
+        raise NoData(f"converged runs at {len(xs)} value(s) of {x_name} (2 needed); {detail}")
+    return seed_bootstrap(points, pooled_loglog_slope, detail=detail)
+
+
+def n_unconverged(runs: Iterable[RunRecord]) -> int:
+    """Runs that never reached the convergence criterion (NaN steps)."""
+    return sum(1 for r in runs if not np.isfinite(r.metrics["steps_to_converge"]))
 
 
 def pooled_loglog_slope(per_seed: Sequence[Sequence[tuple[float, float]]]) -> float:

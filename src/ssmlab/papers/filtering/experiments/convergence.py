@@ -9,7 +9,7 @@ from typing import Annotated, Any
 import numpy as np
 from pydantic import Field, model_validator
 
-from ssmlab.claims import ClaimSpec, Context, Diagnosis, Estimate, NoData, Region, seed_bootstrap
+from ssmlab.claims import ClaimSpec, Context, Diagnosis, Estimate, NoData, Region
 from ssmlab.config import Distinct
 from ssmlab.data.task import split
 from ssmlab.experiment import Experiment, ExperimentConfig, RunRecord, RunResult, register
@@ -23,21 +23,23 @@ from ssmlab.papers.filtering.experiments.common import (
     GDSpec,
     LearningRate,
     Length,
-    by_seed,
     check_grid_data,
     filtering_mamba_bytes,
     fit_gd,
-    fmt,
     gd_history_bytes,
+    n_unconverged,
     pooled_loglog_slope,
     runtime_bytes,
     splits_bytes,
+    steps_points,
+    steps_slope,
+    steps_table,
 )
 from ssmlab.papers.filtering.model import FilteringMamba, FilteringMambaConfig
 from ssmlab.papers.filtering.probes import gate_alignment
 from ssmlab.papers.filtering.theory import SLOPE_STEPS_VS_GAP, SLOPE_STEPS_VS_L, SLOPE_STEPS_VS_LR
 from ssmlab.report import figures
-from ssmlab.report.stats import group_by, loglog_fit, mean_std
+from ssmlab.report.stats import loglog_fit, mean_std
 
 
 class ConvergenceConfig(ExperimentConfig):
@@ -208,12 +210,13 @@ class Convergence(Experiment):
             ax.scatter(x[keep], y[keep], s=12, alpha=0.7)
             if keep.sum() >= 2 and np.isfinite(f.slope):
                 figures.fit_line(ax, x[keep], f, predicted=pred[name])
-            else:
+            elif keep.any():  # one point: log axes; none: a log axis would have no range
                 ax.set_xscale("log")
                 ax.set_yscale("log")
             ax.set_xlabel(labels[name])
             ax.set_ylabel("steps to zero hinge loss")
-            ax.legend(fontsize=7)
+            if ax.get_legend_handles_labels()[0]:
+                ax.legend(fontsize=7)
         fig.suptitle("filtering Fig. 1 / Thm 1: convergence on majority data", fontsize=9)
         return figures.save(fig, figdir, "filtering_convergence.png")
 
@@ -233,27 +236,21 @@ def _sweep(ctx: Context, cfg: ConvergenceConfig, name: str) -> list[RunRecord]:
 
 
 def _points(ctx: Context, cfg: ConvergenceConfig, name: str) -> list[list[tuple[float, float]]]:
-    """Per seed, the (x, steps) points of the sweep; runs that never converged have NaN steps
-    and drop out of the fit (counted in the note)."""
-    return [[(_x(r, name), float(r.metrics["steps_to_converge"])) for r in rs]
-            for rs in by_seed(_sweep(ctx, cfg, name)).values()]
+    """Per seed, the (x, steps) points of the sweep (never-converged runs drop out of the fit and
+    are counted in the note)."""
+    return steps_points(_sweep(ctx, cfg, name), lambda r: _x(r, name))
 
 
 def _slope(ctx: Context, cfg: ConvergenceConfig, name: str) -> Estimate:
     pts = _points(ctx, cfg, name)
     if not pts:
         raise NoData(ctx.why_empty())
-    return seed_bootstrap(pts, pooled_loglog_slope, detail=_table(ctx, cfg, name))
+    return steps_slope(pts, {"gap": "the gap", "lr": "η", "L": "L"}[name], _table(ctx, cfg, name))
 
 
 def _table(ctx: Context, cfg: ConvergenceConfig, name: str) -> str:
-    groups = group_by(_sweep(ctx, cfg, name), lambda r: round(_x(r, name), 6))
-    label = {"gap": "gap", "lr": "η", "L": "L"}[name]
-    parts = []
-    for k in sorted(groups):
-        m, _ = mean_std([r.metrics["steps_to_converge"] for r in groups[k]])
-        parts.append(f"{k:g}: {fmt(m, 0)}")
-    return f"mean steps by {label}: " + ", ".join(parts)
+    return steps_table(_sweep(ctx, cfg, name), lambda r: _x(r, name),
+                       {"gap": "gap", "lr": "η", "L": "L"}[name])
 
 
 def _note(ctx: Context, cfg: ConvergenceConfig, name: str) -> str:
@@ -276,5 +273,4 @@ def _slope_evidence(ctx: Context, cfg: ConvergenceConfig, name: str) -> str:
 
 
 def _censored(ctx: Context, cfg: ConvergenceConfig, name: str) -> int:
-    return sum(1 for r in _sweep(ctx, cfg, name)
-               if not np.isfinite(r.metrics["steps_to_converge"]))
+    return n_unconverged(_sweep(ctx, cfg, name))

@@ -9,10 +9,10 @@ from typing import Annotated, Any
 import numpy as np
 from pydantic import Field, ValidationError, model_validator
 
-from ssmlab.claims import ClaimSpec, Context, Diagnosis, Estimate, NoData, Region, seed_bootstrap
+from ssmlab.claims import ClaimSpec, Context, Diagnosis, Estimate, NoData, Region
 from ssmlab.config import Distinct
 from ssmlab.data.task import split
-from ssmlab.experiment import Experiment, ExperimentConfig, RunResult, register
+from ssmlab.experiment import Experiment, ExperimentConfig, RunRecord, RunResult, register
 from ssmlab.papers.filtering.data import MAX_L, MajorityConfig
 from ssmlab.papers.filtering.experiments.common import (
     MAX_GRID,
@@ -21,19 +21,21 @@ from ssmlab.papers.filtering.experiments.common import (
     PAPER,
     GDSpec,
     Length,
-    by_seed,
     filtering_mamba_bytes,
     fit_gd,
-    fmt,
     gd_history_bytes,
+    n_unconverged,
     pooled_loglog_slope,
     runtime_bytes,
     splits_bytes,
+    steps_points,
+    steps_slope,
+    steps_table,
 )
 from ssmlab.papers.filtering.model import FilteringMamba, FilteringMambaConfig
 from ssmlab.papers.filtering.theory import SLOPE_STEPS_VS_L
 from ssmlab.report import figures
-from ssmlab.report.stats import group_by, loglog_fit, mean_std
+from ssmlab.report.stats import loglog_fit
 
 # If Thm 1's α were fractions and its L² a factor of its own, fixed counts (a fraction gap ∝ 1/L)
 # would give T ∝ L² · L² (drawn in the figure, not judged).
@@ -197,39 +199,27 @@ class LengthAtFixedCounts(Experiment):
         return {"main": figures.save(fig, ctx.figdir, "filtering_length.png")}
 
 
-def _points(ctx: Context) -> list[list[tuple[float, float]]]:
-    """Per seed, the (L, steps) points; never-converged runs have NaN steps and drop out."""
-    return [[(float(r.params["L"]), float(r.metrics["steps_to_converge"])) for r in rs]
-            for rs in by_seed(ctx.ok).values()]
-
-
-def _table(ctx: Context) -> str:
-    groups = group_by(ctx.ok, lambda r: int(r.params["L"]))
-    return "mean steps by L: " + ", ".join(
-        f"{L}: {fmt(mean_std([r.metrics['steps_to_converge'] for r in groups[L]])[0], 0)}"
-        for L in sorted(groups))
+def _L(r: RunRecord) -> float:
+    return float(r.params["L"])
 
 
 def _slope(ctx: Context) -> Estimate:
-    pts = _points(ctx)
+    pts = steps_points(ctx.ok, _L)
     if not pts:
         raise NoData(ctx.why_empty())
-    return seed_bootstrap(pts, pooled_loglog_slope, detail=_table(ctx))
-
-
-def _censored(ctx: Context) -> int:
-    return sum(1 for r in ctx.ok if not np.isfinite(r.metrics["steps_to_converge"]))
+    return steps_slope(pts, "L", steps_table(ctx.ok, _L, "L"))
 
 
 def _note(ctx: Context, cfg: LengthConfig) -> str:
-    n = _censored(ctx)
+    n = n_unconverged(ctx.ok)
     out = (f"{n} of {len(ctx.ok)} runs did not converge within {cfg.gd.max_steps} steps and are "
            "left out of the fit (they would steepen it). " if n else "")
     return out + f"The alternative reading (L² on top of a fraction gap) predicts {SLOPE_IF_FRACTIONS:g}."
 
 
 def _evidence(ctx: Context) -> str:
-    per = [pooled_loglog_slope([p]) for p in _points(ctx)]
-    n = _censored(ctx)
+    per = [pooled_loglog_slope([p]) for p in steps_points(ctx.ok, _L)]
+    n = n_unconverged(ctx.ok)
     cens = f"{n} runs never converged (censored, left out)" if n else "every run converged"
-    return f"per-seed slopes {', '.join(f'{v:.2f}' for v in per)}; {cens}; {_table(ctx)}"
+    return (f"per-seed slopes {', '.join(f'{v:.2f}' for v in per)}; {cens}; "
+            + steps_table(ctx.ok, _L, "L"))
