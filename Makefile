@@ -8,6 +8,10 @@ FMNIST  := /usr/share/datasets/fashion-mnist
 PAPER_RESULTS ?= results-paper
 SHIPPED       ?= docs/results/paper
 REFERENCE     := $(wildcard $(SHIPPED)/claims.jsonl)
+# The finished paper-profile runs travel with the repository: restored before a profile runs (so a
+# fresh clone computes only what is missing), rewritten from the store when results are published.
+ARCHIVE       := $(SHIPPED)/runs.jsonl.gz
+RESTORE        = $(if $(wildcard $(ARCHIVE)),$(BIN)/ssmlab restore $(ARCHIVE) --results $(PAPER_RESULTS))
 
 .PHONY: test reproduce paper-results paper-publish lint bench data clean
 
@@ -32,9 +36,11 @@ reproduce: .venv data
 	$(BIN)/ssmlab reproduce --profile quick $(if $(REFERENCE),--reference $(REFERENCE))
 
 # Every paper profile into $(PAPER_RESULTS)/ (long; resumable: rerunning continues from the stored
-# runs), then the shipped results in $(SHIPPED)/: claims.jsonl, report.md, figures/ (PNGs <= 200 KB).
+# runs, and first from the shipped archive), then the shipped results in $(SHIPPED)/: runs.jsonl.gz,
+# claims.jsonl, report.md, figures/ (PNGs <= 200 KB).
 # PAPERS="selectivity" runs (and ships) some papers only; the others stay as shipped.
 paper-results: .venv data
+	$(RESTORE)
 	$(BIN)/ssmlab reproduce $(PAPERS) --profile paper --results $(PAPER_RESULTS)
 	$(MAKE) --no-print-directory paper-publish
 
@@ -42,6 +48,8 @@ paper-results: .venv data
 # its reference (experiments this store lacks appear from it, figures included) and --merge keeps them.
 paper-publish: .venv
 	mkdir -p $(SHIPPED)
+	$(RESTORE)
+	$(BIN)/ssmlab archive $(ARCHIVE) --results $(PAPER_RESULTS)
 	$(BIN)/ssmlab report --results $(PAPER_RESULTS) $(if $(REFERENCE),--reference $(REFERENCE))
 	$(BIN)/ssmlab claims --profile paper --variants --export $(SHIPPED)/claims.jsonl --merge --results $(PAPER_RESULTS)
 	$(BIN)/python -m ssmlab.report.reference publish $(PAPER_RESULTS) $(SHIPPED)

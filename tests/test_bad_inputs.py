@@ -10,6 +10,7 @@ States of the results directory before the command:
 
 from __future__ import annotations
 
+import gzip
 import hashlib
 import shutil
 import sqlite3
@@ -82,6 +83,8 @@ def _files(res: Path) -> None:
     (side / "badclaim.jsonl").write_text(head + '{"profile": "paper", "experiment": "a/b", '
                                          '"cfg_hash": "x", "claim": {"paper": "a"}}\n')
     (side / "newer.jsonl").write_text('{"format": "ssmlab-claims", "version": 7}\n')
+    (side / "notgz.jsonl.gz").write_bytes(b"not gzip")
+    (side / "notrun.jsonl.gz").write_bytes(gzip.compress(b'{"run_id": "x"}\n'))
 
 
 # (id, state, argv (RES = the results dir, SIDE = its parent), env, needle in the message)
@@ -202,6 +205,15 @@ CASES = [
     ("export-no-dir", "store", ["export", "-o", "SIDE/missing/x.csv"], {}, "missing"),
     ("export-to-dir", "store", ["export", "-o", "SIDE/outdir"], {}, "outdir"),
     ("export-no-store", "absent", ["export", "-o", "SIDE/x.csv"], {}, "no results store"),
+    # -- archive / restore ------------------------------------------------------------------------
+    ("archive-suffix", "store", ["archive", "SIDE/x.json"], {}, "must end in .jsonl.gz"),
+    ("archive-no-store", "absent", ["archive", "SIDE/x.jsonl.gz"], {}, "no results store"),
+    ("archive-unknown-exp", "store", ["archive", "SIDE/x.jsonl.gz", "--experiment", "nope/x"], {},
+     "no stored runs of experiment 'nope/x'"),
+    ("restore-missing", "absent", ["restore", "SIDE/none.jsonl.gz"], {}, "does not exist"),
+    ("restore-not-gzip", "store", ["restore", "SIDE/notgz.jsonl.gz"], {}, "not a readable gzip"),
+    ("restore-not-run", "store", ["restore", "SIDE/notrun.jsonl.gz"], {}, "line 1: not a run"),
+    ("restore-corrupt-store", "corrupt", ["restore", "SIDE/notrun.jsonl.gz"], {}, "line 1"),
     ("report-no-store", "absent", ["report"], {}, "no results store"),
     # -- shipped results: report / reproduce --reference, claims --export --------------------------
     ("report-reference-missing", "store", ["report", "--reference", "SIDE/none.jsonl"], {},

@@ -629,6 +629,38 @@ def export_cmd(
     _console().print(f"exported {n} runs to {path}", markup=False)
 
 
+@app.command("archive")
+def archive_cmd(
+    out: Annotated[Path, typer.Argument(help="archive file to write, NAME.jsonl.gz")],
+    experiment: Annotated[str | None, typer.Option(
+        "--experiment", help="only this experiment id (or paper prefix ending in '/')")] = None,
+    results: ResultsOpt = None,
+) -> None:
+    """Write the finished runs to an archive that `ssmlab restore` loads into another store."""
+    from ssmlab.runner.archive import archive_runs
+    from ssmlab.runner.store import Store
+
+    with Store.open(_results(results), create=False) as store:
+        n = archive_runs(store, out, experiment=experiment)
+    _console().print(f"archived {n} finished runs to {out}", markup=False)
+
+
+@app.command("restore")
+def restore_cmd(
+    archive: Annotated[Path, typer.Argument(help="an archive written by `ssmlab archive`")],
+    results: ResultsOpt = None,
+) -> None:
+    """Load an archive's runs into the store; runs finished there already are kept."""
+    from ssmlab.runner.archive import read_archive, restore_runs
+    from ssmlab.runner.store import Store
+
+    runs = read_archive(archive)  # a missing or corrupt archive fails before a store is made
+    with Store.open(_results(results)) as store:
+        added, kept = restore_runs(store, runs)
+    _console().print(f"restored {added} runs from {archive} ({kept} already in the store, kept)",
+                     markup=False)
+
+
 @app.command("probe")
 def probe_cmd(
     path: Annotated[Path, typer.Argument(
