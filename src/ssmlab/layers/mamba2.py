@@ -54,7 +54,7 @@ class Mamba2(Mixer):
     ngroups=1; A_init_range=(1, 16); dt_min=0.001; dt_max=0.1; dt_init_floor=1e-4;
     rmsnorm=True (gated RMSNorm before out_proj); conv_bias=True; bias=False;
     chunk_size=64 (passed to ssmlab.ops.ssd); backend="auto" (passed to ssmlab.ops.ssd: "auto" =
-    "chunked", "chunked", "reference"); norm_per_group=False (True: the gated norm normalises
+    "scan" on the CPU, "chunked" elsewhere; "scan", "chunked", "reference"); norm_per_group=False (True: the gated norm normalises
     each group of d_inner / ngroups channels on its own, as mamba_ssm's Mamba2 and transformers'
     Mamba2Mixer — needed to load their checkpoints with ngroups > 1); norm_eps=1e-5.
     """

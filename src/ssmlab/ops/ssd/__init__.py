@@ -3,8 +3,10 @@
     x (B, L, H, P), dt (B, L, H), A (H,) negative, B, C (B, L, G, N), D (H,), h0 (B, H, P, N)
     h_t = exp(Δ_t a_h) h_{t-1} + Δ_t x_t B_t^T,   y_t = h_t C_t + D x_t,   Δ = softplus(dt + bias)?
 
-Backends: "chunked" (default for "auto"; PyTorch, any device, autograd and vmap through plain
-ops), "reference" (the loop). See reference.py and chunked.py for the equations.
+Backends: "scan" (the selective scan's fused CPU kernel over the H·P channels, scan.py; what
+"auto" runs on the CPU), "chunked" (the chunked SSD algorithm; PyTorch, any device, autograd and
+vmap through plain ops; what "auto" runs elsewhere), "reference" (the loop). See reference.py,
+chunked.py and scan.py for the equations; benchmarks/ssd.py for the timings that set "auto".
 """
 
 from __future__ import annotations
@@ -14,10 +16,11 @@ from torch import Tensor
 from ssmlab.ops.errors import OpsInputError
 from ssmlab.ops.ssd.chunked import DEFAULT_CHUNK_SIZE, ssd_chunked
 from ssmlab.ops.ssd.reference import ssd_ref
+from ssmlab.ops.ssd.scan import ssd_scan
 
-BACKENDS = ("auto", "chunked", "reference")
+BACKENDS = ("auto", "chunked", "reference", "scan")
 
-__all__ = ["BACKENDS", "ssd", "ssd_chunked", "ssd_ref"]
+__all__ = ["BACKENDS", "auto_backend", "ssd", "ssd_chunked", "ssd_ref", "ssd_scan"]
 
 
 def _check(x, dt, A, B, C, D, dt_bias, h0, chunk_size) -> None:
@@ -57,13 +60,24 @@ def ssd(
     backend: str = "auto",
     chunk_size: int = DEFAULT_CHUNK_SIZE,
 ) -> Tensor | tuple[Tensor, Tensor]:
-    """SSD scan -> y (B, L, H, P) [and h_L (B, H, P, N)]; backend "auto" = "chunked"."""
+    """SSD scan -> y (B, L, H, P) [and h_L (B, H, P, N)]; backend "auto": `auto_backend`."""
     if backend not in BACKENDS:
         raise OpsInputError(f"unknown ssd backend {backend!r}; choose one of {', '.join(BACKENDS)}")
     _check(x, dt, A, B, C, D, dt_bias, h0, chunk_size)
     kw = dict(
         D=D, dt_bias=dt_bias, dt_softplus=dt_softplus, h0=h0, return_last_state=return_last_state
     )
-    if backend == "reference":
+    name = auto_backend(x) if backend == "auto" else backend
+    if name == "reference":
         return ssd_ref(x, dt, A, B, C, **kw)
+    if name == "scan":
+        if x.device.type != "cpu":
+            raise OpsInputError(f"ssd: backend 'scan' is a CPU kernel but the inputs are on "
+                                f"{x.device}; move them to the CPU or use backend='chunked'")
+        return ssd_scan(x, dt, A, B, C, **kw)
     return ssd_chunked(x, dt, A, B, C, chunk_size=chunk_size, **kw)
+
+
+def auto_backend(x: Tensor) -> str:
+    """What "auto" runs: "scan" on the CPU (the fused kernel), "chunked" elsewhere."""
+    return "scan" if x.device.type == "cpu" else "chunked"
