@@ -23,6 +23,11 @@ SHAPES = [(64, 32, 1, 16, 1, 2), (64, 32, 2, 64, 1, 16), (64, 21, 2, 16, 1, 16),
           (8, 256, 4, 32, 1, 16), (8, 1024, 8, 64, 1, 64)]
 
 
+def step(ins: list[torch.Tensor], backend: str) -> None:
+    x, dt, A, Bm, Cm, D = ins
+    ssd(x, dt, A, Bm, Cm, D=D, dt_softplus=True, backend=backend).square().sum().backward()
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--repeats", type=int, default=10)
@@ -36,14 +41,9 @@ def main() -> None:
                torch.randn(B, L, G, N), torch.randn(B, L, G, N), torch.randn(H)]
         for t in ins:
             t.requires_grad_(True)
-        x, dt, A, Bm, Cm, D = ins
-
-        def step(backend: str) -> None:
-            ssd(x, dt, A, Bm, Cm, D=D, dt_softplus=True,
-                backend=backend).square().sum().backward()
-
-        tc = median_ms(lambda: step("chunked"), args.repeats, warmup=2)
-        ts = median_ms(lambda: step("scan"), args.repeats, warmup=2)
+        tc, ts = (median_ms(lambda b=b, ins=ins: step(ins, b), args.repeats, warmup=2)
+                  for b in ("chunked", "scan"))
+        x = ins[0]
         print(f"| {B} | {L} | {H} | {P} | {G} | {N} | {tc:.1f} | {ts:.1f} | {tc / ts:.1f}x | "
               f"{auto_backend(x)} |")
 

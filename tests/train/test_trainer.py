@@ -12,7 +12,7 @@ from pydantic import ValidationError
 from trainkit import DT, Linear, TinyFiltering, linear_data, majority_data
 
 from ssmlab.errors import UserError
-from ssmlab.train.trainer import TrainConfig, TrainSetupError, train
+from ssmlab.train.trainer import TrainConfig, TrainSetupError, evaluate, train
 
 
 def test_gd_separable_reaches_zero_error():
@@ -257,3 +257,32 @@ def test_keep_best_restores_the_lowest_loss_iterate(mode):
         assert res.final["train_loss"] == pytest.approx(losses[best], rel=1e-5)
     plain = train(make(), cfg.model_copy(update={"keep_best": False}), (X, y))
     assert plain.best_step is None and plain.final["train_loss"] > min(plain.history["train_loss"])
+
+
+def test_evaluation_chunks_bound_positions_not_rows():
+    """evaluate's chunks hold at most EVAL_TOKENS positions (long sequences: fewer rows), and the
+    chunking changes nothing but float rounding: the result equals one whole-set pass."""
+    from ssmlab.train.trainer import EVAL_MAX_ROWS, EVAL_TOKENS, eval_rows
+
+    assert eval_rows((8, 3)) == EVAL_MAX_ROWS and eval_rows(()) == EVAL_MAX_ROWS
+    assert eval_rows((512,)) == EVAL_TOKENS // 512 and eval_rows((10**9,)) == 1
+    seen = []
+
+    class Net(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.w = torch.nn.Parameter(torch.randn(5, dtype=torch.float64))
+
+        def forward(self, x):
+            seen.append(x.shape[0])
+            return (x @ self.w).mean(1)
+
+    X = torch.randn(300, 2048, 5, dtype=torch.float64)
+    y = torch.sign(torch.randn(300, dtype=torch.float64))
+    net = Net()
+    got = evaluate(net, (X, y), "hinge")
+    assert seen == [16] * 18 + [12]  # 32768 // 2048 = 16 rows a chunk
+    whole = evaluate(net, (X, y), "hinge", batch_size=300)
+    # error_rate is a float32 mean: equal to float32 rounding, far below one mistake (1/300)
+    assert got["error"] == pytest.approx(whole["error"], abs=1e-6)
+    assert got["loss"] == pytest.approx(whole["loss"], rel=1e-12)

@@ -69,6 +69,7 @@ from ssmlab.train.trainer import (
     Sampler,
     TrainConfig,
     TrainResult,
+    eval_rows,
     make_optimizer,
     run_loop,
     train,
@@ -80,7 +81,6 @@ log = logging.getLogger(__name__)
 
 Mode = Literal["auto", "vmap", "loop"]
 Data = tuple[Batch | Sampler, Batch | None]
-EVAL_CHUNK = 4096  # = trainer.evaluate's default batch_size: same chunking, same float sums
 
 
 class EnsembleResults(list):
@@ -451,11 +451,12 @@ class _VmapEnsemble:
         was = self.obj.training
         self.obj.eval()
         n = X.shape[1]
+        rows = eval_rows(X.shape[2:])  # trainer.evaluate's chunks: the same float sums
         tot_l = [0.0] * self.S
         tot_e = [0.0] * self.S
-        for i in range(0, n, EVAL_CHUNK):
-            k = min(EVAL_CHUNK, n - i)
-            ls, es = self._eval_chunk(X[:, i : i + EVAL_CHUNK], y[:, i : i + EVAL_CHUNK])
+        for i in range(0, n, rows):
+            k = min(rows, n - i)
+            ls, es = self._eval_chunk(X[:, i : i + rows], y[:, i : i + rows])
             for s, (lv, ev) in enumerate(zip(ls.tolist(), es.tolist(), strict=True)):
                 tot_l[s] += lv * k
                 tot_e[s] += ev * k

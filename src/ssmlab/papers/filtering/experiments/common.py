@@ -37,7 +37,7 @@ from ssmlab.experiment import RunRecord, RunResult
 from ssmlab.memory import nbytes
 from ssmlab.papers.filtering.data import MAX_L
 from ssmlab.report.stats import group_by, mean_std
-from ssmlab.train.trainer import Probe, TrainConfig, evaluate, train
+from ssmlab.train.trainer import EVAL_MAX_ROWS, Probe, TrainConfig, evaluate, train
 
 PAPER = "filtering"
 
@@ -226,7 +226,6 @@ def runtime_bytes(numba: bool = False) -> int:
 
 
 HISTORY_VALUE = 32  # one recorded number: a Python float (24 B) and its list slot (8 B)
-EVAL_CHUNK = 4096  # trainer.evaluate's default batch
 
 
 def history_bytes(rows: int, keys: int) -> int:
@@ -286,7 +285,7 @@ def filtering_mamba_bytes(n_train: int, n_eval: int, L: int, d: int, m: int, n_s
     params = d + 2 * d * n_state + m * d + m
     train_step = 8 * nbytes(n_train, L, L) + 2 * nbytes(n_train, L, n_state) \
         + 4 * nbytes(n_train, L, m)
-    C = min(n_eval, EVAL_CHUNK)
+    C = min(n_eval, EVAL_MAX_ROWS)
     evaluation = 4 * nbytes(C, L, L) + 2 * nbytes(C, L, max(m, n_state)) + nbytes(n_train, L, L)
     return nbytes(params) + adam_state_bytes(params, optimizer) + max(train_step, evaluation)
 
@@ -301,7 +300,7 @@ def attention_head_bytes(B_train: int, n_eval: int, L: int, d: int, m: int, span
     params = 4 * d * d + m * d + m
     train_step = 8 * nbytes(B_train, L, d) + 3 * nbytes(B_train, L, span) \
         + 2 * nbytes(B_train, L, d, window) + 4 * nbytes(B_train, L, m)
-    C = min(n_eval, EVAL_CHUNK)
+    C = min(n_eval, EVAL_MAX_ROWS)
     evaluation = 4 * nbytes(C, L, d) + 2 * nbytes(C, L, span) + 2 * nbytes(C, L, d, window) \
         + 2 * nbytes(C, L, m)
     return nbytes(params) + adam_state_bytes(params, optimizer) + max(train_step, evaluation)
@@ -338,7 +337,7 @@ def mamba_blocks_bytes(B_train: int, n_eval: int, L: int, d_model: int, depth: i
     E = expand * d_model
     ckpt = nbytes(B_train, -(-L // 64), d_state, E)
     train_step = depth * (MAMBA_TRAIN_PER_BLOCK * nbytes(B_train, L, E) + ckpt)
-    C = min(n_eval, EVAL_CHUNK)
+    C = min(n_eval, EVAL_MAX_ROWS)
     evaluation = mamba_eval_bytes(depth, nbytes(C, L, E)) + nbytes(C, -(-L // 64), d_state, E)
     return nbytes(n_params) + adam_state_bytes(n_params, optimizer) + max(train_step, evaluation)
 

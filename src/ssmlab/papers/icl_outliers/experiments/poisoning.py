@@ -38,13 +38,12 @@ from ssmlab.papers.icl_outliers.experiments.common import (
 from ssmlab.records import SkipRun
 from ssmlab.report import figures
 from ssmlab.seeding import generator, seeded, split_seed
-from ssmlab.train.trainer import TrainConfig, evaluate, train
+from ssmlab.train.trainer import EVAL_MAX_ROWS, TrainConfig, evaluate, train
 
 PAPER = "icl_outliers"
 MAX_PHRASE = 64
 SST2_SIZES = {"train": 67349, "test": 872}  # GLUE SST-2 train / dev sentences
 TEXT_BYTES = 400  # one raw sentence with its label and tokens as Python objects (≈ 10 words)
-EVAL_CHUNK = 4096  # ssmlab.train.trainer.evaluate's batch
 Position = Literal["random", "start", "end"]
 
 
@@ -173,7 +172,7 @@ class Poisoning(Experiment):
         text = TEXT_BYTES * (SST2_SIZES["train"] + SST2_SIZES["test"])
         ids = 3 * nbytes(n_tr + n_te, T, itemsize=8)
         params = (cfg.data.vocab_size + cfg.phrase_len + 1) * D + depth * (3 * E * D + 4 * D * D)
-        B, C = cfg.train.batch_size, min(EVAL_CHUNK, max(n_tr, n_te))
+        B, C = cfg.train.batch_size, min(EVAL_MAX_ROWS, max(n_tr, n_te))
         train = depth * (MAMBA_TRAIN_PER_BLOCK * nbytes(B, T, E) + 3 * nbytes(B, T, T))
         evaluating = (MAMBA_EVAL_FIRST + MAMBA_EVAL_MORE * (depth - 1)) * nbytes(C, T, E) \
             + 2 * nbytes(C, T, T)
