@@ -37,7 +37,7 @@ from ssmlab.experiment import RunRecord, RunResult
 from ssmlab.memory import nbytes
 from ssmlab.papers.filtering.data import MAX_L
 from ssmlab.report.stats import group_by, mean_std
-from ssmlab.train.trainer import EVAL_MAX_ROWS, Probe, TrainConfig, evaluate, train
+from ssmlab.train.trainer import Probe, TrainConfig, eval_rows, evaluate, train
 
 PAPER = "filtering"
 
@@ -280,12 +280,12 @@ def filtering_mamba_bytes(n_train: int, n_eval: int, L: int, d: int, m: int, n_s
     cumsum, the log-sum, exp(·) (saved) and G (saved); the kernel K (cached across steps) and
     M = G ⊙ K (saved); the backward adds about two more (B, L, L) gradients: 8 × (B, L, L).
     The projections b, c = X W_B, X W_C (B, L, n), Z = X W_Oᵀ and ReLU(M Z) (B, L, m) with their
-    gradients: 2 × (B, L, n) + 4 × (B, L, m). Evaluation (no autograd) in chunks of ≤ 4096:
+    gradients: 2 × (B, L, n) + 4 × (B, L, m). Evaluation (no autograd) in chunks of trainer.eval_rows:
     about 4 (C, L, L) at once, while the training set's cached K can still be alive."""
     params = d + 2 * d * n_state + m * d + m
     train_step = 8 * nbytes(n_train, L, L) + 2 * nbytes(n_train, L, n_state) \
         + 4 * nbytes(n_train, L, m)
-    C = min(n_eval, EVAL_MAX_ROWS)
+    C = min(n_eval, eval_rows((L,)))
     evaluation = 4 * nbytes(C, L, L) + 2 * nbytes(C, L, max(m, n_state)) + nbytes(n_train, L, L)
     return nbytes(params) + adam_state_bytes(params, optimizer) + max(train_step, evaluation)
 
@@ -296,11 +296,11 @@ def attention_head_bytes(B_train: int, n_eval: int, L: int, d: int, m: int, span
     gradients, 8 × (B, L, d); the scores, the softmax (saved) and its gradient, 3 × (B, L, span)
     (span = L for global attention, the window for the local one, whose unfolded key and value
     windows add 2 × (B, L, d · window)); the head, 4 × (B, L, m). Evaluation without autograd
-    in chunks of ≤ 4096: about half of that."""
+    in chunks of trainer.eval_rows: about half of that."""
     params = 4 * d * d + m * d + m
     train_step = 8 * nbytes(B_train, L, d) + 3 * nbytes(B_train, L, span) \
         + 2 * nbytes(B_train, L, d, window) + 4 * nbytes(B_train, L, m)
-    C = min(n_eval, EVAL_MAX_ROWS)
+    C = min(n_eval, eval_rows((L,)))
     evaluation = 4 * nbytes(C, L, d) + 2 * nbytes(C, L, span) + 2 * nbytes(C, L, d, window) \
         + 2 * nbytes(C, L, m)
     return nbytes(params) + adam_state_bytes(params, optimizer) + max(train_step, evaluation)
@@ -332,12 +332,12 @@ def mamba_eval_bytes(depth: int, unit: int) -> int:
 def mamba_blocks_bytes(B_train: int, n_eval: int, L: int, d_model: int, depth: int,
                        expand: int, d_state: int, n_params: int, optimizer: str) -> int:
     """Pre-norm residual MambaBlocks trained on batches of B_train sequences and evaluated in
-    chunks of ≤ 4096 (counts above), plus the scan's checkpoints (one (E, N) state per 64
+    chunks of trainer.eval_rows (counts above), plus the scan's checkpoints (one (E, N) state per 64
     steps), the parameters and the optimiser state."""
     E = expand * d_model
     ckpt = nbytes(B_train, -(-L // 64), d_state, E)
     train_step = depth * (MAMBA_TRAIN_PER_BLOCK * nbytes(B_train, L, E) + ckpt)
-    C = min(n_eval, EVAL_MAX_ROWS)
+    C = min(n_eval, eval_rows((L,)))
     evaluation = mamba_eval_bytes(depth, nbytes(C, L, E)) + nbytes(C, -(-L // 64), d_state, E)
     return nbytes(n_params) + adam_state_bytes(n_params, optimizer) + max(train_step, evaluation)
 

@@ -38,7 +38,7 @@ from ssmlab.papers.icl_outliers.experiments.common import (
 from ssmlab.records import SkipRun
 from ssmlab.report import figures
 from ssmlab.seeding import generator, seeded, split_seed
-from ssmlab.train.trainer import EVAL_MAX_ROWS, TrainConfig, evaluate, train
+from ssmlab.train.trainer import TrainConfig, eval_rows, evaluate, train
 
 PAPER = "icl_outliers"
 MAX_PHRASE = 64
@@ -172,7 +172,7 @@ class Poisoning(Experiment):
         text = TEXT_BYTES * (SST2_SIZES["train"] + SST2_SIZES["test"])
         ids = 3 * nbytes(n_tr + n_te, T, itemsize=8)
         params = (cfg.data.vocab_size + cfg.phrase_len + 1) * D + depth * (3 * E * D + 4 * D * D)
-        B, C = cfg.train.batch_size, min(EVAL_MAX_ROWS, max(n_tr, n_te))
+        B, C = cfg.train.batch_size, min(eval_rows((T,)), max(n_tr, n_te))
         train = depth * (MAMBA_TRAIN_PER_BLOCK * nbytes(B, T, E) + 3 * nbytes(B, T, T))
         evaluating = (MAMBA_EVAL_FIRST + MAMBA_EVAL_MORE * (depth - 1)) * nbytes(C, T, E) \
             + 2 * nbytes(C, T, T)

@@ -167,8 +167,8 @@ def run_metrics(model: CausalLM, res: TrainResult) -> dict[str, float]:
 #            irfft of (B, E, 2L) and its kernel (E, N, L). Around the block: embeddings,
 #            RMSNorms, residuals and the (B, L, V) logits and log-softmax.
 #   eval     no-grad passes: the trainer's final evaluation of the training set in chunks of
-#            trainer.eval_rows((L,)) rows (at most 4096), and `token_accuracy` in chunks of 512; the peak is a few activation-sized
-#            tensors at once (no graph is kept).
+#            trainer.eval_rows((L,)) rows (at most 4096), and `token_accuracy` in chunks of
+#            512; the peak is a few activation-sized tensors at once (no graph is kept).
 #   runtime  the first backward pass and optimiser step of a process import torch's autograd /
 #            optimiser machinery lazily: ~80 MiB measured (torch 2.13, CPU), counted once; and
 #            each Numba kernel specialisation a run calls (dtype × forward / backward of the
@@ -249,7 +249,8 @@ def lm_run_bytes(mixer: str, vocab: int, d_model: int, d_state: int, L: int, spe
     params += 2 * vocab * d_model + 2 * d_model + (L * d_model if pos_encoding else 0)
     train_step = lm_pass_bytes(mixer, vocab, d_model, d_state, expand, L,
                                min(spec.batch_size, n_tr), grad=True)
-    evals = max(lm_pass_bytes(mixer, vocab, d_model, d_state, expand, L, min(n_tr, eval_rows((L,))), False),
+    evals = max(lm_pass_bytes(mixer, vocab, d_model, d_state, expand, L,
+                              min(n_tr, eval_rows((L,))), False),
                 lm_pass_bytes(mixer, vocab, d_model, d_state, expand, L, min(n_te, 512), False))
     runtime = TORCH_RUNTIME + KERNELS.get(mixer, 2) * NUMBA_KERNEL
     return runtime + data + 4 * params * FLOAT + max(train_step, evals)
