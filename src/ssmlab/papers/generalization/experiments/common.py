@@ -318,8 +318,10 @@ def train_run(model_cfg: ModelSettings, training: PaperTraining, data: Split, se
 #            them) and its checkpoints (B, T/64, N, d); backends "pscan" / "reference"
 #            materialise every state (B, d, T, N), about 6 copies with their gradients.
 #   eval     no-grad evaluation in chunks: the trainer's final pass over the training set in
-#            chunks of 4096 and the accuracy passes in chunks of 1024, 2 gate-sized tensors
-#            each (the exp's argument and result).
+#            chunks of at most 4096 rows and the accuracy passes in chunks of 1024, 2
+#            gate-sized tensors each (the exp's argument and result). The trainer's chunks are
+#            trainer.eval_rows (32768 positions, so fewer rows for T > 8); counting 4096 keeps
+#            the estimate an upper bound, measured against peaks with 4096-row chunks.
 #   runtime  the first backward pass and optimiser step of a process import torch's autograd /
 #            optimiser machinery lazily: ~80 MiB measured (torch 2.13, CPU), counted once; and
 #            each Numba kernel specialisation a run calls (path "scan": the fused scan's float32
