@@ -41,11 +41,16 @@ CASES = [
 
 
 @pytest.mark.parametrize(("dims", "Q"), CASES)
-def test_chunked_matches_reference(dims, Q):
-    kw = _inputs(*dims)
+@pytest.mark.parametrize("with_h0", [True, False])
+@pytest.mark.parametrize("backend", ["chunked", "scan"])
+def test_fast_paths_match_reference(dims, Q, with_h0, backend):
+    """The chunked algorithm and the scan path (the selective scan's fused kernel, what "auto"
+    runs on the CPU): outputs, last state and every input's gradient equal the reference loop's
+    (float64)."""
+    kw = _inputs(*dims, with_h0=with_h0)
     ts = [v for v in kw.values() if v is not None]
     yr, hr = ssd_ref(**kw, dt_softplus=True, return_last_state=True)
-    yc, hc = ssd_chunked(**kw, dt_softplus=True, return_last_state=True, chunk_size=Q)
+    yc, hc = ssd(**kw, dt_softplus=True, return_last_state=True, chunk_size=Q, backend=backend)
     torch.testing.assert_close(yc, yr, rtol=1e-10, atol=1e-11)
     torch.testing.assert_close(hc, hr, rtol=1e-10, atol=1e-11)
     gr = torch.autograd.grad(scalar_loss((yr, hr)), ts)
@@ -103,23 +108,6 @@ def test_softplus_matches_manual():
     kw = _inputs(1, 9, 2, 2, 1, 2)
     manual = {**kw, "dt": F.softplus(kw["dt"] + kw["dt_bias"]), "dt_bias": None}
     torch.testing.assert_close(ssd(**kw, dt_softplus=True), ssd(**manual), rtol=1e-12, atol=1e-12)
-
-
-@pytest.mark.parametrize(("dims", "Q"), CASES)
-@pytest.mark.parametrize("with_h0", [True, False])
-def test_scan_matches_reference(dims, Q, with_h0):
-    """The fused-kernel path (what "auto" runs on the CPU): outputs, last state and the gradients
-    of every input equal the reference loop's (float64)."""
-    kw = _inputs(*dims, with_h0=with_h0)
-    ts = [v for v in kw.values() if v is not None]
-    yr, hr = ssd_ref(**kw, dt_softplus=True, return_last_state=True)
-    ys, hs = ssd(**kw, dt_softplus=True, return_last_state=True, backend="scan", chunk_size=Q)
-    torch.testing.assert_close(ys, yr, rtol=1e-10, atol=1e-11)
-    torch.testing.assert_close(hs, hr, rtol=1e-10, atol=1e-11)
-    gr = torch.autograd.grad(scalar_loss((yr, hr)), ts)
-    gs = torch.autograd.grad(scalar_loss((ys, hs)), ts)
-    for a, b in zip(gs, gr, strict=True):
-        torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-10)
 
 
 def test_auto_is_scan_on_cpu_and_vmaps():

@@ -20,15 +20,12 @@ store is kept (Store.put_run), a failed or skipped one is replaced by the archiv
 from __future__ import annotations
 
 import gzip
-import io
 import json
-import os
-import uuid
 from dataclasses import asdict, fields
 from pathlib import Path
 
 from ssmlab.errors import UserError
-from ssmlab.runner.export import check_experiment, check_output
+from ssmlab.runner.export import check_experiment, check_output, write_atomically
 from ssmlab.runner.store import DONE_STATUSES, Store, StoredRun, run_id_of, to_jsonable
 
 COLUMNS = tuple(f.name for f in fields(StoredRun))
@@ -45,21 +42,15 @@ def archive_runs(store: Store, path: str | Path, experiment: str | None = None) 
     if experiment is not None:
         check_experiment(store, experiment)
     runs = store.runs(experiment, statuses=DONE_STATUSES)
-    tmp = path.with_name(f".{uuid.uuid4().hex[:12]}.tmp-{path.name}")
-    try:
-        with open(tmp, "xb") as raw, gzip.GzipFile(fileobj=raw, mode="wb", mtime=0,
+
+    def write(tmp: Path) -> None:
+        with open(tmp, "wb") as raw, gzip.GzipFile(fileobj=raw, mode="wb", mtime=0,
                                                    filename="") as gz:
-            text = io.TextIOWrapper(gz, encoding="utf-8")
             for r in runs:
-                text.write(json.dumps(to_jsonable(asdict(r)), sort_keys=True, allow_nan=True))
-                text.write("\n")
-            text.flush()
-            text.detach()
-        os.replace(tmp, path)
-    except OSError as e:
-        raise UserError(f"cannot write {path}: {e.strerror or e}") from None
-    finally:
-        tmp.unlink(missing_ok=True)
+                line = json.dumps(to_jsonable(asdict(r)), sort_keys=True, allow_nan=True)
+                gz.write(line.encode("utf-8") + b"\n")
+
+    write_atomically(path, write)
     return len(runs)
 
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import os
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -149,18 +150,22 @@ def export_runs(store: Store, path: str | Path, fmt: str = "csv", experiment: st
                 kinds = {type(v) for v in df[col].dropna()}
                 if len(kinds) > 1:
                     df[col] = df[col].map(lambda v: None if v is None else str(v))
-    # the temporary name ends like the target (runs.csv.gz) so pandas infers the same compression
+    write_atomically(path, lambda tmp: df.to_csv(tmp, index=False) if fmt == "csv"
+                     else df.to_parquet(tmp, index=False))
+    return len(df)
+
+
+def write_atomically(path: Path, write: Callable[[Path], object]) -> None:
+    """`write(tmp)` fills a new temporary file beside `path` (its name ends like the target,
+    runs.csv.gz, so pandas infers the same compression), which is then renamed over `path`: a
+    failure leaves neither a partial file nor a damaged old one. OSError -> UserError."""
     tmp = path.with_name(f".{uuid.uuid4().hex[:12]}.tmp-{path.name}")
     try:
         # O_EXCL: never clobber; mode 0o666 & ~umask, like a file pandas would create
         os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
-        if fmt == "csv":
-            df.to_csv(tmp, index=False)
-        else:
-            df.to_parquet(tmp, index=False)
+        write(tmp)
         os.replace(tmp, path)
     except OSError as e:
         raise UserError(f"cannot write {path}: {e.strerror or e}") from None
     finally:
         tmp.unlink(missing_ok=True)
-    return len(df)
