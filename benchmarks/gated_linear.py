@@ -11,10 +11,8 @@ Usage: python benchmarks/gated_linear.py [--repeats 10]
 
 from __future__ import annotations
 
-import argparse
-
 import torch
-from timing import median_ms
+from timing import median_ms, start_table
 
 from ssmlab.ops.gated_linear import auto_backend, gated_linear_chunked, gated_linear_recurrent
 
@@ -27,20 +25,15 @@ def ms(fn, args, repeats: int, **kw) -> float:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--repeats", type=int, default=10)
-    args = ap.parse_args()
-    torch.set_num_threads(1)
-    torch.manual_seed(0)
-    print("| B | H | L | K | V | decay | chunked Q=16 ms | chunked Q=64 ms | recurrent ms | auto |")
-    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+    repeats = start_table(__doc__, ["B", "H", "L", "K", "V", "decay", "chunked Q=16 ms",
+                                    "chunked Q=64 ms", "recurrent ms", "auto"])
     for B, H, L, K, V, kind in SHAPES:
         q, k = (torch.randn(B, H, L, K, requires_grad=True) for _ in range(2))
         v = torch.randn(B, H, L, V, requires_grad=True)
         g = -torch.rand(B, H, L, *((K,) if kind == "channel" else ())).requires_grad_()
-        t16 = ms(gated_linear_chunked, (q, k, v, g), args.repeats, chunk_size=16)
-        t64 = ms(gated_linear_chunked, (q, k, v, g), args.repeats, chunk_size=64)
-        tr = ms(gated_linear_recurrent, (q, k, v, g), args.repeats)
+        t16 = ms(gated_linear_chunked, (q, k, v, g), repeats, chunk_size=16)
+        t64 = ms(gated_linear_chunked, (q, k, v, g), repeats, chunk_size=64)
+        tr = ms(gated_linear_recurrent, (q, k, v, g), repeats)
         print(f"| {B} | {H} | {L} | {K} | {V} | {kind} | {t16:.1f} | {t64:.1f} | {tr:.1f} | "
               f"{auto_backend(q, g)} |")
 

@@ -11,10 +11,8 @@ Usage: python benchmarks/local_attention.py [--repeats 10]
 
 from __future__ import annotations
 
-import argparse
-
 import torch
-from timing import median_ms
+from timing import median_ms, start_table
 
 from ssmlab.layers.attention import LocalAttention
 
@@ -27,19 +25,13 @@ def ms(m: LocalAttention, x: torch.Tensor, repeats: int) -> float:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--repeats", type=int, default=10)
-    args = ap.parse_args()
-    torch.set_num_threads(1)
-    torch.manual_seed(0)
-    print("| L | B | w | banded ms | dense ms | banded / dense | auto |")
-    print("| --- | --- | --- | --- | --- | --- | --- |")
+    repeats = start_table(__doc__, ["L", "B", "w", "banded ms", "dense ms", "banded / dense", "auto"])
     for L, B in SHAPES:
         x = torch.randn(B, L, 64, requires_grad=True)
         for w in WINDOWS:
             if w > L:
                 continue
-            t = {p: ms(LocalAttention(64, window=w, backend=p), x, args.repeats)
+            t = {p: ms(LocalAttention(64, window=w, backend=p), x, repeats)
                  for p in ("banded", "dense")}
             auto = LocalAttention(64, window=w).path(L)
             print(f"| {L} | {B} | {w} | {t['banded']:.1f} | {t['dense']:.1f} | "

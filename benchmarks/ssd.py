@@ -12,10 +12,8 @@ Usage: python benchmarks/ssd.py [--repeats 10]
 
 from __future__ import annotations
 
-import argparse
-
 import torch
-from timing import median_ms
+from timing import median_ms, start_table
 
 from ssmlab.ops.ssd import auto_backend, ssd
 
@@ -29,19 +27,14 @@ def step(ins: list[torch.Tensor], backend: str) -> None:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--repeats", type=int, default=10)
-    args = ap.parse_args()
-    torch.set_num_threads(1)
-    torch.manual_seed(0)
-    print("| B | L | H | P | G | N | chunked ms | scan ms | chunked / scan | auto |")
-    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+    repeats = start_table(__doc__, ["B", "L", "H", "P", "G", "N", "chunked ms", "scan ms",
+                                    "chunked / scan", "auto"])
     for B, L, H, P, G, N in SHAPES:
         ins = [torch.randn(B, L, H, P), torch.randn(B, L, H), -torch.rand(H) - 0.5,
                torch.randn(B, L, G, N), torch.randn(B, L, G, N), torch.randn(H)]
         for t in ins:
             t.requires_grad_(True)
-        tc, ts = (median_ms(lambda b=b, ins=ins: step(ins, b), args.repeats, warmup=2)
+        tc, ts = (median_ms(lambda b=b, ins=ins: step(ins, b), repeats, warmup=2)
                   for b in ("chunked", "scan"))
         x = ins[0]
         print(f"| {B} | {L} | {H} | {P} | {G} | {N} | {tc:.1f} | {ts:.1f} | {tc / ts:.1f}x | "

@@ -4,9 +4,12 @@ Imported by the scripts beside it (`python benchmarks/<name>.py` puts this folde
 
 from __future__ import annotations
 
+import argparse
 import statistics
 import time
 from collections.abc import Callable
+
+import torch
 
 
 def median_ms(call: Callable[[], object], repeats: int, warmup: int = 1) -> float:
@@ -20,3 +23,16 @@ def median_ms(call: Callable[[], object], repeats: int, warmup: int = 1) -> floa
         call()
         times.append(time.perf_counter() - t0)
     return 1e3 * statistics.median(times)
+
+
+def start_table(doc: str, columns: list[str]) -> int:
+    """The op benchmarks' common start: parse `--repeats` (default 10), one torch thread, seed 0,
+    print the Markdown table's header; returns the repeats."""
+    ap = argparse.ArgumentParser(description=doc.splitlines()[0])
+    ap.add_argument("--repeats", type=int, default=10)
+    repeats = ap.parse_args().repeats
+    torch.set_num_threads(1)
+    torch.manual_seed(0)
+    print("| " + " | ".join(columns) + " |")
+    print("|" + " --- |" * len(columns))
+    return repeats
