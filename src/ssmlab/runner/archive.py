@@ -83,10 +83,9 @@ def _parse(line: str, path: Path, lineno: int) -> StoredRun:
     missing = [c for c in COLUMNS if c not in d]
     unknown = sorted(set(d) - set(COLUMNS))
     if missing or unknown:
-        what = (f"missing {', '.join(missing)}" if missing else "") + \
-               ("; " if missing and unknown else "") + \
-               (f"unknown {', '.join(unknown)}" if unknown else "")
-        raise UserError(f"{where}: not a run ({what})")
+        what = [f"{kind} {', '.join(names)}" for kind, names in
+                (("missing", missing), ("unknown", unknown)) if names]
+        raise UserError(f"{where}: not a run ({'; '.join(what)})")
     if d["status"] not in DONE_STATUSES:
         raise UserError(f"{where}: status {d['status']!r} is not one of "
                         f"{', '.join(DONE_STATUSES)}")
