@@ -32,10 +32,9 @@ def ssd_scan(
     dt_softplus: bool = False,
     h0: Tensor | None = None,
     return_last_state: bool = False,
-    backend: str = "fused",
 ) -> Tensor | tuple[Tensor, Tensor]:
     """y (B, L, H, P) [and h_L (B, H, P, N)]; the arguments of ssmlab.ops.ssd.ssd (checked
-    there); `backend` is selective_scan's (a CPU kernel: "fused", "fused_c", "fused_numba")."""
+    there), run by selective_scan's fused CPU kernel."""
     Bsz, L, H, P = x.shape
     N = B.shape[3]
     u = x.permute(0, 2, 3, 1).reshape(Bsz, H * P, L)  # (B, HP, L)
@@ -46,7 +45,7 @@ def ssd_scan(
         D=None if D is None else D.repeat_interleave(P),
         delta_bias=None if dt_bias is None else dt_bias.repeat_interleave(P),
         delta_softplus=dt_softplus, return_last_state=True,
-        h0=None if h0 is None else h0.reshape(Bsz, H * P, N), backend=backend,
+        h0=None if h0 is None else h0.reshape(Bsz, H * P, N), backend="fused",
     )  # fmt: skip
     y = out[0].view(Bsz, H, P, L).permute(0, 3, 1, 2)  # (B, L, H, P)
     return (y, out[1].view(Bsz, H, P, N)) if return_last_state else y
