@@ -240,3 +240,19 @@ def test_support_cuts_the_interval_to_the_quantitys_range():
     cut = evaluate(_spec(support=(0.0, 1.0)), Context(None, runs), "p", "p/e")
     assert plain.ci_high > 1.0 and cut.ci_high == 1.0
     assert cut.ci_low == plain.ci_low and cut.value == plain.value
+
+
+def test_seed_matrix_pairs_by_seed_when_a_run_diverged():
+    """Seed 0 diverged in cell b: a paired statistic must compare a's seeds 1, 2 with b's seeds
+    1, 2 (a positional pairing would set a's seed 0 against b's seed 1)."""
+    def rec(cell: str, seed: int, acc: float, status: str = "ok") -> RunRecord:
+        return RunRecord("p/e", "h", {"cell": cell}, seed, status, {"acc": acc}, {}, {})
+    runs = [rec("a", 0, 0.1), rec("a", 1, 0.5), rec("a", 2, 0.9),
+            rec("b", 0, math.nan, "diverged"), rec("b", 1, 0.4), rec("b", 2, 0.8)]
+    mat = Context(None, runs).seed_matrix([({"cell": "a"}, "acc"), ({"cell": "b"}, "acc")])
+    assert mat.tolist() == [[0.5, 0.4], [0.9, 0.8]]
+    with pytest.raises(NoData, match="no finished runs for cell=c"):
+        Context(None, runs).seed_matrix([({"cell": "c"}, "acc")])
+    disjoint = [rec("a", 0, 0.1), rec("b", 1, 0.4)]
+    with pytest.raises(NoData, match="no seed finished in every cell"):
+        Context(None, disjoint).seed_matrix([({"cell": "a"}, "acc"), ({"cell": "b"}, "acc")])

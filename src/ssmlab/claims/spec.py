@@ -27,6 +27,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+import numpy as np
+
 from ssmlab.claims.stats import Estimate, seeds_to_settle
 from ssmlab.records import Claim, RunRecord, Verdict, not_ok_note
 
@@ -141,6 +143,24 @@ class Context:
         if not rs:
             raise NoData(self.why_empty(**params))
         return [float(r.metrics.get(key, math.nan)) for r in rs]
+
+    def seed_matrix(self, columns: Sequence[tuple[dict[str, Any], str]],
+                    exact: bool = False) -> np.ndarray:
+        """(seeds, columns): metrics[key] of the ok run of each (cell parameters, key) column,
+        one row per seed that finished in every column's cell (in seed order), so that a
+        paired statistic resamples whole seeds and never pairs one seed's run with another's
+        (a seed that diverged in one cell drops out of all). NoData when a cell has no
+        finished run or no seed is common to all."""
+        per: list[dict[int, float]] = []
+        for params, key in columns:
+            rs = self.select(exact=exact, **params)
+            if not rs:
+                raise NoData(self.why_empty(**params))
+            per.append({r.seed: float(r.metrics.get(key, math.nan)) for r in rs})
+        seeds = sorted(set.intersection(*(set(p) for p in per))) if per else []
+        if not seeds:
+            raise NoData("no seed finished in every cell the claim reads")
+        return np.array([[p[s] for p in per] for s in seeds], float).reshape(len(seeds), len(per))
 
     def why_empty(self, **params: Any) -> str:
         cell = ", ".join(f"{k}={v}" for k, v in params.items()) or "the experiment"

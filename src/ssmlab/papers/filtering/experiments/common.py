@@ -31,11 +31,12 @@ import numpy as np
 from pydantic import Field, ValidationError
 from torch import Tensor, nn
 
-from ssmlab.claims import Estimate, NoData, seed_bootstrap
+from ssmlab.claims import Context, Estimate, NoData, paired_ci, seed_bootstrap
 from ssmlab.config import StrictModel
 from ssmlab.experiment import RunRecord, RunResult
 from ssmlab.memory import nbytes
 from ssmlab.papers.filtering.data import MAX_L
+from ssmlab.records import not_ok_note
 from ssmlab.report.stats import group_by, mean_std
 from ssmlab.train.trainer import Probe, TrainConfig, eval_rows, evaluate, train
 
@@ -138,6 +139,23 @@ def thin(values: Sequence[Any], every: int) -> list[Any]:
     if idx[-1] != len(values) - 1:
         idx.append(len(values) - 1)
     return [values[i] for i in idx]
+
+
+def paired_gap(ctx: Context, key: str, a: tuple[str, dict[str, Any]],
+               b: tuple[str, dict[str, Any]], exact: bool = False, detail: str = "") -> Estimate:
+    """mean metrics[key] of cell a minus cell b over the seeds that finished both, paired by
+    seed (Context.seed_matrix). `a`, `b`: (label, cell parameters); the detail gives each
+    cell's mean over all its ok runs and, when a seed dropped out, which runs were not ok."""
+    (la, pa), (lb, pb) = a, b
+    mat = ctx.seed_matrix([(pa, key), (pb, key)], exact=exact)
+    means = [np.mean(ctx.values(key, exact=exact, **p)) for p in (pa, pb)]
+    parts = [detail, f"{la} {means[0]:.3f}, {lb} {means[1]:.3f}"]
+    bad = "; ".join(f"{label}: {note}" for label, p in (a, b)
+                    if (note := not_ok_note(ctx.select(ok=False, exact=exact, **p))))
+    if bad:
+        parts.append(f"paired on the {len(mat)} seeds that finished both ({bad})")
+    return paired_ci({la: mat[:, 0], lb: mat[:, 1]}, lambda u, v: float(u.mean() - v.mean()),
+                     detail="; ".join(x for x in parts if x))
 
 
 def ok_runs(runs: list[RunRecord]) -> list[RunRecord]:

@@ -305,23 +305,20 @@ def _mean_steps(ctx: Context, k: int) -> float:
 
 def _slowdown(ctx: Context, cfg: LocalityExpConfig) -> Estimate:
     deltas = _deltas(ctx)
-    cols: dict[str, list[float]] = {}
-    for k in deltas:
-        cols[str(k)] = [float(r.metrics["steps_censored"]) for r in ctx.select(delta_close=k)]
     pairs = [(a, b) for a, b in zip(deltas, deltas[1:], strict=False)
              if b == a + 1 and ctx.select(delta_close=a)
              and all(r.metrics["converged"] for r in ctx.select(delta_close=a))]
     if not pairs:
         raise NoData("no ΔL⁺ cell whose runs all reached training error ≤ "
                      f"{cfg.gd.error_target:g} has a ΔL⁺ + 1 neighbour ({_censor_note(ctx, cfg)})")
-    keys = sorted({str(k) for p in pairs for k in p}, key=int)
-    n = min(len(cols[k]) for k in keys)
+    keys = sorted({k for p in pairs for k in p})
+    mat = ctx.seed_matrix([({"delta_close": k}, "steps_censored") for k in keys])  # paired
     idx = {k: i for i, k in enumerate(keys)}
 
     def stat(*c: np.ndarray) -> float:
-        return float(min(c[idx[str(b)]].mean() - c[idx[str(a)]].mean() for a, b in pairs))
+        return float(min(c[idx[b]].mean() - c[idx[a]].mean() for a, b in pairs))
 
-    return paired_ci({k: cols[k][:n] for k in keys}, stat,
+    return paired_ci({str(k): mat[:, idx[k]] for k in keys}, stat,
                      detail=_steps_table(ctx, cfg) + "; compared: "
                      + ", ".join(f"{a}→{b}" for a, b in pairs))
 

@@ -12,7 +12,7 @@ import numpy as np
 import torch
 from pydantic import Field, model_validator
 
-from ssmlab.claims import ClaimSpec, Context, Diagnosis, Estimate, NoData, Region, exact, paired_ci
+from ssmlab.claims import ClaimSpec, Context, Diagnosis, Estimate, NoData, Region, exact
 from ssmlab.config import Distinct
 from ssmlab.data import fashion_mnist as fm
 from ssmlab.data.scan_orders import ORDER_NAMES, OrderName, flatten, locality, scan_order
@@ -26,6 +26,7 @@ from ssmlab.papers.filtering.experiments.common import (
     PAPER,
     mamba_block_params,
     mamba_blocks_bytes,
+    paired_gap,
     runtime_bytes,
     splits_bytes,
     train_history_bytes,
@@ -248,13 +249,10 @@ def _locality_diff(cfg: ScanOrdersConfig) -> Estimate:
 
 
 def _order_diff(ctx: Context, detail: str = "") -> Estimate:
-    h = ctx.values("test_accuracy", order="hilbert")
-    r = ctx.values("test_accuracy", order="row_major")
-    n = min(len(h), len(r))
     table = _order_table(_acc_by_order(ctx.ok, ctx.cfg.orders))
-    return paired_ci({"hilbert": h[:n], "row_major": r[:n]},
-                     lambda a, b: float(a.mean() - b.mean()),
-                     detail="; ".join(x for x in (f"test accuracy: {table}", detail) if x))
+    return paired_gap(ctx, "test_accuracy", ("hilbert", {"order": "hilbert"}),
+                      ("row_major", {"order": "row_major"}),
+                      detail="; ".join(x for x in (f"test accuracy: {table}", detail) if x))
 
 
 def _gap_detail(ctx: Context) -> str:

@@ -10,16 +10,7 @@ from typing import Annotated, Any, Literal
 import numpy as np
 from pydantic import Field
 
-from ssmlab.claims import (
-    ClaimSpec,
-    Context,
-    Diagnosis,
-    Estimate,
-    NoData,
-    Region,
-    mean_ci,
-    paired_ci,
-)
+from ssmlab.claims import ClaimSpec, Context, Diagnosis, Estimate, NoData, Region, mean_ci
 from ssmlab.config import Distinct
 from ssmlab.data.task import split
 from ssmlab.experiment import Experiment, ExperimentConfig, RunResult, register
@@ -31,6 +22,7 @@ from ssmlab.papers.filtering.experiments.common import (
     attention_head_bytes,
     filtering_mamba_bytes,
     fit_accuracy,
+    paired_gap,
     runtime_bytes,
     splits_bytes,
     train_history_bytes,
@@ -217,10 +209,8 @@ def _beside(ctx: Context, data: str, model: str) -> str:
 
 
 def _diff(ctx: Context, t: str) -> Estimate:
-    xa, xb = _acc(ctx, "locality", "mamba"), _acc(ctx, "locality", t)
-    n = min(len(xa), len(xb))
-    return paired_ci({"mamba": xa[:n], t: xb[:n]}, lambda u, v: float(u.mean() - v.mean()),
-                     detail=f"mamba {np.mean(xa):.3f}, {t} {np.mean(xb):.3f}")
+    return paired_gap(ctx, "test_accuracy", ("mamba", {"data": "locality", "model": "mamba"}),
+                      (t, {"data": "locality", "model": t}))
 
 
 def _evidence(ctx: Context, cfg: TransformerConfig, data: str) -> str:

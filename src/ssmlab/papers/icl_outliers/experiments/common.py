@@ -26,7 +26,7 @@ import torch
 from pydantic import Field, model_validator
 from torch import Tensor, nn
 
-from ssmlab.claims import Context, Estimate, NoData, seed_bootstrap
+from ssmlab.claims import Estimate, seed_bootstrap
 from ssmlab.config import StrictModel
 from ssmlab.layers.registry import MixerName
 from ssmlab.memory import nbytes
@@ -258,25 +258,6 @@ def runs_of(runs: list[RunRecord], kind: str) -> list[RunRecord]:
 
 
 # --- claims: per-seed tables and their intervals -------------------------------------------------
-
-Column = tuple[dict[str, Any], str]  # (cell parameters, metric key)
-
-
-def seed_matrix(ctx: Context, columns: Sequence[Column]) -> np.ndarray:
-    """(seeds, columns): metrics[key] of the ok run of each column's cell, one row per seed that
-    finished in every column's cell (in seed order), so that a statistic of several cells
-    resamples whole seeds. NoData when a cell has no finished run or no seed is common."""
-    per: list[dict[int, float]] = []
-    for params, k in columns:
-        rs = ctx.select(**params)
-        if not rs:
-            raise NoData(ctx.why_empty(**params))
-        per.append({r.seed: float(r.metrics.get(k, math.nan)) for r in rs})
-    seeds = sorted(set.intersection(*(set(p) for p in per))) if per else []
-    if not seeds:
-        raise NoData("no seed finished in every cell the claim reads")
-    return np.array([[p[s] for p in per] for s in seeds], float).reshape(len(seeds), len(per))
-
 
 def over_seeds(mat: np.ndarray, statistic: Callable[[np.ndarray], float],
                detail: str = "") -> Estimate:

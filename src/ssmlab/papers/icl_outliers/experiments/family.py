@@ -39,7 +39,6 @@ from ssmlab.papers.icl_outliers.experiments.common import (
     one_layer_only,
     patterns_for,
     placements_need_counts,
-    seed_matrix,
 )
 from ssmlab.papers.icl_outliers.experiments.tolerance import check_alpha_names, key
 from ssmlab.papers.icl_outliers.probes import query_weights
@@ -346,8 +345,8 @@ def embedding_rms(model: nn.Module, pr: Prompts) -> dict[str, float]:
 
 def _columns(ctx: Context, cells: list[tuple[Member, str]]) -> dict[str, np.ndarray]:
     """{'<member>@<metric>': per-seed values}, aligned on the seeds every cell finished
-    (common.seed_matrix), for paired_ci."""
-    mat = seed_matrix(ctx, [({"member": m}, k) for m, k in cells])
+    (Context.seed_matrix), for paired_ci."""
+    mat = ctx.seed_matrix([({"member": m}, k) for m, k in cells])
     return {f"{m}@{k}": mat[:, j] for j, (m, k) in enumerate(cells)}
 
 

@@ -30,7 +30,6 @@ from ssmlab.papers.icl_outliers.experiments.common import (
     paper_model_only,
     patterns_for,
     runtime_bytes,
-    seed_matrix,
     steps_to_loss,
     test_set_bytes,
     train_bytes,
@@ -263,7 +262,7 @@ def _ltr_slope(ctx: Context, cfg: IterationsConfig, what: str) -> Estimate:
     l = list(cfg.l_trs)
     cols = [({"sweep": "l_tr", "model": m, "l_tr": v}, "steps") for m in ("mamba", "linear")
             for v in l]
-    mat = seed_matrix(ctx, cols)
+    mat = ctx.seed_matrix(cols)
     n = len(l)
 
     def stat(m: np.ndarray) -> float:
@@ -277,7 +276,7 @@ def _ltr_slope(ctx: Context, cfg: IterationsConfig, what: str) -> Estimate:
 
 
 def _sweep_slope(ctx: Context, sweep: str, values: list[Any], x_of) -> Estimate:
-    mat = seed_matrix(ctx, [({"sweep": sweep, "model": "mamba", sweep: v}, "steps")
+    mat = ctx.seed_matrix([({"sweep": sweep, "model": "mamba", sweep: v}, "steps")
                             for v in values])
     x = [x_of(v) for v in values]
     return over_seeds(mat, lambda m: _loglog_slope(x, m.mean(0)),

@@ -28,7 +28,6 @@ from ssmlab.papers.icl_outliers.experiments.common import (
     patterns_for,
     placements_need_counts,
     runtime_bytes,
-    seed_matrix,
     test_set_bytes,
     train_bytes,
 )
@@ -189,7 +188,7 @@ def _gap(ctx: Context, cfg: MultiheadConfig, alphas: list[float]) -> Estimate:
     if not alphas:
         raise NoData("no α of the grid lies in (1/2, max_alpha]")
     H = max(cfg.heads)
-    mat = seed_matrix(ctx, _cols(cfg, [H, 0], alphas))
+    mat = ctx.seed_matrix(_cols(cfg, [H, 0], alphas))
     n = len(alphas)
 
     def gap(m: np.ndarray) -> float:
@@ -204,7 +203,7 @@ def _gap(ctx: Context, cfg: MultiheadConfig, alphas: list[float]) -> Estimate:
 
 def _barely(ctx: Context, cfg: MultiheadConfig) -> Estimate:
     H, alphas = max(cfg.heads), list(cfg.alphas)
-    mat = seed_matrix(ctx, _cols(cfg, [H, 1], alphas))
+    mat = ctx.seed_matrix(_cols(cfg, [H, 1], alphas))
     n = len(alphas)
 
     def diff(m: np.ndarray) -> float:

@@ -30,7 +30,6 @@ from ssmlab.papers.icl_outliers.experiments.common import (
     patterns_for,
     placements_need_counts,
     runtime_bytes,
-    seed_matrix,
     test_set_bytes,
     train_bytes,
     variant_of,
@@ -276,7 +275,7 @@ def _spread_paper(kind: str) -> float:
 
 def _acc(ctx: Context, kind: str) -> np.ndarray:
     """(seeds, placements) accuracies of one model."""
-    return seed_matrix(ctx, [({"model": kind}, f"acc_{pl}") for pl in PLACEMENTS])
+    return ctx.seed_matrix([({"model": kind}, f"acc_{pl}") for pl in PLACEMENTS])
 
 
 def _means(m: np.ndarray) -> str:

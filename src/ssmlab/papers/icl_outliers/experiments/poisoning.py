@@ -33,7 +33,6 @@ from ssmlab.papers.icl_outliers.experiments.common import (
     fmt_cells,
     optimizer_bytes,
     over_seeds,
-    seed_matrix,
 )
 from ssmlab.records import SkipRun
 from ssmlab.report import figures
@@ -254,7 +253,7 @@ class Poisoning(Experiment):
 def _robust_gap(ctx: Context, cfg: PoisoningConfig) -> Estimate:
     models = [cfg.model.mixer, *cfg.baselines]
     cols = [({"model": m}, k) for m in models for k in ("acc_poisoned", "acc_clean")]
-    mat = seed_matrix(ctx, cols)  # (seeds, 2 × models)
+    mat = ctx.seed_matrix(cols)  # (seeds, 2 × models)
 
     def gap(m: np.ndarray) -> float:
         p = m.mean(0)[0::2]

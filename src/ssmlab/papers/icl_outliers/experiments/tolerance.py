@@ -33,7 +33,6 @@ from ssmlab.papers.icl_outliers.experiments.common import (
     patterns_for,
     placements_need_counts,
     runtime_bytes,
-    seed_matrix,
     test_set_bytes,
     train_bytes,
     variant_of,
@@ -236,7 +235,7 @@ def _worst(ctx: Context, cfg: ToleranceConfig, kind: str, alphas: list[float]) -
     if not alphas:
         raise NoData("no α of the grid lies in the claim's range")
     cols = [(rule, a) for rule in cfg.rules for a in alphas]
-    mat = seed_matrix(ctx, [({"model": kind}, key(r, a)) for r, a in cols])
+    mat = ctx.seed_matrix([({"model": kind}, key(r, a)) for r, a in cols])
     means = mat.mean(0)
     at = cols[int(np.nanargmax(means))] if np.isfinite(means).any() else ("-", math.nan)
     flipped = [a for a in alphas if "flipped" in cfg.rules]
@@ -253,7 +252,7 @@ def _thm4_gap(ctx: Context, cfg: ToleranceConfig, alphas: list[float]) -> Estima
     if not {"mamba", "linear"} <= set(cfg.models):
         raise NoData("needs both models")
     cols = [({"model": k}, key("flipped", a)) for a in alphas for k in ("linear", "mamba")]
-    mat = seed_matrix(ctx, cols)
+    mat = ctx.seed_matrix(cols)
     n = len(alphas)
 
     def gap(m: np.ndarray) -> float:
