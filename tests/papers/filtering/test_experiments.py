@@ -298,3 +298,27 @@ def test_fashion_scan_real_data_tiny(tmp_path: Path):
     r = exp.run(cfg, {"order": "hilbert"}, 0)
     assert r.status == "ok" and 0 <= r.metrics["test_accuracy"] <= 1
     assert np.isfinite(r.metrics["test_loss"])
+
+
+def test_gate_ablation_pairs_seeds_and_reports_fit(tmp_path: Path):
+    """A fixed-gate run that diverged drops its seed from both arms (paired by seed, said in
+    the measured text), and a gated arm that did not fit its training set is said in the
+    evidence of a FAIL."""
+    exp = gate_ablation.GateAblation()
+    cfg = build_config(exp.Config, {"datasets": ["locality"], "bc_inits": ["identity"],
+                                    "gd": TINY_GD})
+    runs = []
+    for s, (gated, fixed) in enumerate([(0.60, 0.99), (0.70, 1.00), (0.65, 1.00)]):
+        for g, acc, fit in ((True, gated, 0.7), (False, fixed, 1.0)):
+            status = "diverged" if (s, g) == (0, False) else "ok"
+            metrics = {} if status == "diverged" else {
+                "test_accuracy": acc, "train_accuracy": fit, "train_loss": 1 - fit,
+                "gate_relevant": 0.7, "gate_irrelevant": 0.8}
+            runs.append(rec(exp, {"data": "locality", "bc_init": "identity", "gate": g}, s,
+                            metrics, status=status))
+    (claim,) = exp.analyze(cfg, runs, tmp_path)
+    assert claim.verdict == "FAIL"
+    assert claim.value == pytest.approx((0.70 + 0.65) / 2 - 1.0)  # seeds 1, 2 only
+    assert "paired on the 2 seeds that finished both (without: 1 of 3 runs" in claim.measured
+    assert "with the gate 0.700 (0.300), fixed 1.000 (0.000)" in claim.diagnosis
+    assert "has not fitted the training set" in claim.diagnosis
