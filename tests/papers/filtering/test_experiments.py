@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from ssmlab.config import build_config
+from ssmlab.data.scan_orders import neighbour_distances, scan_order
 from ssmlab.experiment import REGISTRY, RunRecord
 from ssmlab.papers.filtering.experiments import (
     alignment,
@@ -266,6 +267,14 @@ def test_scan_orders_run_and_analyze(tmp_path: Path):
     runs = [rec(exp, {"order": o}, s, {"test_accuracy": 0.9 - 0.1 * (o == "hilbert") + 0.01 * s,
                                        "predicted_gap": 0.2}) for o in acc for s in range(2)]
     assert verdicts(exp.analyze(cfg, runs, tmp_path)) == ["PASS", "FAIL"]
+    # accuracy that falls with the number of distinct neighbour lags: the evidence says so
+    lags = {o: len(np.unique(neighbour_distances(scan_order(o, 4, 4), 4, 4))) for o in acc}
+    assert lags["row_major"] == 2 and lags["hilbert"] > 2
+    runs = [rec(exp, {"order": o}, s, {"test_accuracy": 0.95 - 0.02 * lags[o] + 0.01 * s,
+                                       "predicted_gap": 0.2}) for o in acc for s in range(2)]
+    fail = exp.analyze(cfg, runs, tmp_path)[1]
+    assert fail.verdict == "FAIL" and "with fewer distinct lags 1.00" in fail.diagnosis
+    assert f", {lags['hilbert']})" in fail.diagnosis.split("hilbert ")[1]
 
 
 def test_fashion_scan_skips_without_data(tmp_path: Path):
