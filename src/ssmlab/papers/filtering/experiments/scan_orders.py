@@ -265,9 +265,9 @@ def _order_diff(ctx: Context, detail: str = "") -> Estimate:
 def _lag_evidence(ctx: Context) -> str:
     """Per order: test accuracy, the theory's retention of 2-D neighbours, and how many
     distinct sequence lags those neighbours sit at; then the rank correlation of accuracy with
-    each across the orders. A model that learns fixed offsets (its convolution, a second block)
-    reads a pattern at two lags (row-major: 1 and W) more easily than at many, which the
-    retention does not see."""
+    each across the orders. Our reading, not a measurement: a model that learns fixed offsets
+    (its convolution, a second block) may read a pattern at two lags (row-major: 1 and W) more
+    easily than at many, which the retention does not see."""
     cfg = ctx.cfg
     H, W = cfg.data.H, cfg.data.W
     acc = _acc_by_order(ctx.ok, cfg.orders)
