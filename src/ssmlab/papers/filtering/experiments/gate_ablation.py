@@ -183,13 +183,17 @@ def _gain(ctx: Context, d: str, bc: str) -> Estimate:
                       ("without", cell | {"gate": False}))
 
 
+def _mean(ctx: Context, d: str, bc: str, gate: bool, key: str) -> float:
+    """Mean metrics[key] over the cell's ok runs; NaN when it has none or they lack the key."""
+    rs = ctx.select(data=d, bc_init=bc, gate=gate)
+    return float(np.mean([r.metrics.get(key, np.nan) for r in rs])) if rs else np.nan
+
+
 def _gates_note(ctx: Context, d: str, bc: str) -> str:
-    rs = ctx.select(data=d, bc_init=bc, gate=True)
-    if not rs:
+    if not ctx.select(data=d, bc_init=bc, gate=True):
         return ""
-    rel = np.mean([r.metrics.get("gate_relevant", np.nan) for r in rs])
-    irr = np.mean([r.metrics.get("gate_irrelevant", np.nan) for r in rs])
-    tl = np.mean([r.metrics["train_loss"] for r in ctx.select(data=d, bc_init=bc, gate=False)])
+    rel, irr = (_mean(ctx, d, bc, True, k) for k in ("gate_relevant", "gate_irrelevant"))
+    tl = _mean(ctx, d, bc, False, "train_loss")
     return (f"learned mean gates: relevant {rel:.2f}, irrelevant {irr:.2f}; fixed-gate training "
             f"hinge loss {tl:.3f}.")
 
@@ -225,13 +229,10 @@ def _fit_text(ctx: Context, d: str, bc: str) -> str:
     """How far each arm fitted its training set (mean training accuracy and hinge loss), and a
     sentence when the gated model fitted clearly worse than the fixed-gate one: its lower test
     accuracy then compares a model still training with one that has fitted."""
-    fit = {}
-    for g in (True, False):
-        rs = ctx.select(data=d, bc_init=bc, gate=g)
-        fit[g] = tuple(np.mean([r.metrics.get(k, np.nan) for r in rs] or [np.nan])
-                       for k in ("train_accuracy", "train_loss"))
-        if not np.isfinite(fit[g]).all():
-            return ""
+    fit = {g: [_mean(ctx, d, bc, g, k) for k in ("train_accuracy", "train_loss")]
+           for g in (True, False)}
+    if not np.isfinite([*fit[True], *fit[False]]).all():
+        return ""
     text = (f"Training accuracy (hinge loss) with the gate {fit[True][0]:.3f} "
             f"({fit[True][1]:.3f}), fixed {fit[False][0]:.3f} ({fit[False][1]:.3f}). ")
     if fit[True][0] < fit[False][0] - 0.05:

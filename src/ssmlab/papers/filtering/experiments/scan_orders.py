@@ -234,8 +234,7 @@ class ScanOrders(Experiment):
 
     def figures(self, ctx: Context) -> dict[str, str]:
         cfg = ctx.cfg
-        H, W = cfg.data.H, cfg.data.W
-        loc = {o: locality(scan_order(o, H, W), H, W) for o in cfg.orders}
+        loc = _grid_locality(cfg)
         return {"main": _bar(_acc_by_order(ctx.ok, cfg.orders),
                              "filtering slides: scan order on 2-D locality data", ctx.figdir,
                              "filtering_scan_orders.png",
@@ -246,9 +245,20 @@ def _mixer_variant(cfg: MixerChoice) -> str:
     return "" if cfg.mixer == PAPER_MIXER else f"mixer={cfg.mixer}"
 
 
-def _locality_diff(cfg: ScanOrdersConfig) -> Estimate:
+def _grid_locality(cfg: ScanOrdersConfig) -> dict[str, dict[str, float]]:
+    """Per order, the locality metrics of its scan of the H × W grid (ssmlab.data.scan_orders)
+    and "lags": how many distinct sequence distances its 2-D neighbour pairs sit at."""
     H, W = cfg.data.H, cfg.data.W
-    loc = {o: locality(scan_order(o, H, W), H, W) for o in cfg.orders}
+    out = {}
+    for o in cfg.orders:
+        order = scan_order(o, H, W)
+        out[o] = locality(order, H, W) | {
+            "lags": float(len(np.unique(neighbour_distances(order, H, W))))}
+    return out
+
+
+def _locality_diff(cfg: ScanOrdersConfig) -> Estimate:
+    loc = _grid_locality(cfg)
     table = "; ".join(f"{o}: retention {loc[o]['retention']:.3f}, median dist "
                       f"{loc[o]['median_distance']:g}, mean dist {loc[o]['mean_distance']:.2f}"
                       for o in cfg.orders)
@@ -268,18 +278,15 @@ def _lag_evidence(ctx: Context) -> str:
     each across the orders. Our reading, not a measurement: a model that learns fixed offsets
     (its convolution, a second block) may read a pattern at two lags (row-major: 1 and W) more
     easily than at many, which the retention does not see."""
-    cfg = ctx.cfg
-    H, W = cfg.data.H, cfg.data.W
-    acc = _acc_by_order(ctx.ok, cfg.orders)
-    orders = [o for o in cfg.orders if np.isfinite(acc[o][0])]
-    ret = {o: locality(scan_order(o, H, W), H, W)["retention"] for o in orders}
-    lags = {o: len(np.unique(neighbour_distances(scan_order(o, H, W), H, W))) for o in orders}
+    acc = _acc_by_order(ctx.ok, ctx.cfg.orders)
+    loc = _grid_locality(ctx.cfg)
+    orders = [o for o in ctx.cfg.orders if np.isfinite(acc[o][0])]
     text = "test accuracy (retention, distinct lags of 2-D neighbours): " + ", ".join(
-        f"{o} {acc[o][0]:.3f} ({ret[o]:.3f}, {lags[o]})" for o in orders)
+        f"{o} {acc[o][0]:.3f} ({loc[o]['retention']:.3f}, {loc[o]['lags']:.0f})" for o in orders)
     if len(orders) >= 3:
         a = [acc[o][0] for o in orders]
-        rho_r = spearmanr(a, [ret[o] for o in orders]).statistic
-        rho_l = spearmanr(a, [-lags[o] for o in orders]).statistic
+        rho_r = spearmanr(a, [loc[o]["retention"] for o in orders]).statistic
+        rho_l = spearmanr(a, [-loc[o]["lags"] for o in orders]).statistic
         text += (f". Across the {len(orders)} orders, Spearman ρ of accuracy with the retention "
                  f"{rho_r:.2f}, with fewer distinct lags {rho_l:.2f}")
     return text
