@@ -350,7 +350,8 @@ def status_cmd(
     results: ResultsOpt = None,
 ) -> None:
     """Per experiment and profile: runs done / total, skipped and failed, and the time left
-    (each run still to do priced at its cell's mean time so far, over the workers)."""
+    (each run still to do priced at its cell's mean time so far, or by the experiment's
+    relative cost where its cell has none, over the workers)."""
     import os
 
     from rich.table import Table

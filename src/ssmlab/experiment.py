@@ -83,7 +83,8 @@ class Experiment(ABC):
         """Relative compute cost of one run of cell `params` (any positive scale; default 1:
         all alike). The runner hands out the costliest runs first (longest-processing-time
         order), so that a long run does not start last and leave the other workers idle at the
-        end of a sweep. Only the order depends on it, never a result."""
+        end of a sweep, and `ssmlab status` prices a run of a cell not yet timed by it. Only the
+        order and that estimate depend on it, never a result."""
         return 1.0
 
     def check_inputs(self, cfg: Any) -> None:

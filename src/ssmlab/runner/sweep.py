@@ -121,15 +121,22 @@ def plan(exp: Experiment, cfg: ExperimentConfig) -> list[PlannedRun]:
     return out
 
 
+def cell_costs(exp: Experiment, cfg: ExperimentConfig,
+               runs: list[PlannedRun]) -> dict[str, float]:
+    """cell hash -> `Experiment.cost` of its runs, checked positive and finite."""
+    cost = {r.cell_hash: float(exp.cost(cfg, r.params)) for r in runs}
+    bad = [c for c in cost.values() if not math.isfinite(c) or c <= 0]
+    if bad:
+        raise ValueError(f"{type(exp).__name__}.cost must be positive and finite, got {bad[0]}")
+    return cost
+
+
 def dispatch_order(exp: Experiment, cfg: ExperimentConfig,
                    runs: list[PlannedRun]) -> list[PlannedRun]:
     """Runs in the order workers take them: costliest first (`Experiment.cost`), plan order
     among equals (a stable sort). With W workers the last run to start then is a cheap one, so
     the sweep's wall time is close to its total work / W."""
-    cost = {r.cell_hash: float(exp.cost(cfg, r.params)) for r in runs}
-    bad = [c for c in cost.values() if not math.isfinite(c) or c <= 0]
-    if bad:
-        raise ValueError(f"{type(exp).__name__}.cost must be positive and finite, got {bad[0]}")
+    cost = cell_costs(exp, cfg, runs)
     return sorted(runs, key=lambda r: -cost[r.cell_hash])
 
 
