@@ -9,7 +9,7 @@ from ssmlab.cli import main
 from ssmlab.runner.progress import sweep_progress
 from ssmlab.runner.registry import resolve_config
 from ssmlab.runner.store import Store
-from ssmlab.runner.sweep import plan, run_sweep
+from ssmlab.runner.sweep import cfg_key_of, plan, run_sweep
 from ssmlab.runner.testing import Sleepy
 
 
@@ -31,8 +31,6 @@ def test_progress_counts_and_prices_the_rest(exps, tmp_path):
 
 
 def _key() -> str:
-    from ssmlab.runner.sweep import cfg_key_of
-
     return cfg_key_of(resolve_config(Sleepy, "quick"))
 
 
@@ -59,7 +57,7 @@ class TimesOnly:
 def test_untimed_cells_are_priced_by_their_cost(workers, left):
     # to do: seed 1 of cells 0..2 at their own means 2 + 4 + 6, both seeds of cells 3..5 at
     # 2 s x cost 4, 5, 6: 12 + 2 x 30 = 72 s. Two workers: 36 s; eight: the longest run, 12 s,
-    # is more than 72 / 8 (the mean finished run, 4 s, would have said 18 and 6)
+    # is more than 72 / 8 (the mean finished run, 4 s, would have said 18 and 4.5)
     p = sweep_progress(TimesOnly(), CostlySleepy, "quick", workers=workers)
     assert (p.done, p.todo, p.seconds_per_run) == (3, 9, 4.0)
     assert p.seconds_left == pytest.approx(left)
